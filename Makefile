@@ -1,0 +1,46 @@
+# chatcap — the two README commands (`make demo`, `make test`) plus developer helpers.
+# Every target bootstraps .venv itself on a machine with only Python 3.11 and make.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PROTO  := chatcap/protocol
+
+.PHONY: demo test lint fmt typecheck proto bench-codecs clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[venv] installing chatcap and its dependencies into $(VENV) (about a minute)"
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+## make demo — the main job; grows with each milestone (see README).
+demo: $(STAMP)
+	$(PY) -m bench demo
+
+## make test — lint, types, then the test suite (benchmarks and slow fuzzing excluded).
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest -q -m "not slow and not benchmark"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## make proto — regenerate chat_pb2.py / chat_pb2.pyi from chat.proto (committed).
+proto: $(STAMP)
+	$(PY) -m chatcap.protocol.regen
+
+bench-codecs: $(STAMP)
+	$(PY) -m bench codecs
+
+clean-venv:
+	rm -rf $(VENV)

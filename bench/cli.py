@@ -1,0 +1,129 @@
+"""The ``python -m bench`` command line: one sub-command per job.
+
+Sub-commands:
+
+* ``check-scenario FILE [--set KEY=VALUE …] [--json]`` — validate a scenario and print it
+  fully resolved (every default filled in, each key commented);
+* ``scenario-reference`` — the Markdown table of every key (for scenarios/README.md);
+* ``codecs [--quick] [--out DIR]`` — the codec micro-benchmark (:mod:`bench.codecs`);
+* ``demo`` — what ``make demo`` runs: grows as the project does.
+
+Errors in input (a bad scenario, a bad override) print one line and exit with status 2;
+no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chatcap.scenario import Scenario, ScenarioError, load_scenario, to_toml
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``server.pool.size=8`` → ``("server.pool.size", 8)``; the value is read as TOML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"override {text!r}: expected KEY=VALUE, e.g. server.pool.size=8")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as `fixed` is taken as a string
+    return key.strip(), value
+
+
+def load_with_overrides(path: str, sets: Sequence[str]) -> Scenario:
+    scenario = load_scenario(path)
+    if sets:
+        scenario = scenario.with_overrides(dict(parse_override(s) for s in sets))
+    return scenario
+
+
+def describe(s: Scenario) -> str:
+    """A few derived figures a planner wants next to the file."""
+    w = s.workload
+    rs = w.room_size
+    mean_size = rs.size if rs.distribution == "fixed" else (rs.min + rs.max) / 2
+    memberships = w.rooms * mean_size / w.users
+    fanout = s.offered_per_s * mean_size / max(memberships, 1.0)
+    return "\n".join(
+        [
+            f"# scenario {s.name!r}: {s.description}",
+            f"# offered sends      {s.offered_per_s:,.1f} /s "
+            f"({w.users} users × {w.send_rate_per_user_per_s:g}/s, {w.arrival})",
+            f"# rooms              {w.rooms} × ~{mean_size:g} members ({rs.distribution})",
+            f"# deliveries (est.)  {fanout:,.0f} /s",
+            f"# measured interval  {w.duration_s - w.warmup_s:g} s "
+            f"after {w.warmup_s:g} s warm-up",
+        ]
+    )
+
+
+def cmd_check_scenario(args: argparse.Namespace) -> int:
+    scenario = load_with_overrides(args.file, args.set)
+    if args.json:
+        print(json.dumps(scenario.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(describe(scenario))
+        print()
+        print(to_toml(scenario), end="")
+    return 0
+
+
+def cmd_codecs(args: argparse.Namespace) -> int:
+    from bench import codecs
+
+    argv = ["--out", args.out] + (["--quick"] if args.quick else [])
+    return codecs.main(argv)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bench import demo
+
+    return demo.main(quick=args.quick)
+
+
+def cmd_scenario_reference(args: argparse.Namespace) -> int:
+    from chatcap.scenario import reference_markdown
+
+    print(reference_markdown())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-scenario", help="validate a scenario and print it resolved")
+    p.add_argument("file", help="scenario TOML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. --set server.pool.size=8 (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    p.set_defaults(func=cmd_check_scenario)
+
+    p = sub.add_parser("scenario-reference", help="print the key reference table (Markdown)")
+    p.set_defaults(func=cmd_scenario_reference)
+
+    p = sub.add_parser("codecs", help="codec micro-benchmark (bytes, ns per op)")
+    p.add_argument("--out", default="results/codecs", help="parent folder of the run folder")
+    p.add_argument("--quick", action="store_true", help="short run (for tests)")
+    p.set_defaults(func=cmd_codecs)
+
+    p = sub.add_parser("demo", help="what `make demo` runs")
+    p.add_argument("--quick", action="store_true", help="shorter benchmarks")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
