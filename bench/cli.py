@@ -19,7 +19,6 @@ import json
 import sys
 import tomllib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from chatcap.scenario import Scenario, ScenarioError, load_scenario, to_toml
@@ -58,8 +57,7 @@ def describe(s: Scenario) -> str:
             f"({w.users} users × {w.send_rate_per_user_per_s:g}/s, {w.arrival})",
             f"# rooms              {w.rooms} × ~{mean_size:g} members ({rs.distribution})",
             f"# deliveries (est.)  {fanout:,.0f} /s",
-            f"# measured interval  {w.duration_s - w.warmup_s:g} s "
-            f"after {w.warmup_s:g} s warm-up",
+            f"# measured interval  {w.duration_s - w.warmup_s:g} s after {w.warmup_s:g} s warm-up",
         ]
     )
 
@@ -101,8 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-scenario", help="validate a scenario and print it resolved")
     p.add_argument("file", help="scenario TOML file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key, e.g. --set server.pool.size=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key, e.g. --set server.pool.size=8 (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     p.set_defaults(func=cmd_check_scenario)
 

@@ -29,8 +29,10 @@ def check_scenarios(folder: Path = SCENARIOS) -> int:
             failed += 1
             print(f"  FAIL {exc}")
             continue
-        print(f"  ok   {path.name:<20} {s.offered_per_s:>8,.0f} sends/s offered, "
-              f"{s.workload.users} users, {s.workload.rooms} rooms")
+        print(
+            f"  ok   {path.name:<20} {s.offered_per_s:>8,.0f} sends/s offered, "
+            f"{s.workload.users} users, {s.workload.rooms} rooms"
+        )
     return failed
 
 

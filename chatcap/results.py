@@ -266,9 +266,7 @@ def _check_row(row: Mapping[str, Any], columns: Sequence[Column], where: str) ->
             )
 
 
-def write_table(
-    path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]
-) -> Path:
+def write_table(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -> Path:
     """Write rows as CSV with the schema's column order; validates every row first."""
     rows = list(rows)
     present = {k for r in rows for k in r}

@@ -75,19 +75,27 @@ class PoolConfig:
         None, "idle connections kept; absent = size", ge=0, anchor="minimumIdle = max size"
     )
     acquire_timeout_ms: float = opt(
-        30_000.0, "wait for a free connection before store_busy; inf = forever", ge=0,
+        30_000.0,
+        "wait for a free connection before store_busy; inf = forever",
+        ge=0,
         anchor="connectionTimeout 30000",
     )
     idle_timeout_s: float = opt(
-        600.0, "retire connections idle this long (only above min_idle); 0 = never", ge=0,
+        600.0,
+        "retire connections idle this long (only above min_idle); 0 = never",
+        ge=0,
         anchor="idleTimeout 600000 ms",
     )
     max_lifetime_s: float = opt(
-        1800.0, "retire a connection this old when it is returned; 0 = never", ge=0,
+        1800.0,
+        "retire a connection this old when it is returned; 0 = never",
+        ge=0,
         anchor="maxLifetime 1800000 ms",
     )
     leak_detection_ms: float = opt(
-        0.0, "warn when a connection is held longer; 0 = off", ge=0,
+        0.0,
+        "warn when a connection is held longer; 0 = off",
+        ge=0,
         anchor="leakDetectionThreshold 0",
     )
 
@@ -112,9 +120,7 @@ class BreakerSection:
     window_type: str = opt(
         "count", "sliding window kind", choices=("count", "time"), anchor="COUNT_BASED"
     )
-    window_size: int = opt(
-        100, "calls (count window) or seconds (time window)", ge=1, anchor="100"
-    )
+    window_size: int = opt(100, "calls (count window) or seconds (time window)", ge=1, anchor="100")
     minimum_calls: int = opt(100, "calls recorded before a rate is computed", ge=1, anchor="100")
     failure_rate_pct: float = opt(50.0, "open at this failure rate, %", gt=0, le=100, anchor="50")
     slow_call_duration_s: float = opt(
@@ -126,7 +132,9 @@ class BreakerSection:
     open_duration_s: float = opt(60.0, "stay open this long", gt=0, anchor="60000 ms")
     half_open_calls: int = opt(10, "trial calls permitted in half-open", ge=1, anchor="10")
     max_half_open_wait_s: float = opt(
-        0.0, "back to open if half-open lasts longer; 0 = wait for the trial calls", ge=0,
+        0.0,
+        "back to open if half-open lasts longer; 0 = wait for the trial calls",
+        ge=0,
         anchor="0",
     )
 
@@ -142,9 +150,7 @@ class StoreConfig:
         choices=("OFF", "NORMAL", "FULL", "EXTRA"),
     )
     batch_max: int = opt(64, "sends committed per transaction at most", ge=1, le=100_000)
-    write_queue_max: int = opt(
-        10_000, "sends waiting for the writer before `overloaded`", ge=1
-    )
+    write_queue_max: int = opt(10_000, "sends waiting for the writer before `overloaded`", ge=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +171,8 @@ class FaultsConfig:
     store_error_rate: float = opt(0.0, "share of commits that fail, always", ge=0, le=1)
     cpu_burn_us_per_msg: float = opt(0.0, "busy CPU per handled send, µs", ge=0, le=1e6)
     episodes: tuple[FaultEpisode, ...] = field(
-        default=(), metadata={"doc": "timed fault windows ([[server.faults.episodes]])",
-                              "item": FaultEpisode},
+        default=(),
+        metadata={"doc": "timed fault windows ([[server.faults.episodes]])", "item": FaultEpisode},
     )
 
 
@@ -186,7 +192,9 @@ class ServerConfig:
     )
     history_page_max: int = opt(500, "messages per history page / replay page", ge=1)
     drain_timeout_s: float = opt(10.0, "graceful shutdown deadline", gt=0)
-    auth: str = opt("open", "`open`: any user name; `users`: password file", choices=("open", "users"))
+    auth: str = opt(
+        "open", "`open`: any user name; `users`: password file", choices=("open", "users")
+    )
     token_ttl_s: float = opt(3600.0, "access token lifetime", gt=0)
     pool: PoolConfig = section(PoolConfig, "store connection pool")
     rate_limit: RateLimitConfig = section(RateLimitConfig, "per-user rate limiter")
@@ -203,7 +211,8 @@ class RoomSizeConfig:
     """How many members each room has."""
 
     distribution: str = opt(
-        "fixed", "fixed | uniform (min..max) | zipf (exponent zipf_s, capped at max)",
+        "fixed",
+        "fixed | uniform (min..max) | zipf (exponent zipf_s, capped at max)",
         choices=("fixed", "uniform", "zipf"),
     )
     size: int = opt(10, "members per room (fixed)", ge=1)
@@ -221,7 +230,8 @@ class WorkloadConfig:
     room_size: RoomSizeConfig = section(RoomSizeConfig, "room size distribution")
     send_rate_per_user_per_s: float = opt(0.5, "sends per second per user (open loop)", gt=0)
     arrival: str = opt(
-        "poisson", "send process: poisson | constant (open loop) | closed (think time)",
+        "poisson",
+        "send process: poisson | constant (open loop) | closed (think time)",
         choices=("poisson", "constant", "closed"),
     )
     think_time_s: float = opt(2.0, "closed loop: pause between an ack and the next send", ge=0)
@@ -251,11 +261,13 @@ class RetryConfig:
 class BudgetConfig:
     """Retry budget: retries at most a share of requests."""
 
-    kind: str = opt("ratio", "ratio (Finagle) | token (gRPC throttling) | none",
-                    choices=tuple(BUDGETS))
+    kind: str = opt(
+        "ratio", "ratio (Finagle) | token (gRPC throttling) | none", choices=tuple(BUDGETS)
+    )
     ratio: float = opt(0.2, "ratio: retries per request", ge=0, le=10, anchor="Finagle 0.2")
-    min_retries_per_s: float = opt(10.0, "ratio: retries always allowed per second", ge=0,
-                                   anchor="Finagle 10")
+    min_retries_per_s: float = opt(
+        10.0, "ratio: retries always allowed per second", ge=0, anchor="Finagle 10"
+    )
     window_s: float = opt(10.0, "ratio: accounting window", gt=0, anchor="Finagle ttl 10 s")
     max_tokens: float = opt(10.0, "token: bucket size", gt=0)
     token_ratio: float = opt(0.1, "token: tokens returned per success", gt=0)
@@ -288,7 +300,8 @@ class Scenario:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for manifests and for re-loading with overrides)."""
-        return _plain(asdict(self))
+        plain: dict[str, Any] = _plain(asdict(self))
+        return plain
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
         """A new validated scenario with dotted keys replaced, e.g. ``{"server.pool.size": 4}``."""
@@ -345,8 +358,7 @@ def _build(cls: type[T], data: Any, prefix: str, source: str) -> T:
             hint = difflib.get_close_matches(key, known, n=1)
             also = f" — did you mean {hint[0]!r}?" if hint else ""
             raise ScenarioError(
-                f"{source}: unknown key {prefix}{key}{also} "
-                f"(allowed here: {', '.join(known)})"
+                f"{source}: unknown key {prefix}{key}{also} (allowed here: {', '.join(known)})"
             )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -398,9 +410,7 @@ def _check_type(base: Any, value: Any, key: str, source: str) -> Any:
     else:
         ok = isinstance(value, base)
     if not ok:
-        raise ScenarioError(
-            f"{source}: {key} = {_show(value)}: must be {_type_word(base)}"
-        )
+        raise ScenarioError(f"{source}: {key} = {_show(value)}: must be {_type_word(base)}")
     return value
 
 
@@ -416,12 +426,12 @@ def _check_mix(value: Any, key: str, source: str) -> dict[str, float]:
             raise ScenarioError(
                 f"{source}: {key}.{codec}: unknown codec (allowed: {', '.join(CODEC_NAMES)})"
             )
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
-            0 <= weight < INF
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not (0 <= weight < INF)
         ):
-            raise ScenarioError(
-                f"{source}: {key}.{codec} = {_show(weight)}: must be a weight ≥ 0"
-            )
+            raise ScenarioError(f"{source}: {key}.{codec} = {_show(weight)}: must be a weight ≥ 0")
         mix[codec] = float(weight)
     if sum(mix.values()) <= 0:
         raise ScenarioError(f"{source}: {key}: weights must not all be 0")
@@ -470,6 +480,8 @@ def _show(value: Any) -> str:
         return "a table"
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # show 150, as the file most likely said, not 150.0
     text = repr(value)
     return text if len(text) < 60 else text[:57] + "..."
 
@@ -481,30 +493,49 @@ def _fail(source: str, key: str, value: Any, rule: str) -> ScenarioError:
 def _check_cross_fields(s: Scenario, source: str) -> None:
     w, srv = s.workload, s.server
     if w.warmup_s >= w.duration_s:
-        raise _fail(source, "workload.warmup_s", w.warmup_s,
-                    f"must be less than workload.duration_s ({w.duration_s:g})")
+        raise _fail(
+            source,
+            "workload.warmup_s",
+            w.warmup_s,
+            f"must be less than workload.duration_s ({w.duration_s:g})",
+        )
     rs = w.room_size
     if rs.distribution == "fixed" and rs.size > w.users:
-        raise _fail(source, "workload.room_size.size", rs.size,
-                    f"must be ≤ workload.users ({w.users})")
+        raise _fail(
+            source, "workload.room_size.size", rs.size, f"must be ≤ workload.users ({w.users})"
+        )
     if rs.distribution != "fixed" and rs.min > rs.max:
-        raise _fail(source, "workload.room_size.min", rs.min,
-                    f"must be ≤ workload.room_size.max ({rs.max})")
+        raise _fail(
+            source, "workload.room_size.min", rs.min, f"must be ≤ workload.room_size.max ({rs.max})"
+        )
     if rs.distribution != "fixed" and rs.max > w.users:
-        raise _fail(source, "workload.room_size.max", rs.max,
-                    f"must be ≤ workload.users ({w.users})")
+        raise _fail(
+            source, "workload.room_size.max", rs.max, f"must be ≤ workload.users ({w.users})"
+        )
     envelope_overhead = 512
     if w.body_bytes > srv.max_message_bytes - envelope_overhead:
-        raise _fail(source, "workload.body_bytes", w.body_bytes,
-                    f"must be ≤ server.max_message_bytes − {envelope_overhead} "
-                    f"({srv.max_message_bytes - envelope_overhead})")
+        raise _fail(
+            source,
+            "workload.body_bytes",
+            w.body_bytes,
+            f"must be ≤ server.max_message_bytes − {envelope_overhead} "
+            f"({srv.max_message_bytes - envelope_overhead})",
+        )
     if srv.pool.min_idle is not None and srv.pool.min_idle > srv.pool.size:
-        raise _fail(source, "server.pool.min_idle", srv.pool.min_idle,
-                    f"must be ≤ server.pool.size ({srv.pool.size})")
+        raise _fail(
+            source,
+            "server.pool.min_idle",
+            srv.pool.min_idle,
+            f"must be ≤ server.pool.size ({srv.pool.size})",
+        )
     retry = s.client.retry
     if retry.base_ms > retry.cap_ms:
-        raise _fail(source, "client.retry.base_ms", retry.base_ms,
-                    f"must be ≤ client.retry.cap_ms ({retry.cap_ms:g})")
+        raise _fail(
+            source,
+            "client.retry.base_ms",
+            retry.base_ms,
+            f"must be ≤ client.retry.cap_ms ({retry.cap_ms:g})",
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -550,7 +581,7 @@ def _emit(obj: Any, prefix: str, lines: list[str], comments: bool) -> None:
 
 def _doc_line(f: Field[Any]) -> str:
     meta = f.metadata
-    text = meta["doc"]
+    text = str(meta["doc"])
     if meta.get("choices"):
         text += f" [{' | '.join(meta['choices'])}]"
     elif any(meta.get(k) is not None for k in ("ge", "gt", "le")):
@@ -591,7 +622,7 @@ def reference_markdown() -> str:
             if "item" in meta:
                 walk(meta["item"], f"{prefix}{f.name}[].")
                 continue
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
             shown = "absent" if default is None else f"`{_toml_value(default)}`"
             allowed = " \\| ".join(meta["choices"]) if meta.get("choices") else _range_text(meta)
             doc = meta["doc"] + (f" (anchor: {meta['anchor']})" if meta.get("anchor") else "")

@@ -30,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     db = args.db or scenario.server.store.path
-    print(f"scenario {scenario.name!r} is valid; would serve ws://{args.host}:{args.port}"
-          f"/api/v1/ws with store {db}")
+    print(
+        f"scenario {scenario.name!r} is valid; would serve ws://{args.host}:{args.port}"
+        f"/api/v1/ws with store {db}"
+    )
     print("the server is not built yet (issue #3); nothing was started", file=sys.stderr)
     return 3

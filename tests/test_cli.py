@@ -62,7 +62,10 @@ def test_server_and_sim_reject_a_bad_scenario_without_traceback(
     bad.write_text("[server.pool]\nsize = -3\n")
     proc = subprocess.run(
         [sys.executable, "-m", module, "--scenario", str(bad)],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -23,27 +23,54 @@ from chatcap.results import (
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_BY_DESIGN = [
-    "source", "codec", "offered_per_s", "acked_per_s", "delivered_per_s", "ack_mean_ms",
-    "ack_p50_ms", "ack_p99_ms", "deliver_p50_ms", "deliver_p99_ms", "error_rate",
-    "server_cpu_us_per_msg", "bytes_per_msg", "run_id", "scenario", "replication", "seed",
+    "source",
+    "codec",
+    "offered_per_s",
+    "acked_per_s",
+    "delivered_per_s",
+    "ack_mean_ms",
+    "ack_p50_ms",
+    "ack_p99_ms",
+    "deliver_p50_ms",
+    "deliver_p99_ms",
+    "error_rate",
+    "server_cpu_us_per_msg",
+    "bytes_per_msg",
+    "run_id",
+    "scenario",
+    "replication",
+    "seed",
 ]
 
 
 def summary_row(**over: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "run_id": "r1", "scenario": "smoke", "source": "sim", "codec": "json",
-        "replication": 0, "seed": 11, "offered_per_s": 100.0, "acked_per_s": 99.5,
-        "delivered_per_s": 995.0, "ack_mean_ms": 1.5, "ack_p50_ms": 1.2, "ack_p99_ms": 7.5,
-        "deliver_p50_ms": 1.4, "deliver_p99_ms": 8.0, "error_rate": 0.005,
-        "server_cpu_us_per_msg": float("nan"), "bytes_per_msg": 211.0,
+        "run_id": "r1",
+        "scenario": "smoke",
+        "source": "sim",
+        "codec": "json",
+        "replication": 0,
+        "seed": 11,
+        "offered_per_s": 100.0,
+        "acked_per_s": 99.5,
+        "delivered_per_s": 995.0,
+        "ack_mean_ms": 1.5,
+        "ack_p50_ms": 1.2,
+        "ack_p99_ms": 7.5,
+        "deliver_p50_ms": 1.4,
+        "deliver_p99_ms": 8.0,
+        "error_rate": 0.005,
+        "server_cpu_us_per_msg": float("nan"),
+        "bytes_per_msg": 211.0,
     }
     row.update(over)
     return row
 
 
 def manifest(run_id: str = "r1") -> dict[str, Any]:
-    return new_manifest(run_id, ["python", "-m", "sim"], "2026-11-26T19:00:00Z",
-                        scenario={"name": "smoke"}, seed=11)
+    return new_manifest(
+        run_id, ["python", "-m", "sim"], "2026-11-26T19:00:00Z", scenario={"name": "smoke"}, seed=11
+    )
 
 
 def test_summary_columns_include_everything_design_md_promises() -> None:
@@ -53,10 +80,24 @@ def test_summary_columns_include_everything_design_md_promises() -> None:
 
 def test_a_run_folder_round_trips(tmp_path: Path) -> None:
     rows = [summary_row(), summary_row(codec="protobuf", replication=1, generator_bound=True)]
-    reqs = [{"run_id": "r1", "source": "sim", "codec": "json", "replication": 0,
-             "offered_per_s": 100.0, "user": 3, "room": 1, "msg": 0, "attempt": 1,
-             "intended_s": 1.0, "sent_s": 1.0, "done_s": 1.002, "outcome": "acked",
-             "ack_ms": 2.0}]
+    reqs = [
+        {
+            "run_id": "r1",
+            "source": "sim",
+            "codec": "json",
+            "replication": 0,
+            "offered_per_s": 100.0,
+            "user": 3,
+            "room": 1,
+            "msg": 0,
+            "attempt": 1,
+            "intended_s": 1.0,
+            "sent_s": 1.0,
+            "done_s": 1.002,
+            "outcome": "acked",
+            "ack_ms": 2.0,
+        }
+    ]
     write_run(tmp_path / "r1", manifest(), rows, reqs)
     run = read_run(tmp_path / "r1")
     assert run.manifest["seed"] == 11
@@ -89,7 +130,7 @@ def test_manifest_missing_key_is_named(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     del data["git_sha"]
     path.write_text(json.dumps(data))
-    with pytest.raises(ResultsError, match="missing key.*git_sha"):
+    with pytest.raises(ResultsError, match=r"missing key.*git_sha"):
         read_run(tmp_path / "r1")
 
 
@@ -111,7 +152,9 @@ def test_summary_malformed_value_names_line_and_column(tmp_path: Path) -> None:
     text = path.read_text().splitlines()
     text[2] = text[2].replace("99.5", "fast")
     path.write_text("\n".join(text) + "\n")
-    with pytest.raises(ResultsError, match=r"summary.csv line 3: column 'acked_per_s' must be float"):
+    with pytest.raises(
+        ResultsError, match=r"summary.csv line 3: column 'acked_per_s' must be float"
+    ):
         read_run(tmp_path / "r1")
 
 

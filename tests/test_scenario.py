@@ -71,43 +71,70 @@ def test_retry_storm_retries_without_jitter_or_budget() -> None:
 
 
 BAD = [
-    ("[server]\nmax_conections_per_ip = 5\n",
-     "unknown key server.max_conections_per_ip — did you mean 'max_connections_per_ip'?"),
+    (
+        "[server]\nmax_conections_per_ip = 5\n",
+        "unknown key server.max_conections_per_ip — did you mean 'max_connections_per_ip'?",
+    ),
     ("[server.pool]\nsize = 0\n", "server.pool.size = 0: must be ≥ 1 and ≤ 1000"),
     ("[server.pool]\nsize = 'ten'\n", "server.pool.size = 'ten': must be an integer"),
     ("[server.pool]\nsize = 2.5\n", "server.pool.size = 2.5: must be an integer"),
-    ("[server.pool]\nacquire_timeout_ms = -1\n", "server.pool.acquire_timeout_ms = -1: must be ≥ 0"),
-    ("[server.rate_limit]\nalgorithm = 'gcra'\n",
-     "server.rate_limit.algorithm = 'gcra': must be one of token_bucket"),
-    ("[server.breaker]\nfailure_rate_pct = 150\n",
-     "server.breaker.failure_rate_pct = 150: must be > 0 and ≤ 100"),
+    (
+        "[server.pool]\nacquire_timeout_ms = -1\n",
+        "server.pool.acquire_timeout_ms = -1: must be ≥ 0",
+    ),
+    (
+        "[server.rate_limit]\nalgorithm = 'gcra'\n",
+        "server.rate_limit.algorithm = 'gcra': must be one of token_bucket",
+    ),
+    (
+        "[server.breaker]\nfailure_rate_pct = 150\n",
+        "server.breaker.failure_rate_pct = 150: must be > 0 and ≤ 100",
+    ),
     ("[server.breaker]\nwindow_type = 'sliding'\n", "must be one of count, time"),
     ("[server.breaker]\nenabled = 1\n", "server.breaker.enabled = 1: must be true or false"),
     ("[server.store]\nsynchronous = 'normal'\n", "must be one of OFF, NORMAL, FULL, EXTRA"),
-    ("[[server.faults.episodes]]\nstore_error_rate = 2\n",
-     "server.faults.episodes[0].store_error_rate = 2: must be ≥ 0 and ≤ 1"),
+    (
+        "[[server.faults.episodes]]\nstore_error_rate = 2\n",
+        "server.faults.episodes[0].store_error_rate = 2: must be ≥ 0 and ≤ 1",
+    ),
     ("[server.faults]\nepisodes = 3\n", "server.faults.episodes must be an array of tables"),
     ("server = 5\n", "[server] must be a table, got 5"),
     ("[workload]\nusers = true\n", "workload.users = true: must be an integer"),
     ("[workload]\nsend_rate_per_user_per_s = nan\n", "must be a number"),
     ("[workload]\narrival = 'bursty'\n", "must be one of poisson, constant, closed"),
-    ("[workload]\ncodec_mix = { json = 1, xml = 1 }\n",
-     "workload.codec_mix.xml: unknown codec (allowed: json, protobuf)"),
+    (
+        "[workload]\ncodec_mix = { json = 1, xml = 1 }\n",
+        "workload.codec_mix.xml: unknown codec (allowed: json, protobuf)",
+    ),
     ("[workload]\ncodec_mix = { json = 0 }\n", "weights must not all be 0"),
     ("[workload]\ncodec_mix = { json = -1 }\n", "must be a weight ≥ 0"),
-    ("[workload]\nduration_s = 10\nwarmup_s = 10\n",
-     "workload.warmup_s = 10.0: must be less than workload.duration_s (10)"),
-    ("[workload]\nusers = 3\n[workload.room_size]\nsize = 5\n",
-     "workload.room_size.size = 5: must be ≤ workload.users (3)"),
-    ("[workload.room_size]\ndistribution = 'uniform'\nmin = 9\nmax = 4\n",
-     "workload.room_size.min = 9: must be ≤ workload.room_size.max (4)"),
-    ("[workload]\nbody_bytes = 70000\n",
-     "workload.body_bytes = 70000: must be ≤ server.max_message_bytes − 512"),
-    ("[server.pool]\nsize = 4\nmin_idle = 5\n", "server.pool.min_idle = 5: must be ≤ server.pool.size (4)"),
-    ("[client.retry]\nbase_ms = 500\ncap_ms = 100\n", "client.retry.base_ms = 500.0: must be ≤"),
+    (
+        "[workload]\nduration_s = 10\nwarmup_s = 10\n",
+        "workload.warmup_s = 10: must be less than workload.duration_s (10)",
+    ),
+    (
+        "[workload]\nusers = 3\n[workload.room_size]\nsize = 5\n",
+        "workload.room_size.size = 5: must be ≤ workload.users (3)",
+    ),
+    (
+        "[workload.room_size]\ndistribution = 'uniform'\nmin = 9\nmax = 4\n",
+        "workload.room_size.min = 9: must be ≤ workload.room_size.max (4)",
+    ),
+    (
+        "[workload]\nbody_bytes = 70000\n",
+        "workload.body_bytes = 70000: must be ≤ server.max_message_bytes − 512",
+    ),
+    (
+        "[server.pool]\nsize = 4\nmin_idle = 5\n",
+        "server.pool.min_idle = 5: must be ≤ server.pool.size (4)",
+    ),
+    ("[client.retry]\nbase_ms = 500\ncap_ms = 100\n", "client.retry.base_ms = 500: must be ≤"),
     ("[client.retry]\njitter = 'random'\n", "must be one of"),
     ("[client.retry_budget]\nkind = 'leaky'\n", "client.retry_budget.kind = 'leaky'"),
-    ("[server]\norigins = 'https://a.example'\n", "server.origins = 'https://a.example': must be a list"),
+    (
+        "[server]\norigins = 'https://a.example'\n",
+        "server.origins = 'https://a.example': must be a list",
+    ),
     ("seed = -1\n", "seed = -1: must be ≥ 0"),
     ("[server\n", "not valid TOML"),
 ]
@@ -142,7 +169,7 @@ def test_a_non_utf8_file_is_a_scenario_error(tmp_path: Path) -> None:
 def test_overrides_are_validated_like_the_file() -> None:
     s = Scenario()
     assert s.with_overrides({"server.pool.size": 4}).server.pool.size == 4
-    with pytest.raises(ScenarioError, match="server.pool.size = 0"):
+    with pytest.raises(ScenarioError, match=r"server\.pool\.size = 0"):
         s.with_overrides({"server.pool.size": 0})
     with pytest.raises(ScenarioError, match="unknown key 'sise'"):
         s.with_overrides({"server.pool.sise": 4})
