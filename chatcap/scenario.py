@@ -187,11 +187,18 @@ class ServerConfig:
     handshake_burst: int = opt(400, "handshake burst per IP", ge=1)
     origins: list[str] = opt([], "allowed Origin headers; empty = any (no browser check)")
     compression: bool = opt(False, "permessage-deflate (costs CPU and ~38 KiB/connection)")
-    outbound_queue_max: int = opt(
-        1024, "frames queued to one client before it is closed as a slow consumer", ge=1
+    outbound_buffer_max_bytes: int = opt(
+        1_048_576,
+        "bytes queued to one client before it is closed as a slow consumer (1008)",
+        ge=1024,
+    )
+    replay_max_pages: int = opt(
+        10, "history pages replayed after a Join with since_seq; more via REST", ge=1
     )
     history_page_max: int = opt(500, "messages per history page / replay page", ge=1)
     drain_timeout_s: float = opt(10.0, "graceful shutdown deadline", gt=0)
+    request_timeout_s: float = opt(10.0, "deadline of one HTTP request or replay", gt=0)
+    open_timeout_s: float = opt(10.0, "deadline of a WebSocket opening handshake", gt=0)
     auth: str = opt(
         "open", "`open`: any user name; `users`: password file", choices=("open", "users")
     )

@@ -94,17 +94,22 @@ def test_ratio_budget_never_exceeds_its_allowance(
     for is_retry, delta in events:
         now += delta
         bucket = math.floor(now / width_s)
+        admitted = False
         if not is_retry:
             budget.on_request(now)
             log.append((bucket, False))
         elif budget.try_retry(now):
+            admitted = True
             log.append((bucket, True))
         in_window = [retry for b, retry in log if b > bucket - buckets]
         retries = sum(in_window)
         requests = len(in_window) - retries
         assert retries == budget.retries_in_window
         assert requests == budget.requests_in_window
-        assert retries <= reserve_per_s * window_s + ratio * requests + 1e-9
+        if admitted:
+            # The budget holds when a retry is admitted; later the requests that paid for
+            # it may age out of the window before the retry does, which is fine.
+            assert retries <= reserve_per_s * window_s + ratio * requests + 1e-9
 
 
 def test_token_throttle_follows_grpc_retry_throttling() -> None:
