@@ -1,0 +1,220 @@
+"""The server's Prometheus metrics, on a registry private to each server instance.
+
+No module-level state: two servers (or two tests) in one process never share a
+counter, and ``GET /metrics`` shows only its own server. Names start with
+``chatcap_`` and carry their unit (``_seconds``, ``_bytes``, ``_total``).
+
+Hot-path cost: the per-codec children are bound once at construction, so counting a
+frame is one ``.inc()`` on a child, with no label lookup::
+
+    codec_metrics = metrics.by_codec["json"]          # once per connection
+    codec_metrics.frames_in.inc()                     # per frame
+    codec_metrics.bytes_in.inc(len(frame))
+
+The ``*_by_codec`` dicts hold the same children, one metric at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from chatcap.policy.breaker import TRANSITIONS, BreakerState, Transition
+from chatcap.scenario import CODEC_NAMES
+
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "BREAKER_STATE_VALUES",
+    "LATENCY_BUCKETS_S",
+    "CodecMetrics",
+    "Metrics",
+]
+
+# fmt: off
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    50e-6,
+    100e-6, 200e-6, 500e-6,
+    1e-3, 2e-3, 5e-3,
+    10e-3, 20e-3, 50e-3,
+    100e-3, 200e-3, 500e-3,
+    1.0, 2.0, 5.0,
+    10.0,
+)
+# fmt: on
+"""50 µs … 10 s in 1-2-5 steps (three per decade), upper bounds in seconds."""
+
+BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**k) for k in range(11))
+"""1, 2, 4, … 1024 messages per store commit."""
+
+BREAKER_STATE_VALUES: dict[BreakerState, int] = {
+    BreakerState.CLOSED: 0,
+    BreakerState.OPEN: 1,
+    BreakerState.HALF_OPEN: 2,
+}
+"""The value ``chatcap_breaker_state`` takes in each state."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodecMetrics:
+    """The per-codec children of one codec, bound once."""
+
+    connections: Gauge
+    connections_opened: Counter
+    frames_in: Counter
+    frames_out: Counter
+    bytes_in: Counter
+    bytes_out: Counter
+
+
+class _ProcessCpuCollector:
+    """``chatcap_process_cpu_seconds_total`` from ``time.process_time()`` at each scrape.
+
+    Stands in for ``ProcessCollector`` where it sees nothing (no ``/proc``).
+    """
+
+    name = "chatcap_process_cpu_seconds"
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.name, "CPU time of this process (user + system)")]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, "CPU time of this process (user + system)")
+        family.add_metric([], time.process_time())
+        return [family]
+
+
+class Metrics:
+    """All the server's metrics; one instance per server, with its own registry."""
+
+    def __init__(self, codecs: Iterable[str] = CODEC_NAMES) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._codecs = tuple(codecs)
+        self._add_connection_metrics()
+        self._add_pipeline_metrics()
+        self._add_pool_and_breaker_metrics()
+        self._add_rejection_metrics()
+        self.http_requests = self._counter(
+            "http_requests", "HTTP requests answered, by route and status", ("route", "status")
+        )
+        self._add_process_metrics()
+        self.by_codec = {codec: self._bind_codec(codec) for codec in self._codecs}
+        self._add_codec_dicts()
+
+    # -- construction -----------------------------------------------------------------
+
+    def _counter(self, name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+        return Counter(f"chatcap_{name}", doc, tuple(labels), registry=self.registry)
+
+    def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+        return Gauge(f"chatcap_{name}", doc, tuple(labels), registry=self.registry)
+
+    def _histogram(self, name: str, doc: str, buckets: Iterable[float]) -> Histogram:
+        return Histogram(f"chatcap_{name}", doc, buckets=tuple(buckets), registry=self.registry)
+
+    def _add_connection_metrics(self) -> None:
+        codec = ("codec",)
+        self.connections = self._gauge("connections", "open WebSocket connections", codec)
+        self.connections_total = self._counter(
+            "connections_opened", "WebSocket connections accepted", codec
+        )
+        self.frames_in = self._counter("frames_received", "WebSocket frames received", codec)
+        self.frames_out = self._counter("frames_sent", "WebSocket frames sent", codec)
+        self.bytes_in = self._counter("received_bytes", "payload bytes of frames received", codec)
+        self.bytes_out = self._counter("sent_bytes", "payload bytes of frames sent", codec)
+
+    def _add_pipeline_metrics(self) -> None:
+        self.ack_latency = self._histogram(
+            "ack_latency_seconds",
+            "server-side time from a Send frame received to its Ack sent",
+            LATENCY_BUCKETS_S,
+        )
+        self.write_queue_depth = self._gauge(
+            "write_queue_depth", "messages waiting in the bounded write queue"
+        )
+        self.batch_size = self._histogram(
+            "write_batch_messages", "messages per store commit batch", BATCH_SIZE_BUCKETS
+        )
+        self.store_commit_latency = self._histogram(
+            "store_commit_seconds", "time of one store commit (one batch)", LATENCY_BUCKETS_S
+        )
+
+    def _add_pool_and_breaker_metrics(self) -> None:
+        self.pool_in_use = self._gauge("pool_connections_in_use", "store connections lent out")
+        self.pool_idle = self._gauge("pool_connections_idle", "store connections idle in the pool")
+        self.pool_waiting = self._gauge("pool_waiting", "callers waiting for a store connection")
+        self.pool_acquire_timeouts = self._counter(
+            "pool_acquire_timeouts", "store connection waits that timed out"
+        )
+        self.breaker_state = self._gauge(
+            "breaker_state", "store circuit breaker: 0 closed, 1 open, 2 half-open"
+        )
+        self.breaker_transitions = self._counter(
+            "breaker_transitions", "store circuit breaker state changes", ("from", "to")
+        )
+        for old, new in sorted({(old.value, new.value) for (old, _), new in TRANSITIONS.items()}):
+            self.breaker_transitions.labels(old, new)  # every legal pair shows, at 0
+
+    def _add_rejection_metrics(self) -> None:
+        self.rate_limited = self._counter("rate_limited", "Sends refused by the rate limiter")
+        self.dedup_hits = self._counter(
+            "dedup_hits", "Sends answered from the idempotency cache (retries)"
+        )
+        self.errors_sent = self._counter("errors_sent", "Error frames sent, by code", ("code",))
+        self.slow_consumers_dropped = self._counter(
+            "slow_consumers_dropped", "connections closed because their outbound queue was full"
+        )
+        self.bad_frames = self._counter(
+            "bad_frames", "frames that failed to decode or validate, by kind", ("reason",)
+        )
+
+    def _add_process_metrics(self) -> None:
+        collector = ProcessCollector(namespace="chatcap", registry=None)
+        if any(metric.name == _ProcessCpuCollector.name for metric in collector.collect()):
+            self.registry.register(collector)  # CPU, RSS, open fds … from /proc
+        else:
+            self.registry.register(_ProcessCpuCollector())
+
+    def _bind_codec(self, codec: str) -> CodecMetrics:
+        return CodecMetrics(
+            connections=self.connections.labels(codec),
+            connections_opened=self.connections_total.labels(codec),
+            frames_in=self.frames_in.labels(codec),
+            frames_out=self.frames_out.labels(codec),
+            bytes_in=self.bytes_in.labels(codec),
+            bytes_out=self.bytes_out.labels(codec),
+        )
+
+    def _add_codec_dicts(self) -> None:
+        """``frames_in_by_codec["json"]`` etc.: the children of ``by_codec``, per metric."""
+        by_codec = self.by_codec
+        self.connections_by_codec = {c: m.connections for c, m in by_codec.items()}
+        self.connections_total_by_codec = {c: m.connections_opened for c, m in by_codec.items()}
+        self.frames_in_by_codec = {c: m.frames_in for c, m in by_codec.items()}
+        self.frames_out_by_codec = {c: m.frames_out for c, m in by_codec.items()}
+        self.bytes_in_by_codec = {c: m.bytes_in for c, m in by_codec.items()}
+        self.bytes_out_by_codec = {c: m.bytes_out for c, m in by_codec.items()}
+
+    # -- events -------------------------------------------------------------------------
+
+    def breaker_listener(self, transition: Transition) -> None:
+        """A ``CircuitBreaker`` listener: set the state gauge, count the transition."""
+        self.breaker_state.set(BREAKER_STATE_VALUES[transition.to_state])
+        self.breaker_transitions.labels(
+            transition.from_state.value, transition.to_state.value
+        ).inc()
+
+    # -- exposition ---------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition (format 0.0.4) and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
+
+    def names(self) -> Iterator[str]:
+        """Every metric family name this registry exposes (for tests and docs)."""
+        for metric in self.registry.collect():
+            yield metric.name
