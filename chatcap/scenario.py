@@ -151,6 +151,7 @@ class StoreConfig:
     )
     batch_max: int = opt(64, "sends committed per transaction at most", ge=1, le=100_000)
     write_queue_max: int = opt(10_000, "sends waiting for the writer before `overloaded`", ge=1)
+    call_timeout_s: float = opt(5.0, "deadline of one store call (commit or read)", gt=0)
 
 
 @dataclass(frozen=True, slots=True)

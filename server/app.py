@@ -1,0 +1,282 @@
+"""The reference chat server: wiring, serving, and graceful shutdown.
+
+:class:`ChatServer` builds every part from the scenario (policies from
+``chatcap.policy``, the store pool, the writer, the hub, the router) and serves HTTP
+and WebSocket on one port with ``websockets``.
+
+Shutdown (SIGTERM / SIGINT, or :meth:`ChatServer.shutdown`), within
+``server.drain_timeout_s``:
+
+1. ``/readyz`` answers 503 and the listening socket closes (no new connections);
+2. the writer stops taking sends (``unavailable``) and commits what is queued — every
+   queued send gets its Ack (or its error);
+3. every connection is closed with 1001 (going away);
+4. the store pool closes; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from chatcap.policy import BreakerConfig, CircuitBreaker, KeyedLimiter, make_limiter
+from chatcap.protocol import SUBPROTOCOLS
+from chatcap.scenario import Scenario
+from server.auth import Authenticator, TokenIssuer, UserStore, load_secret
+from server.dedup import Deduper
+from server.errors import StoreReadError
+from server.faults import FaultInjector, burn_cpu
+from server.http import build_router
+from server.hub import Client, Hub
+from server.logs import event
+from server.metrics import BREAKER_STATE_VALUES, Metrics
+from server.session import Session
+from server.store import StoreConnection, StoredMessage, StoreError
+from server.storepool import PoolTimeout, StorePool, pool_rules
+from server.writer import Writer
+
+GOING_AWAY = 1001
+
+
+class ChatServer:
+    """One server process. ``await start()``, then ``await shutdown()``."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        db_path: str | None = None,
+        users_file: str | None = None,
+        env: Mapping[str, str] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        cfg = scenario.server
+        self.scenario = scenario
+        self.host, self.port = host, port
+        self.db_path = db_path or cfg.store.path
+        self.log = log or logging.getLogger("chatcap.server")
+        self.metrics = Metrics()
+        secret, self.secret_source = load_secret(env)
+        self.tokens = TokenIssuer(secret, ttl_s=cfg.token_ttl_s)
+        users = UserStore(users_file) if cfg.auth == "users" and users_file else None
+        if cfg.auth == "users" and users is None:
+            raise ValueError("server.auth = 'users' needs --users FILE (see `adduser`)")
+        self.authenticator = Authenticator(cfg.auth, users)
+        self.admin_token = env.get("CHATCAP_ADMIN_TOKEN", "")
+        self.hub = Hub(cfg.outbound_buffer_max_bytes, self.metrics, self.log)
+        rl = cfg.rate_limit
+        self.send_limiter = KeyedLimiter(
+            lambda: make_limiter(
+                rl.algorithm, rate_per_s=rl.rate_per_s, burst=rl.burst, window_s=rl.window_s
+            )
+        )
+        self.handshake_limiter = KeyedLimiter(
+            lambda: make_limiter(
+                "token_bucket",
+                rate_per_s=cfg.handshake_rate_per_s,
+                burst=cfg.handshake_burst,
+                window_s=1.0,
+            )
+        )
+        self.deduper = Deduper()
+        self.router = build_router(self)
+        self.draining = False
+        self._timeouts_seen = 0
+        self.burn_cpu = burn_cpu
+        self._server: Server | None = None
+        self._stopped = asyncio.Event()
+
+    # ---------------------------------------------------------------- start
+
+    async def start(self) -> None:
+        cfg = self.scenario.server
+        self.loop = asyncio.get_running_loop()
+        self.faults = FaultInjector(
+            cfg.faults, started_at=self.loop.time(), seed=self.scenario.seed
+        )
+        self.breaker = self._make_breaker()
+        rules = pool_rules(cfg.pool)
+        Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        self.pool = StorePool(rules, self._connect, log=self.log)
+        await self.pool.start()
+        # One batch more in flight than pool connections: when the store is slow it waits
+        # at the pool, and the pool's acquire timeout (store_busy) is the signal. More
+        # would only shrink batches (SQLite commits one writer at a time).
+        self.writer = Writer(
+            cfg.store,
+            self.breaker,
+            self.pool,
+            self.faults,
+            clock=self.loop.time,
+            on_batch=self._on_batch,
+            max_in_flight_batches=rules.size + 1,
+        )
+        await self.writer.start()
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self.router.process_request,
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            origins=list(cfg.origins) or None,  # type: ignore[arg-type]
+            compression="deflate" if cfg.compression else None,
+            max_size=cfg.max_message_bytes,
+            open_timeout=cfg.open_timeout_s,
+            logger=logging.getLogger("websockets.server"),
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        event(
+            self.log,
+            "server.started",
+            url=f"ws://{self.host}:{self.port}/api/v1/ws",
+            codecs=",".join(SUBPROTOCOLS),
+            store=self.db_path,
+            auth=cfg.auth,
+            secret=self.secret_source,
+            scenario=self.scenario.name,
+        )
+
+    def _connect(self) -> StoreConnection:
+        return StoreConnection(self.db_path, self.scenario.server.store.synchronous)
+
+    def _make_breaker(self) -> CircuitBreaker | None:
+        b = self.scenario.server.breaker
+        if not b.enabled:
+            return None
+        config = BreakerConfig(
+            window_type=b.window_type,
+            window_size=b.window_size,
+            minimum_calls=b.minimum_calls,
+            failure_rate_pct=b.failure_rate_pct,
+            slow_call_duration_s=b.slow_call_duration_s,
+            slow_call_rate_pct=b.slow_call_rate_pct,
+            open_duration_s=b.open_duration_s,
+            half_open_calls=b.half_open_calls,
+            max_half_open_wait_s=b.max_half_open_wait_s,
+        )
+
+        def log_transition(t: Any) -> None:
+            event(
+                self.log,
+                "breaker.transition",
+                logging.WARNING,
+                from_state=t.from_state.value,
+                to_state=t.to_state.value,
+                reason=t.reason,
+            )
+
+        return CircuitBreaker(config, listeners=(self.metrics.breaker_listener, log_transition))
+
+    # ---------------------------------------------------------------- services
+
+    def wall_time(self) -> float:
+        return time.time()
+
+    async def read_store(self, op: str, *args: Any) -> Any:
+        """Run a read (``history``, ``last_seq``) on a pooled connection, with a deadline."""
+        try:
+            async with asyncio.timeout(self.scenario.server.store.call_timeout_s):
+                async with self.pool.connection() as conn:
+                    return await self.pool.run(conn, getattr(conn, op), *args)
+        except PoolTimeout:
+            raise StoreReadError("no store connection within the acquire timeout") from None
+        except StoreError as exc:
+            raise StoreReadError(f"store error: {exc}") from None
+        except TimeoutError:
+            raise StoreReadError("store call deadline exceeded") from None
+
+    def fan_out_committed(self, fut: asyncio.Future[StoredMessage]) -> None:
+        """Future callback: a fresh commit is delivered to its room (a duplicate is not)."""
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        stored = fut.result()
+        if not stored.duplicate:
+            self.hub.fan_out((stored,))
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.store_commit_latency.observe(seconds)
+
+    def refresh_gauges(self) -> None:
+        stats = self.pool.stats()
+        m = self.metrics
+        m.pool_in_use.set(stats.in_use)
+        m.pool_idle.set(stats.idle)
+        m.pool_waiting.set(stats.waiting)
+        m.write_queue_depth.set(self.writer.queue_depth)
+        # the pool counts timeouts itself; the Prometheus counter catches up on each scrape
+        m.pool_acquire_timeouts.inc(stats.acquire_timeouts - self._timeouts_seen)
+        self._timeouts_seen = stats.acquire_timeouts
+        if self.breaker is not None:
+            m.breaker_state.set(BREAKER_STATE_VALUES[self.breaker.state])
+        for name, cm in m.by_codec.items():
+            cm.connections.set(sum(1 for c in self.hub.clients if c.codec.name == name))
+
+    # ---------------------------------------------------------------- sessions
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        codec = SUBPROTOCOLS[conn.subprotocol] if conn.subprotocol else None
+        if codec is None:  # the guard checked the offer; this is a client bug
+            await conn.close(1002, "no subprotocol negotiated")
+            return
+        address = conn.remote_address
+        client = Client(conn, conn.username, codec, str(address[0]) if address else "unknown")
+        if self.draining:
+            await conn.close(GOING_AWAY, "server shutting down")
+            return
+        self.hub.add(client)
+        self.metrics.by_codec[codec.name].connections_opened.inc()
+        event(self.log, "ws.open", user=client.user, codec=codec.name, ip=client.ip)
+        try:
+            await Session(self, client).run()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.remove(client)
+            event(self.log, "ws.close", user=client.user, code=conn.close_code)
+
+    # ---------------------------------------------------------------- shutdown
+
+    async def shutdown(self) -> None:
+        """Drain and stop (idempotent); see the module docstring for the order."""
+        if self.draining:
+            await self._stopped.wait()
+            return
+        self.draining = True
+        cfg = self.scenario.server
+        started = self.loop.time()
+        event(
+            self.log,
+            "server.draining",
+            connections=len(self.hub.clients),
+            queued=self.writer.queue_depth,
+        )
+        assert self._server is not None
+        self._server.close(close_connections=False)
+        await self.writer.drain(started + cfg.drain_timeout_s * 0.8)
+        left = max(0.1, started + cfg.drain_timeout_s - self.loop.time())
+        closes = [c.conn.close(GOING_AWAY, "server shutting down") for c in list(self.hub.clients)]
+        try:
+            async with asyncio.timeout(left):
+                await asyncio.gather(*closes, return_exceptions=True)
+                await self._server.wait_closed()
+        except TimeoutError:
+            event(self.log, "server.drain_timeout", logging.WARNING)
+        await self.pool.close()
+        event(self.log, "server.stopped", seconds=round(self.loop.time() - started, 3))
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

@@ -1,0 +1,205 @@
+"""The connection hub: who is connected, which rooms they joined, and fan-out.
+
+One hub per server process owns every live :class:`Client`. Rooms map to their
+members grouped by codec, so a committed message is encoded **once per codec** and the
+same bytes are written to every member of that codec.
+
+Writes never wait. Like ``websockets.broadcast`` they push the frame into each
+connection's transport buffer; unlike it, they first look at how much is already
+buffered. The slow-consumer policy: a client with more than
+``server.outbound_buffer_max_bytes`` unsent is closed with code 1008
+("slow consumer") and dropped from every room, so server memory per client is bounded
+by that figure plus one frame, and nobody else waits for it.
+
+Joining is a small protocol of its own (see :meth:`Hub.join`): the member is first
+subscribed in *catching-up* mode, where live deliveries are held back; the session reads
+the room's last seq and replays history; then :meth:`Hub.caught_up` releases the held
+deliveries that are newer than what was replayed. That keeps every member's stream in
+seq order without gaps or duplicates across the join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.protocol import State
+
+from chatcap.protocol import Codec, Deliver
+from server.logs import event
+from server.store import StoredMessage
+
+SLOW_CONSUMER_CODE = 1008
+SLOW_CONSUMER_REASON = "slow consumer"
+
+
+@dataclass(eq=False, slots=True)
+class Client:
+    """One authenticated WebSocket connection."""
+
+    conn: ServerConnection
+    user: str
+    codec: Codec
+    ip: str
+    rooms: set[str] = field(default_factory=set)
+    # room -> deliveries held back while the member catches up after a Join
+    held: dict[str, list[StoredMessage]] = field(default_factory=dict)
+    dropped: bool = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        transport = self.conn.transport
+        return int(transport.get_write_buffer_size()) if transport is not None else 0
+
+
+def deliver_frame(msg: StoredMessage) -> Deliver:
+    return Deliver(
+        room=msg.room,
+        seq=msg.seq,
+        sender=msg.sender,
+        body=msg.body,
+        ts_us=msg.ts_us,
+        client_msg_id=msg.client_msg_id,
+        sent_at_us=msg.sent_at_us,
+    )
+
+
+class Hub:
+    """Every client of this process, the rooms, and the non-blocking write path."""
+
+    def __init__(
+        self, outbound_max_bytes: int, metrics: Any = None, log: logging.Logger | None = None
+    ) -> None:
+        self.outbound_max_bytes = outbound_max_bytes
+        self.metrics = metrics
+        self.log = log or logging.getLogger("chatcap.hub")
+        self.clients: set[Client] = set()
+        self.by_ip: dict[str, int] = defaultdict(int)
+        # room -> codec name -> members
+        self._rooms: dict[str, dict[str, set[Client]]] = {}
+        self._codecs: dict[str, Codec] = {}
+
+    # ---------------------------------------------------------------- membership
+
+    def add(self, client: Client) -> None:
+        self.clients.add(client)
+        self.by_ip[client.ip] += 1
+        self._codecs[client.codec.name] = client.codec
+
+    def remove(self, client: Client) -> None:
+        """Forget a client that disconnected (idempotent)."""
+        if client not in self.clients:
+            return
+        self.clients.discard(client)
+        self.by_ip[client.ip] -= 1
+        if self.by_ip[client.ip] <= 0:
+            del self.by_ip[client.ip]
+        for room in list(client.rooms):
+            self.leave(client, room)
+
+    def join(self, client: Client, room: str) -> None:
+        """Subscribe in catching-up mode: live deliveries are held until :meth:`caught_up`."""
+        client.rooms.add(room)
+        client.held.setdefault(room, [])
+        by_codec = self._rooms.setdefault(room, {})
+        by_codec.setdefault(client.codec.name, set()).add(client)
+
+    def caught_up(self, client: Client, room: str, through_seq: int) -> None:
+        """End catching up: send held deliveries newer than ``through_seq``, then go live."""
+        held = client.held.pop(room, None)
+        if not held or room not in client.rooms:
+            return
+        for msg in held:
+            if msg.seq > through_seq:
+                self.send(client, client.codec.encode(deliver_frame(msg)))
+
+    def leave(self, client: Client, room: str) -> None:
+        client.rooms.discard(room)
+        client.held.pop(room, None)
+        by_codec = self._rooms.get(room)
+        if by_codec is None:
+            return
+        members = by_codec.get(client.codec.name)
+        if members is not None:
+            members.discard(client)
+            if not members:
+                del by_codec[client.codec.name]
+        if not by_codec:
+            del self._rooms[room]
+
+    def members(self, room: str) -> int:
+        return sum(len(m) for m in self._rooms.get(room, {}).values())
+
+    # ---------------------------------------------------------------- writing
+
+    def send(self, client: Client, payload: bytes) -> bool:
+        """Write one frame to one client now; False if it is gone or was just dropped."""
+        if client.dropped or client.conn.protocol.state is not State.OPEN:
+            return False
+        if client.buffered_bytes > self.outbound_max_bytes:
+            self.drop_slow(client)
+            return False
+        broadcast((client.conn,), payload, text=client.codec.text)
+        return True
+
+    def fan_out(self, messages: Iterable[StoredMessage]) -> int:
+        """Deliver committed messages to their rooms; returns the number of deliveries."""
+        delivered = 0
+        for msg in messages:
+            by_codec = self._rooms.get(msg.room)
+            if not by_codec:
+                continue
+            frame = deliver_frame(msg)
+            for codec_name, members in by_codec.items():
+                codec = self._codecs[codec_name]
+                delivered += self._write_many(members, msg, codec.encode(frame), codec.text)
+        return delivered
+
+    def _write_many(
+        self, members: set[Client], msg: StoredMessage, payload: bytes, text: bool
+    ) -> int:
+        ready = []
+        limit = self.outbound_max_bytes
+        for client in list(members):
+            held = client.held.get(msg.room)
+            if held is not None:
+                held.append(msg)
+            elif client.buffered_bytes > limit:
+                self.drop_slow(client)
+            else:
+                ready.append(client.conn)
+        broadcast(ready, payload, text=text)
+        return len(ready)
+
+    def drop_slow(self, client: Client) -> None:
+        """Apply the slow-consumer policy: close 1008 and stop writing to it."""
+        if client.dropped:
+            return
+        client.dropped = True
+        buffered = client.buffered_bytes
+        for room in list(client.rooms):
+            self.leave(client, room)
+        if self.metrics is not None:
+            self.metrics.slow_consumers_dropped.inc()
+        event(
+            self.log,
+            "client.slow_consumer",
+            logging.WARNING,
+            user=client.user,
+            buffered_bytes=buffered,
+            limit_bytes=self.outbound_max_bytes,
+        )
+        task = asyncio.get_running_loop().create_task(
+            client.conn.close(SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
+        )
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+# Strong references to fire-and-forget close tasks (asyncio keeps only weak ones).
+_background: set[asyncio.Task[None]] = set()

@@ -1,0 +1,294 @@
+"""One WebSocket session: frames in, the pipeline, frames out.
+
+A frame travels the DESIGN pipeline:
+
+1. decode with the connection's codec (a text frame on ``chat.v1.protobuf`` or a
+   binary frame on ``chat.v1.json`` is ``bad_frame``), then the frame middleware chain
+   (:func:`frame_chain`: metrics → send rate limit → dispatch);
+2. ``Send`` → membership, body size, per-user rate limiter (``rate_limited`` with
+   ``retry_after_ms``), idempotency (a retry of an in-flight or stored message gets the
+   same Ack, never a second message), the bounded write queue (``overloaded``);
+3. the writer batches, asks the breaker, takes a pool connection and commits;
+4. **after the commit** the Ack goes to the sender and the Deliver to every member.
+
+Sends are pipelined: the session never waits for one ack before reading the next
+frame; the Ack is written from a future callback. Join (store reads, replay) runs as a
+task owned by the session and cancelled when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from chatcap.protocol import DecodeError, Envelope, Join, Joined, Leave, Send
+from chatcap.protocol.messages import (
+    BAD_FRAME,
+    BAD_REQUEST,
+    INTERNAL,
+    NOT_MEMBER,
+    RATE_LIMITED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    Ack,
+    Error,
+)
+from server.errors import StoreReadError
+from server.hub import Client, deliver_frame
+from server.logs import event
+from server.store import PendingSend, StoredMessage
+from server.writer import WriteRejected
+
+FrameHandler = Callable[[Envelope, float], None]
+FrameMiddleware = Callable[["Session", FrameHandler], FrameHandler]
+
+
+def retry_ms(seconds: float) -> int:
+    """A retry-after in whole ms, rounded up, within the protocol's uint32."""
+    if not math.isfinite(seconds):
+        return 2**32 - 1
+    return max(1, min(2**32 - 1, math.ceil(seconds * 1000)))
+
+
+def count_frames(session: Session, inner: FrameHandler) -> FrameHandler:
+    """Metrics middleware: frames in by codec."""
+    counter = session.app.metrics.by_codec[session.client.codec.name].frames_in
+
+    def handle(msg: Envelope, t_in: float) -> None:
+        counter.inc()
+        inner(msg, t_in)
+
+    return handle
+
+
+def limit_sends(session: Session, inner: FrameHandler) -> FrameHandler:
+    """Rate-limit middleware: a Send over the user's rate gets ``rate_limited``."""
+    limiter = session.app.send_limiter
+    user = session.client.user
+    rate_limited = session.app.metrics.rate_limited
+
+    def handle(msg: Envelope, t_in: float) -> None:
+        if type(msg) is Send:
+            decision = limiter.try_acquire(user, t_in)
+            if not decision.allowed:
+                rate_limited.inc()
+                session.error(
+                    RATE_LIMITED,
+                    "send rate limit exceeded",
+                    msg.client_msg_id,
+                    retry_ms(decision.retry_after_s),
+                )
+                return
+        inner(msg, t_in)
+
+    return handle
+
+
+FRAME_MIDDLEWARE: tuple[FrameMiddleware, ...] = (count_frames, limit_sends)
+
+
+def frame_chain(session: Session, dispatch: FrameHandler) -> FrameHandler:
+    """Compose the frame middleware once per session (outermost first)."""
+    handler = dispatch
+    for middleware in reversed(FRAME_MIDDLEWARE):
+        handler = middleware(session, handler)
+    return handler
+
+
+class Session:
+    """Reads one connection's frames until it closes; owns its Join tasks."""
+
+    def __init__(self, app: Any, client: Client) -> None:
+        self.app = app
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.handle = frame_chain(self, self.dispatch)
+        self.max_body_bytes = app.scenario.server.max_message_bytes - 512
+        self.log = app.log
+
+    async def run(self) -> None:
+        conn = self.client.conn
+        text_codec = self.client.codec.text
+        try:
+            async for frame in conn:
+                t_in = self.loop.time()
+                if isinstance(frame, str) != text_codec:
+                    kind = "text" if isinstance(frame, str) else "binary"
+                    self.bad_frame(
+                        f"{kind} frame on the {self.client.codec.subprotocol} subprotocol",
+                        "frame_type",
+                    )
+                    continue
+                try:
+                    msg = self.client.codec.decode(frame)
+                except DecodeError as exc:
+                    self.bad_frame(exc.reason, "decode")
+                    continue
+                self.handle(msg, t_in)
+        except ConnectionClosed:
+            pass
+        finally:
+            for task in self.tasks:
+                task.cancel()
+
+    # ---------------------------------------------------------------- dispatch
+
+    def dispatch(self, msg: Envelope, t_in: float) -> None:
+        kind = type(msg)
+        if kind is Send:
+            self.on_send(msg, t_in)  # type: ignore[arg-type]
+        elif kind is Join:
+            self.spawn(self.on_join(msg))  # type: ignore[arg-type]
+        elif kind is Leave:
+            self.app.hub.leave(self.client, msg.room)  # type: ignore[union-attr]
+        else:
+            self.error(BAD_REQUEST, f"{kind.__name__} is sent by the server, not by clients")
+
+    def on_send(self, msg: Send, t_in: float) -> None:
+        app, client = self.app, self.client
+        if msg.room not in client.rooms:
+            self.error(
+                NOT_MEMBER, f"join room {msg.room!r} before sending to it", msg.client_msg_id
+            )
+            return
+        if len(msg.body) > self.max_body_bytes // 4 and (
+            len(msg.body.encode()) > self.max_body_bytes
+        ):
+            self.error(TOO_LARGE, f"body over {self.max_body_bytes} bytes", msg.client_msg_id)
+            return
+        if app.faults.cpu_burn_us:
+            app.burn_cpu(app.faults.cpu_burn_us)
+        seen = app.deduper.lookup(client.user, msg.client_msg_id)
+        if seen is not None:
+            app.metrics.dedup_hits.inc()
+            if isinstance(seen, StoredMessage):
+                self.ack(seen, t_in)
+            else:
+                seen.add_done_callback(lambda fut: self.on_committed(fut, msg, t_in))
+            return
+        pending = PendingSend(msg.room, client.user, msg.client_msg_id, msg.body, msg.sent_at_us)
+        try:
+            fut = app.writer.submit(pending)
+        except WriteRejected as exc:
+            self.reject(exc, msg.client_msg_id)
+            return
+        app.deduper.remember(client.user, msg.client_msg_id, fut)
+        fut.add_done_callback(app.fan_out_committed)
+        fut.add_done_callback(lambda f: self.on_committed(f, msg, t_in))
+
+    def on_committed(self, fut: asyncio.Future[StoredMessage], msg: Send, t_in: float) -> None:
+        if fut.cancelled():
+            self.error(UNAVAILABLE, "server is shutting down", msg.client_msg_id, 1000)
+            return
+        exc = fut.exception()
+        if exc is None:
+            self.ack(fut.result(), t_in)
+        elif isinstance(exc, WriteRejected):
+            self.reject(exc, msg.client_msg_id)
+        else:  # a bug: say so in the log once, answer internal, keep serving
+            event(
+                self.log,
+                "send.failed",
+                logging.ERROR,
+                user=self.client.user,
+                error=type(exc).__name__,
+            )
+            self.error(INTERNAL, "internal error", msg.client_msg_id)
+
+    def ack(self, stored: StoredMessage, t_in: float) -> None:
+        frame = Ack(
+            client_msg_id=stored.client_msg_id, room=stored.room, seq=stored.seq, ts_us=stored.ts_us
+        )
+        if self.app.hub.send(self.client, self.client.codec.encode(frame)):
+            self.app.metrics.ack_latency.observe(self.loop.time() - t_in)
+            self.app.metrics.by_codec[self.client.codec.name].frames_out.inc()
+
+    def reject(self, exc: Exception, client_msg_id: str) -> None:
+        code = getattr(exc, "code", INTERNAL)
+        retry_after = int(getattr(exc, "retry_after_ms", 0) or 0)
+        self.error(code, str(exc) or code, client_msg_id, retry_after)
+
+    # ---------------------------------------------------------------- join / replay
+
+    async def on_join(self, msg: Join) -> None:
+        app, client, room = self.app, self.client, msg.room
+        app.hub.join(client, room)
+        try:
+            async with asyncio.timeout(app.scenario.server.request_timeout_s):
+                last_seq = await app.read_store("last_seq", room)
+                self.send(Joined(room=room, last_seq=last_seq))
+                through = last_seq
+                if msg.since_seq is not None:
+                    through = await self.replay(room, msg.since_seq, last_seq)
+        except (TimeoutError, StoreReadError) as exc:
+            app.hub.leave(client, room)
+            self.error(UNAVAILABLE, f"could not join {room!r}: {exc or 'timeout'}", "", 1000)
+            return
+        app.hub.caught_up(client, room, through)
+
+    async def replay(self, room: str, since_seq: int, last_seq: int) -> int:
+        """Send messages ``since_seq < seq <= last_seq`` page by page; returns the last sent."""
+        page = self.app.scenario.server.history_page_max
+        after = since_seq
+        for _ in range(self.app.scenario.server.replay_max_pages):
+            if after >= last_seq:
+                break
+            rows = await self.app.read_store("history", room, after, page)
+            rows = [r for r in rows if r.seq <= last_seq]
+            if not rows:
+                break
+            codec, conn = self.client.codec, self.client.conn
+            for row in rows:
+                # awaiting send() here gives replay backpressure: a slow reader slows
+                # its own replay instead of filling server memory.
+                await conn.send(codec.encode(deliver_frame(row)), text=codec.text)
+            after = rows[-1].seq
+        return after
+
+    # ---------------------------------------------------------------- helpers
+
+    def spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug: one log line, the connection goes on
+            event(
+                self.log,
+                "session.task_failed",
+                logging.ERROR,
+                user=self.client.user,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
+
+    def send(self, frame: Envelope) -> None:
+        self.app.hub.send(self.client, self.client.codec.encode(frame))
+
+    def error(
+        self, code: str, message: str, client_msg_id: str = "", retry_after_ms: int = 0
+    ) -> None:
+        self.app.metrics.errors_sent.labels(code=code).inc()
+        self.send(
+            Error(
+                code=code,
+                message=message,
+                client_msg_id=client_msg_id,
+                retry_after_ms=retry_after_ms,
+            )
+        )
+
+    def bad_frame(self, reason: str, kind: str) -> None:
+        self.app.metrics.bad_frames.labels(reason=kind).inc()  # bounded label values
+        self.error(BAD_FRAME, reason)
