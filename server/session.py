@@ -115,9 +115,11 @@ class Session:
     async def run(self) -> None:
         conn = self.client.conn
         text_codec = self.client.codec.text
+        bytes_in = self.app.metrics.by_codec[self.client.codec.name].bytes_in
         try:
             async for frame in conn:
                 t_in = self.loop.time()
+                bytes_in.inc(len(frame))
                 if isinstance(frame, str) != text_codec:
                     kind = "text" if isinstance(frame, str) else "binary"
                     self.bad_frame(

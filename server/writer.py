@@ -183,6 +183,7 @@ class Writer:
     ) -> None:
         self._batch_max = store_cfg.batch_max
         self._queue_max = store_cfg.write_queue_max
+        self._call_timeout_s = store_cfg.call_timeout_s
         self._breaker = breaker
         self._pool = pool
         self._faults = faults
@@ -372,7 +373,14 @@ class Writer:
                 # Our turn comes when every earlier batch has committed or failed.
                 # (asyncio.wait: being cancelled here must not cancel the shared turn.)
                 await asyncio.wait([previous])
-            rows = await self._pool.run(conn, conn.commit_batch, sends, self._wall_clock_us())
+            # The deadline: a commit slower than store.call_timeout_s is answered as failed.
+            # Its thread cannot be stopped and may still commit; then a retry finds the
+            # row as a duplicate (members may miss that Deliver live; history has it).
+            async with asyncio.timeout(self._call_timeout_s):
+                rows = await self._pool.run(conn, conn.commit_batch, sends, self._wall_clock_us())
+        except TimeoutError as exc:
+            self._record(started, ok=False)
+            raise StoreFailed(f"store commit over its {self._call_timeout_s:g} s deadline") from exc
         except StoreError as exc:
             self._record(started, ok=False)
             if not isinstance(exc, _InjectedError):

@@ -37,7 +37,11 @@ def write_scenario(tmp_path: Path, overrides: dict[str, Any], base: str = "smoke
 
 
 def launch(
-    tmp_path: Path, scenario_path: Path, db: Path, extra_env: dict[str, str] | None = None
+    tmp_path: Path,
+    scenario_path: Path,
+    db: Path,
+    extra_env: dict[str, str] | None = None,
+    users: Path | None = None,
 ) -> ServerProcess:
     env = dict(
         os.environ, CHATCAP_JWT_SECRET=SECRET, CHATCAP_ADMIN_TOKEN=ADMIN_TOKEN, PYTHONUNBUFFERED="1"
@@ -55,6 +59,7 @@ def launch(
             "0",
             "--db",
             str(db),
+            *(["--users", str(users)] if users else []),
         ],
         cwd=ROOT,
         env=env,
@@ -80,10 +85,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(
-        overrides: dict[str, Any] | None = None, *, db: Path | None = None, base: str = "smoke"
+        overrides: dict[str, Any] | None = None,
+        *,
+        db: Path | None = None,
+        base: str = "smoke",
+        users: Path | None = None,
     ) -> ServerProcess:
         scenario = write_scenario(tmp_path, overrides or {}, base)
-        server = launch(tmp_path, scenario, db or tmp_path / "chat.db")
+        server = launch(tmp_path, scenario, db or tmp_path / "chat.db", users=users)
         started.append(server)
         return server
 

@@ -403,3 +403,88 @@ def test_server_reports_a_bad_scenario_in_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {bad}: server.pool.size = 0")
+
+
+def test_a_foreign_origin_is_refused_with_403(start_server: Start) -> None:
+    server = start_server({"server.origins": ["https://chat.example"]})
+    token = server.token("ann")
+    url = f"{server.ws_url}?token={token}"
+    with pytest.raises(InvalidStatus) as info:
+        connect(url, subprotocols=["chat.v1.json"], origin="https://evil.example")  # type: ignore[list-item,arg-type]
+    assert info.value.response.status_code == 403
+    with connect(url, subprotocols=["chat.v1.json"], origin="https://chat.example") as ws:  # type: ignore[list-item,arg-type]
+        assert ws.subprotocol == "chat.v1.json"
+
+
+def test_handshake_rate_per_ip_answers_429_with_retry_after(start_server: Start) -> None:
+    server = start_server({"server.handshake_rate_per_s": 0.5, "server.handshake_burst": 2})
+    token = server.token("ann")
+    url = f"{server.ws_url}?token={token}"
+    for _ in range(2):
+        with connect(url, subprotocols=["chat.v1.json"]):  # type: ignore[list-item]
+            pass
+    with pytest.raises(InvalidStatus) as info:
+        connect(url, subprotocols=["chat.v1.json"])  # type: ignore[list-item]
+    assert info.value.response.status_code == 429
+    assert int(info.value.response.headers["Retry-After"]) >= 1
+
+
+def test_invalid_utf8_in_a_text_frame_closes_with_1007(start_server: Start) -> None:
+    server = start_server()
+    with server.client("ann") as ann:
+        ann.ws.send(b'{"type":"join","room":"\xff"}', text=True)
+        with pytest.raises(ConnectionClosed) as info:
+            ann.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1007
+    with server.client("bob") as bob:  # the server goes on
+        assert bob.join("r").last_seq == 0
+
+
+def test_a_body_over_the_limit_gets_too_large(start_server: Start) -> None:
+    server = start_server({"server.max_message_bytes": 4096})
+    with server.client("ann") as ann:
+        ann.join("r")
+        ann.send_text("r", "é" * 1900)  # 3,800 bytes of body: over 4096 − 512
+        assert ann.reply().code == "too_large"
+        ann.send_text("r", "é" * 1000)
+        assert isinstance(ann.reply(), Ack)
+
+
+def test_tokens_and_passwords_never_reach_the_log(start_server: Start) -> None:
+    server = start_server()
+    token = server.token("ann", password="hunter2-secret")
+    with server.client("ann", token=token) as ann:
+        ann.join("r")
+    server.get(f"/api/v1/rooms/r/messages?token={token}")
+    log = server.log()
+    assert "event=http.request" in log and "event=ws.open" in log
+    assert token not in log
+    assert "hunter2-secret" not in log
+    assert token.split(".")[2] not in log
+
+
+def test_users_mode_checks_passwords_made_by_adduser(start_server: Start, tmp_path: Path) -> None:
+    users = tmp_path / "users.json"
+    add = subprocess.run(
+        [sys.executable, "-m", "server", "adduser", "--users", str(users), "ann"],
+        input="correct horse\n",
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert add.returncode == 0, add.stderr
+    server = start_server({"server.auth": "users"}, users=users)
+    assert server.token("ann", "correct horse")
+    basic = __import__("base64").b64encode(b"ann:wrong").decode()
+    status, headers, _ = server.get("/api/v1/token", {"Authorization": f"Basic {basic}"})
+    assert status == 401 and "Basic" in headers["WWW-Authenticate"]
+
+
+def test_admin_faults_validate_their_values(start_server: Start) -> None:
+    server = start_server()
+    auth = {"Authorization": f"Bearer {server.admin_token}"}
+    status, _, body = server.get("/api/v1/admin/faults?store_error_rate=2", auth)
+    assert status == 400 and b"store_error_rate" in body
+    snapshot = server.admin("store_latency_ms=5")
+    assert "store_latency_ms" in json.dumps(snapshot)

@@ -366,3 +366,42 @@ def test_two_writers_on_one_file_keep_rooms_gap_free(tmp_path: Path) -> None:
             assert got == list(range(1, len(got) + 1))
 
     run(main())
+
+
+class StuckConnection(StoreConnection):
+    """A connection whose commit blocks until the test lets it go."""
+
+    def __init__(self, path: Path, gate: Any) -> None:
+        super().__init__(path)
+        self._gate = gate
+
+    def commit_batch(self, batch: Any, ts_us: int) -> list[StoredMessage]:
+        self._gate.wait(scaled(10))
+        return super().commit_batch(batch, ts_us)
+
+
+def test_a_commit_over_its_deadline_is_answered_as_failed_and_counts_for_the_breaker(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    gate = threading.Event()
+
+    async def main() -> None:
+        pool = StorePool(PoolRules(size=1), lambda: StuckConnection(tmp_path / "s.db", gate))
+        breaker = CircuitBreaker(BreakerConfig(window_size=2, minimum_calls=1))
+        faults = FaultInjector(FaultsConfig(), started_at=0.0, seed=1)
+        writer = Writer(StoreConfig(call_timeout_s=0.05), breaker, pool, faults)
+        await pool.start()
+        await writer.start()
+        try:
+            result = await outcome(writer.submit(send("a", "ann", "c1")))
+            assert isinstance(result, StoreFailed)
+            assert "deadline" in str(result)
+            assert breaker.state is OPEN  # one failed call of one: 100 % ≥ 50 %
+        finally:
+            gate.set()  # let the stuck thread finish before the pool closes
+            await writer.stop()
+            await pool.close()
+
+    run(main())
