@@ -76,7 +76,7 @@ class PoolConfig:
     )
     acquire_timeout_ms: float = opt(
         30_000.0,
-        "wait for a free connection before store_busy; inf = forever",
+        "wait for a free connection before store_busy; inf = forever, 0 = never wait",
         ge=0,
         anchor="connectionTimeout 30000",
     )
@@ -291,6 +291,26 @@ class ClientConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SimConfig:
+    """The SimPy model's own knobs (the server and the load test ignore them)."""
+
+    calibration: str = opt(
+        "", "calibration JSON (python -m bench calibrate); empty = built-in defaults"
+    )
+    cpu: bool = opt(True, "model each server loop's CPU; false = zero CPU costs (theory)")
+    store_service: str = opt(
+        "lognormal",
+        "store commit time distribution",
+        choices=("exponential", "deterministic", "lognormal", "empirical"),
+    )
+    store_service_ms: float = opt(0.04, "mean commit time of a batch of one message", gt=0)
+    store_per_msg_ms: float = opt(0.015, "added to a commit per further message in it", ge=0)
+    store_service_cv: float = opt(1.0, "coefficient of variation (lognormal)", gt=0, le=20)
+    timeseries_interval_s: float = opt(1.0, "time series bucket width", gt=0)
+    replications: int = opt(5, "replications per point when the CLI is not told", ge=1, le=1000)
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """A whole scenario file."""
 
@@ -300,6 +320,7 @@ class Scenario:
     server: ServerConfig = section(ServerConfig, "the server")
     workload: WorkloadConfig = section(WorkloadConfig, "the offered load")
     client: ClientConfig = section(ClientConfig, "client timeouts and retries")
+    sim: SimConfig = section(SimConfig, "the SimPy model")
 
     @property
     def offered_per_s(self) -> float:

@@ -79,10 +79,19 @@ class PoolStats:
     leaks: int
 
 
+NO_WAIT_S = 1e-9
+
+
 def pool_rules(cfg: PoolConfig) -> PoolRules:
-    """The ledger's rules from the scenario's ``[server.pool]`` (ms -> s; an ``inf``
-    acquire timeout becomes PoolRules' ``0`` = wait forever)."""
+    """The ledger's rules from the scenario's ``[server.pool]`` (ms -> s).
+
+    The scenario says ``inf`` for "wait forever" (PoolRules' ``0``) and ``0`` for "never
+    wait" (the Erlang-B loss system), which becomes a 1 ns timeout here: the waiter gets
+    only a connection handed back within the same loop iteration.
+    """
     timeout_s = cfg.acquire_timeout_ms / 1000.0
+    if timeout_s == 0:
+        timeout_s = NO_WAIT_S
     return PoolRules(
         size=cfg.size,
         min_idle=cfg.min_idle,

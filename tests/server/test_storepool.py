@@ -389,3 +389,11 @@ def test_the_background_housekeeper_reports_a_leak_on_its_own(tmp_path: Path) ->
         assert pool.stats().leaks == 1
 
     run(main())
+
+
+def test_a_zero_acquire_timeout_in_the_scenario_means_never_wait() -> None:
+    from chatcap.scenario import PoolConfig
+    from server.storepool import NO_WAIT_S, pool_rules
+
+    assert pool_rules(PoolConfig(acquire_timeout_ms=0.0)).acquire_timeout_s == NO_WAIT_S
+    assert pool_rules(PoolConfig(acquire_timeout_ms=float("inf"))).acquire_timeout_s == 0.0
