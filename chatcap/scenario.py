@@ -306,6 +306,9 @@ class SimConfig:
     store_service_ms: float = opt(0.04, "mean commit time of a batch of one message", gt=0)
     store_per_msg_ms: float = opt(0.015, "added to a commit per further message in it", ge=0)
     store_service_cv: float = opt(1.0, "coefficient of variation (lognormal)", gt=0, le=20)
+    store_concurrency: int = opt(
+        1, "commits the store runs at once (SQLite: 1); 0 = one per pool connection", ge=0
+    )
     timeseries_interval_s: float = opt(1.0, "time series bucket width", gt=0)
     replications: int = opt(5, "replications per point when the CLI is not told", ge=1, le=1000)
 
