@@ -6,6 +6,8 @@ Sub-commands:
   fully resolved (every default filled in, each key commented);
 * ``scenario-reference`` — the Markdown table of every key (for scenarios/README.md);
 * ``codecs [--quick] [--out DIR]`` — the codec micro-benchmark (:mod:`bench.codecs`);
+* ``server-overhead [--quick] …`` — the server against a bare ``websockets`` server
+  (:mod:`bench.server_overhead`; ``--help`` there);
 * ``demo`` — what ``make demo`` runs: grows as the project does.
 
 Errors in input (a bad scenario, a bad override) print one line and exit with status 2;
@@ -17,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from collections.abc import Sequence
 from typing import Any
 
-from chatcap.scenario import Scenario, ScenarioError, load_scenario, to_toml
+from chatcap.scenario import Scenario, ScenarioError, load_scenario, parse_value, to_toml
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -29,11 +30,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ScenarioError(f"override {text!r}: expected KEY=VALUE, e.g. server.pool.size=8")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()  # a bare word such as `fixed` is taken as a string
-    return key.strip(), value
+    return key.strip(), parse_value(raw)
 
 
 def load_with_overrides(path: str, sets: Sequence[str]) -> Scenario:
@@ -117,13 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short run (for tests)")
     p.set_defaults(func=cmd_codecs)
 
+    # sub-commands with their own parsers: listed here, their options passed through
+    for name, help_text in PASS_THROUGH_HELP.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     p = sub.add_parser("demo", help="what `make demo` runs")
     p.add_argument("--quick", action="store_true", help="shorter benchmarks")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+PASS_THROUGH = {"server-overhead": "bench.server_overhead"}
+PASS_THROUGH_HELP = {
+    "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:
+        import importlib
+
+        module = importlib.import_module(PASS_THROUGH[argv[0]])
+        return int(module.main(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -152,6 +152,12 @@ class StoreConfig:
     batch_max: int = opt(64, "sends committed per transaction at most", ge=1, le=100_000)
     write_queue_max: int = opt(10_000, "sends waiting for the writer before `overloaded`", ge=1)
     call_timeout_s: float = opt(5.0, "deadline of one store call (commit or read)", gt=0)
+    max_in_flight_batches: int = opt(
+        2,
+        "batches committing or waiting for a pool connection at once; SQLite commits one "
+        "at a time, so more only shrinks batches (theory cases raise it)",
+        ge=1,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +377,15 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
     data.setdefault("name", path.stem)
     return load_scenario_data(data, source=str(path))
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value read as TOML (``8``, ``2.5``, ``true``, ``inf``, ``"x"``, ``[1, 2]``);
+    a bare word such as ``fixed`` that is not TOML is taken as a string."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
 
 
 def load_scenario_data(data: Mapping[str, Any], source: str = "<data>") -> Scenario:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +45,19 @@ from server.storepool import PoolTimeout, StorePool, pool_rules
 from server.writer import Writer
 
 GOING_AWAY = 1001
+
+
+def raise_nofile_limit() -> int:
+    """Lift the soft open-files limit to the hard one (each connection is a socket)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class ChatServer:
@@ -92,6 +106,7 @@ class ChatServer:
         self.deduper = Deduper()
         self.router = build_router(self)
         self.draining = False
+        self.room_last_seq: dict[str, int] = {}
         self._timeouts_seen = 0
         self.burn_cpu = burn_cpu
         self._server: Server | None = None
@@ -100,6 +115,7 @@ class ChatServer:
     # ---------------------------------------------------------------- start
 
     async def start(self) -> None:
+        raise_nofile_limit()
         cfg = self.scenario.server
         self.loop = asyncio.get_running_loop()
         self.faults = FaultInjector(
@@ -110,9 +126,6 @@ class ChatServer:
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         self.pool = StorePool(rules, self._connect, log=self.log)
         await self.pool.start()
-        # One batch more in flight than pool connections: when the store is slow it waits
-        # at the pool, and the pool's acquire timeout (store_busy) is the signal. More
-        # would only shrink batches (SQLite commits one writer at a time).
         self.writer = Writer(
             cfg.store,
             self.breaker,
@@ -120,7 +133,7 @@ class ChatServer:
             self.faults,
             clock=self.loop.time,
             on_batch=self._on_batch,
-            max_in_flight_batches=rules.size + 1,
+            max_in_flight_batches=cfg.store.max_in_flight_batches,
         )
         await self.writer.start()
         self._server = await serve(
@@ -197,13 +210,25 @@ class ChatServer:
         except TimeoutError:
             raise StoreReadError("store call deadline exceeded") from None
 
-    def fan_out_committed(self, fut: asyncio.Future[StoredMessage]) -> None:
+    def fan_out_committed(self, sender: Client, fut: asyncio.Future[StoredMessage]) -> None:
         """Future callback: a fresh commit is delivered to its room (a duplicate is not)."""
         if fut.cancelled() or fut.exception() is not None:
             return
         stored = fut.result()
+        if stored.seq > self.room_last_seq.get(stored.room, 0):
+            self.room_last_seq[stored.room] = stored.seq
         if not stored.duplicate:
-            self.hub.fan_out((stored,))
+            self.hub.fan_out((stored,), sender)
+
+    async def last_seq(self, room: str) -> int:
+        """The room's highest seq: from memory once known (this process writes every
+        message of its rooms), from the store the first time."""
+        known = self.room_last_seq.get(room)
+        if known is None:
+            known = await self.read_store("last_seq", room)
+            known = max(known, self.room_last_seq.get(room, 0))  # a commit may have landed
+            self.room_last_seq[room] = known
+        return known
 
     def _on_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)

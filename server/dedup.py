@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from dataclasses import replace
 
 from server.store import StoredMessage
 
@@ -30,7 +31,7 @@ Entry = asyncio.Future[StoredMessage] | StoredMessage
 class Deduper:
     """An LRU map ``(user, client_msg_id) -> in-flight future | StoredMessage``."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 50_000) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
         self.max_entries = max_entries
@@ -76,4 +77,5 @@ class Deduper:
         if fut.cancelled() or fut.exception() is not None:
             del self._entries[key]
         else:
-            self._entries[key] = fut.result()
+            # Keep what an Ack needs, not the body: entries live until evicted.
+            self._entries[key] = replace(fut.result(), body="")

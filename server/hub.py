@@ -147,8 +147,12 @@ class Hub:
         broadcast((client.conn,), payload, text=client.codec.text)
         return True
 
-    def fan_out(self, messages: Iterable[StoredMessage]) -> int:
-        """Deliver committed messages to their rooms; returns the number of deliveries."""
+    def fan_out(self, messages: Iterable[StoredMessage], sender: Client | None = None) -> int:
+        """Deliver committed messages to their rooms; returns the number of deliveries.
+
+        The sending connection is skipped: its Ack carries the seq and time already.
+        The same user's other connections get the Deliver like everyone else.
+        """
         delivered = 0
         for msg in messages:
             by_codec = self._rooms.get(msg.room)
@@ -156,16 +160,26 @@ class Hub:
                 continue
             frame = deliver_frame(msg)
             for codec_name, members in by_codec.items():
+                if len(members) == 1 and sender in members:
+                    continue  # nobody else speaks this codec: don't encode for no one
                 codec = self._codecs[codec_name]
-                delivered += self._write_many(members, msg, codec.encode(frame), codec.text)
+                payload = codec.encode(frame)
+                delivered += self._write_many(members, msg, payload, codec.text, sender)
         return delivered
 
     def _write_many(
-        self, members: set[Client], msg: StoredMessage, payload: bytes, text: bool
+        self,
+        members: set[Client],
+        msg: StoredMessage,
+        payload: bytes,
+        text: bool,
+        sender: Client | None,
     ) -> int:
         ready = []
         limit = self.outbound_max_bytes
         for client in list(members):
+            if client is sender:
+                continue
             held = client.held.get(msg.room)
             if held is not None:
                 held.append(msg)

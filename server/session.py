@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -181,7 +182,7 @@ class Session:
             self.reject(exc, msg.client_msg_id)
             return
         app.deduper.remember(client.user, msg.client_msg_id, fut)
-        fut.add_done_callback(app.fan_out_committed)
+        fut.add_done_callback(partial(app.fan_out_committed, client))
         fut.add_done_callback(lambda f: self.on_committed(f, msg, t_in))
 
     def on_committed(self, fut: asyncio.Future[StoredMessage], msg: Send, t_in: float) -> None:
@@ -223,7 +224,7 @@ class Session:
         app.hub.join(client, room)
         try:
             async with asyncio.timeout(app.scenario.server.request_timeout_s):
-                last_seq = await app.read_store("last_seq", room)
+                last_seq = await app.last_seq(room)
                 self.send(Joined(room=room, last_seq=last_seq))
                 through = last_seq
                 if msg.since_seq is not None:
@@ -231,6 +232,19 @@ class Session:
         except (TimeoutError, StoreReadError) as exc:
             app.hub.leave(client, room)
             self.error(UNAVAILABLE, f"could not join {room!r}: {exc or 'timeout'}", "", 1000)
+            return
+        except Exception as exc:  # a bug: the client still gets an answer, the log one line
+            app.hub.leave(client, room)
+            event(
+                self.log,
+                "join.failed",
+                logging.ERROR,
+                user=client.user,
+                room=room,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
+            self.error(INTERNAL, f"could not join {room!r}: internal error")
             return
         app.hub.caught_up(client, room, through)
 

@@ -372,7 +372,11 @@ class Writer:
             if previous is not None and not previous.done():
                 # Our turn comes when every earlier batch has committed or failed.
                 # (asyncio.wait: being cancelled here must not cancel the shared turn.)
+                # The wait is queueing, not the store being slow: it does not count in
+                # the call's duration (breaker slow calls, commit latency metric).
+                waited_from = self._clock()
                 await asyncio.wait([previous])
+                started += self._clock() - waited_from
             # The deadline: a commit slower than store.call_timeout_s is answered as failed.
             # Its thread cannot be stopped and may still commit; then a retry finds the
             # row as a duplicate (members may miss that Deliver live; history has it).

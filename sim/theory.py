@@ -350,6 +350,8 @@ def theory_for_scenario(scenario: Scenario) -> TheoryPrediction:
       ``server.store.write_queue_max ≥ λ × duration_s`` (the write queue never fills);
     * service: the pool-connection holding time, mean ``sim.store_service_ms``, drawn
       from ``sim.store_service`` (``empirical`` is refused: its shape is not in the file);
+    * ``server.store.max_in_flight_batches``: in a delay system at most that many sends
+      hold connections (c is capped by it); a loss system needs it above the pool size;
     * servers: ``c = server.pool.size`` when ``sim.store_concurrency = 0`` (one commit
       per pool connection) or ≥ the pool size; otherwise the store runs
       ``store_concurrency`` commits at once and is that many servers (with 1 and a
@@ -426,6 +428,12 @@ def _obstacles(s: Scenario) -> list[str]:
             "sim.store_service = 'empirical': its shape is not in the scenario",
         ),
         (
+            acquire_ms == 0 and srv.store.max_in_flight_batches <= srv.pool.size,
+            f"server.store.max_in_flight_batches = {srv.store.max_in_flight_batches} ≤ "
+            f"server.pool.size = {srv.pool.size}: sends wait in the write queue instead of "
+            "being blocked at the pool; a loss system needs more batches in flight",
+        ),
+        (
             0 < acquire_ms < run_ms,
             f"server.pool.acquire_timeout_ms = {acquire_ms:g}: a finite wait is neither a "
             "delay system (inf) nor a loss system (0)",
@@ -446,6 +454,10 @@ def _has_faults(faults: FaultsConfig) -> bool:
 def _store_servers(s: Scenario) -> tuple[int, tuple[str, ...]]:
     """Commits that can run at once, and a note when the store, not the pool, limits it."""
     pool = s.server.pool.size
+    in_flight = s.server.store.max_in_flight_batches
+    if in_flight < pool and s.server.pool.acquire_timeout_ms != 0:
+        # with batch_max 1, at most max_in_flight_batches sends hold connections
+        pool = in_flight
     store = s.sim.store_concurrency
     if store == 0 or store >= pool:
         return pool, ()

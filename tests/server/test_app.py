@@ -488,3 +488,19 @@ def test_admin_faults_validate_their_values(start_server: Start) -> None:
     assert status == 400 and b"store_error_rate" in body
     snapshot = server.admin("store_latency_ms=5")
     assert "store_latency_ms" in json.dumps(snapshot)
+
+
+def test_the_sending_connection_gets_the_ack_and_other_connections_the_deliver(
+    start_server: Start,
+) -> None:
+    server = start_server()
+    with server.client("ann") as phone, server.client("ann", "protobuf") as laptop:
+        phone.join("r")
+        laptop.join("r")
+        cid = phone.send_text("r", "from my phone")
+        assert phone.recv_kind(Ack).client_msg_id == cid
+        assert laptop.recv_kind(Deliver).client_msg_id == cid
+        phone.send_text("r", "again")
+        frames = [phone.recv(), laptop.recv()]
+        assert isinstance(frames[0], Ack)  # not a Deliver of its own message first
+        assert isinstance(frames[1], Deliver)

@@ -361,3 +361,27 @@ def test_theory_refuses_a_scenario_that_is_not_a_classic_case(
     p = _predict("theory-mm1", **{key: value})
     assert not p.applies
     assert words in p.reason
+
+
+def test_a_loss_system_needs_more_batches_in_flight_than_connections() -> None:
+    from chatcap.scenario import load_scenario
+    from sim.theory import theory_for_scenario
+
+    base = load_scenario(SCENARIOS / "theory-erlang-b.toml")
+    assert theory_for_scenario(base).applies
+    few = base.with_overrides({"server.store.max_in_flight_batches": base.server.pool.size})
+    verdict = theory_for_scenario(few)
+    assert not verdict.applies
+    assert "max_in_flight_batches" in verdict.reason
+
+
+def test_batches_in_flight_cap_the_servers_of_a_delay_system() -> None:
+    from chatcap.scenario import load_scenario
+    from sim.theory import theory_for_scenario
+
+    base = load_scenario(SCENARIOS / "theory-mmc.toml")
+    assert theory_for_scenario(base).servers == 4
+    capped = base.with_overrides(
+        {"server.store.max_in_flight_batches": 2, "workload.send_rate_per_user_per_s": 2.0}
+    )
+    assert theory_for_scenario(capped).servers == 2

@@ -1,0 +1,444 @@
+"""The load client of ``bench server-overhead``: one case against one server, one JSON line.
+
+``python -m bench.loadclient --case echo|fanout|idle --impl ours|bare --url WS_URL
+--server-pid PID [--codec json|protobuf] [--messages N] [--window W] [--members K]
+[--connections C] [--timeout-s S]``
+
+asyncio + ``websockets.asyncio.client`` in a process of its own (never gevent beside
+asyncio). It reads the server's CPU (``/proc/<pid>/stat``: utime + stime) and memory
+(``/proc/<pid>/status``: VmRSS) itself, right at the edges of the measured phase, and
+prints ONE line of JSON (:class:`Outcome`) on stdout; exit status 0 when the case ran
+cleanly, 1 otherwise (the line then says why).
+
+Cases — ``ours`` is the chat server (token, subprotocol, Join, Send → Ack + Deliver);
+``bare`` is :mod:`bench.bare_server` (no auth, no subprotocol, opaque frames):
+
+* ``echo``: one connection keeps ``--window`` sends in flight until ``--messages`` are
+  answered. A slot frees on the Ack (ours; the sender also gets its own Deliver, being a
+  room member) or on the echo (bare).
+* ``fanout``: ``--members`` connections (all joined to one room for ours; all connected
+  for bare), one of them the sender, with ``--window`` sends in flight; a slot frees on
+  the Ack (ours) or on the sender's own broadcast copy (bare). Every member counts its
+  deliveries; the phase ends when all of them have arrived.
+* ``idle``: ``--connections`` connections opened (ours: each with its own user and token,
+  joined to one of 100 rooms) and held; RSS is read before the first token is fetched and
+  after every connection is open and joined (then a short settle).
+
+echo and fanout first run a warm-up of ~10 % of the messages (not measured), then the
+measured phase; the server's CPU is read just before its first send and just after its
+last expected frame arrived. Every wait is bounded by ``--timeout-s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from bench.bare_server import install_uvloop, raise_nofile_limit
+from chatcap.protocol import CODECS, Ack, Codec, DecodeError, Deliver, Error, Join, Joined, Send
+
+CASES = ("echo", "fanout", "idle")
+IMPLS = ("ours", "bare")
+IDLE_ROOMS = 100
+OPEN_CONCURRENCY = 64
+IDLE_SETTLE_S = 1.0
+WARMUP_SHARE = 0.1
+# ~120 UTF-8 bytes, like the scenarios' default body_bytes, with a little non-ASCII.
+BODY = "capacity check: fan-out latency and p99 after the deploy — 请看 dashboard 👍 " + "x" * 40
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        stat = fh.read()
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    # after "pid (comm) ": state is field 3, so utime (14) and stime (15) are at 11, 12
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def server_rss_kib(pid: int) -> int:
+    """VmRSS of process ``pid``, KiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+
+
+@dataclass
+class Outcome:
+    """The JSON line this process prints."""
+
+    case: str
+    impl: str
+    codec: str
+    ok: bool = False
+    messages: int = 0  # measured sends answered by an Ack (ours) or an echo/copy (bare)
+    failed: int = 0  # measured sends answered by an Error
+    deliveries: int = 0  # Deliver (ours) / echo or broadcast copies (bare), measured phase
+    members: int = 0
+    connections: int = 0
+    failed_connections: int = 0
+    server_cpu_s: float = 0.0
+    wall_s: float = 0.0
+    client_cpu_s: float = 0.0
+    rss_before_kib: int = 0
+    rss_after_kib: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    case: str
+    impl: str
+    codec: str
+    url: str
+    server_pid: int
+    messages: int
+    window: int
+    members: int
+    connections: int
+    timeout_s: float
+    tag: str  # makes user names, rooms and client_msg_ids unique per client run
+
+
+# ----------------------------------------------------------------------------- links
+
+
+async def fetch_token(host: str, port: int, user: str, timeout_s: float) -> str:
+    """``GET /api/v1/token`` with HTTP Basic auth over a raw socket; returns the token."""
+    cred = base64.b64encode(f"{user}:bench".encode()).decode()
+    request = (
+        f"GET /api/v1/token HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Basic {cred}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            body = await reader.readexactly(length) if length else await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):  # the server closes first
+                await writer.wait_closed()
+    if status != b"200":
+        raise RuntimeError(f"token for {user}: HTTP {status.decode()} {body[:200]!r}")
+    return str(json.loads(body)["token"])
+
+
+class Link:
+    """One client connection and how to read what comes back on it."""
+
+    def __init__(self, ws: ClientConnection, codec: Codec | None) -> None:
+        self.ws = ws
+        self.codec = codec  # None: bare server, frames are opaque
+
+    async def send_frame(self, frame: bytes, text: bool) -> None:
+        await self.ws.send(frame, text=text)
+
+    async def join(self, room: str, timeout_s: float) -> None:
+        assert self.codec is not None
+        await self.ws.send(self.codec.encode(Join(room=room)), text=self.codec.text)
+        async with asyncio.timeout(timeout_s):
+            reply = self.codec.decode(await self.ws.recv(decode=False))
+        if not isinstance(reply, Joined):
+            raise RuntimeError(f"join {room}: got {reply!r}")
+
+
+async def open_link(plan: Plan, user: str) -> Link:
+    common: dict[str, Any] = {
+        "compression": None,
+        "proxy": None,
+        "ping_interval": None,  # no client pings: keep the server's work to the load
+        "open_timeout": plan.timeout_s,
+        "max_size": None,
+    }
+    if plan.impl == "bare":
+        return Link(await connect(plan.url, **common), None)
+    parts = urlsplit(plan.url)
+    assert parts.hostname is not None and parts.port is not None
+    token = await fetch_token(parts.hostname, parts.port, user, plan.timeout_s)
+    codec = CODECS[plan.codec]
+    ws = await connect(
+        plan.url,
+        subprotocols=[codec.subprotocol],  # type: ignore[list-item]
+        additional_headers={"Authorization": f"Bearer {token}"},
+        **common,
+    )
+    if ws.subprotocol != codec.subprotocol:
+        await ws.close()
+        raise RuntimeError(f"server chose subprotocol {ws.subprotocol!r}")
+    return Link(ws, codec)
+
+
+# -------------------------------------------------------------------------- windowed load
+
+
+class Tally:
+    """Counters shared by the readers of one run; ``done`` fires when a phase is complete."""
+
+    def __init__(self) -> None:
+        self.deliveries = 0
+        self.answered = 0  # acks + errors of the current phase (frees window slots)
+        self.acked = 0
+        self.failed = 0
+        self.errors: Counter[str] = Counter()
+        self.delivery_target: float = float("inf")
+        self.done = asyncio.Event()
+        self.on_answer: Callable[[], Awaitable[None]] | None = None
+
+    def start_phase(self) -> None:
+        self.deliveries = self.answered = self.acked = self.failed = 0
+        self.delivery_target = float("inf")
+        self.done.clear()
+
+    def delivered(self) -> None:
+        self.deliveries += 1
+        if self.deliveries >= self.delivery_target:
+            self.done.set()
+
+    def expect_deliveries(self, target: int) -> None:
+        self.delivery_target = target
+        if self.deliveries >= target:
+            self.done.set()
+
+
+async def reader(link: Link, tally: Tally, is_sender: bool) -> None:
+    """Count what arrives on ``link`` until it closes; the sender's answers free slots."""
+    codec = link.codec
+    try:
+        while True:
+            frame = await link.ws.recv(decode=False)
+            if codec is None:  # bare: every frame is a copy of a sent message
+                tally.delivered()
+                if not is_sender:
+                    continue
+                tally.acked += 1
+            else:
+                msg = codec.decode(frame)
+                if type(msg) is Deliver:
+                    tally.delivered()
+                    continue
+                if type(msg) is Ack:
+                    tally.acked += 1
+                elif type(msg) is Error:
+                    tally.failed += 1
+                    tally.errors[msg.code] += 1
+                else:
+                    tally.errors[f"unexpected {type(msg).__name__}"] += 1
+                    continue
+            tally.answered += 1
+            if tally.on_answer is not None:
+                await tally.on_answer()
+    except ConnectionClosed:
+        pass
+
+
+async def run_phase(
+    plan: Plan, sender: Link, tally: Tally, room: str, first_id: int, count: int
+) -> None:
+    """Send ``count`` messages with ``plan.window`` in flight; return when all arrived."""
+    codec = sender.codec
+    text = codec.text if codec is not None else True
+    json_codec = CODECS["json"]
+    sent = 0
+
+    async def send_one() -> None:
+        nonlocal sent
+        msg = Send(
+            client_msg_id=f"{plan.tag}-{first_id + sent}",
+            room=room,
+            body=BODY,
+            sent_at_us=time.time_ns() // 1000,
+        )
+        sent += 1
+        # bare rows carry our JSON Send frame as opaque text, the same bytes as ours/json
+        await sender.send_frame((codec or json_codec).encode(msg), text)
+
+    async def on_answer() -> None:
+        if sent < count:
+            await send_one()
+        elif tally.answered >= count:
+            # ours: the sending connection gets the Ack instead of its own Deliver
+            per_message = plan.members - 1 if codec is not None else plan.members
+            tally.expect_deliveries(tally.acked * per_message)
+
+    tally.start_phase()
+    tally.on_answer = on_answer
+    for _ in range(min(plan.window, count)):
+        await send_one()
+    await tally.done.wait()
+
+
+async def windowed(plan: Plan, out: Outcome) -> None:
+    """echo (members = 1) and fanout: warm-up phase, then the measured phase."""
+    out.members = plan.members
+    links: list[Link] = []
+    tasks: list[asyncio.Task[None]] = []
+    room = f"ovh-{plan.tag}"
+    tally = Tally()
+    try:
+        for i in range(plan.members):
+            link = await open_link(plan, f"bench-{plan.tag}-{i}")
+            links.append(link)
+            if link.codec is not None:
+                await link.join(room, plan.timeout_s)
+        out.connections = len(links)
+        tasks = [asyncio.create_task(reader(lk, tally, i == 0)) for i, lk in enumerate(links)]
+        warmup = max(1, int(plan.messages * WARMUP_SHARE))
+        async with asyncio.timeout(plan.timeout_s):
+            await run_phase(plan, links[0], tally, room, 0, warmup)
+        cpu0, wall0, own0 = server_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
+        async with asyncio.timeout(plan.timeout_s):
+            await run_phase(plan, links[0], tally, room, warmup, plan.messages)
+        out.server_cpu_s = server_cpu_s(plan.server_pid) - cpu0
+        out.wall_s = time.perf_counter() - wall0
+        out.client_cpu_s = time.process_time() - own0
+        out.messages, out.failed, out.deliveries = tally.acked, tally.failed, tally.deliveries
+        out.errors = dict(tally.errors)
+        out.ok = out.failed == 0 and not out.errors and out.messages == plan.messages
+    finally:
+        await close_all(links, plan.timeout_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ----------------------------------------------------------------------------- idle
+
+
+async def idle(plan: Plan, out: Outcome) -> None:
+    """Open ``plan.connections`` connections, hold them, read the server's RSS."""
+    links: list[Link] = []
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+    async def open_one(i: int) -> None:
+        async with gate:
+            link = await open_link(plan, f"idle-{plan.tag}-{i}")
+            links.append(link)
+            if link.codec is not None:
+                await link.join(f"idle-{plan.tag}-{i % IDLE_ROOMS}", plan.timeout_s)
+
+    try:
+        out.rss_before_kib = server_rss_kib(plan.server_pid)
+        cpu0, wall0, own0 = server_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
+        async with asyncio.timeout(plan.timeout_s):
+            results = await asyncio.gather(
+                *(open_one(i) for i in range(plan.connections)), return_exceptions=True
+            )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        out.failed_connections = len(failures)
+        if failures:
+            out.note = f"{len(failures)} connections failed, first: {failures[0]!r}"[:300]
+        await asyncio.sleep(IDLE_SETTLE_S)
+        out.rss_after_kib = server_rss_kib(plan.server_pid)
+        out.server_cpu_s = server_cpu_s(plan.server_pid) - cpu0
+        out.wall_s = time.perf_counter() - wall0
+        out.client_cpu_s = time.process_time() - own0
+        out.connections = plan.connections - len(failures)
+        out.ok = not failures
+    finally:
+        await close_all(links, plan.timeout_s)
+
+
+async def close_all(links: Sequence[Link], timeout_s: float) -> None:
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY * 4)
+
+    async def close(link: Link) -> None:
+        async with gate:
+            await link.ws.close()
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(close(lk) for lk in links), return_exceptions=True)
+    except TimeoutError:
+        for link in links:
+            link.ws.transport.abort()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+async def run(plan: Plan) -> Outcome:
+    out = Outcome(case=plan.case, impl=plan.impl, codec=plan.codec)
+    wall0 = time.perf_counter()
+    try:
+        if plan.case == "idle":
+            await idle(plan, out)
+        else:
+            await windowed(plan, out)
+    except TimeoutError:
+        out.ok = False
+        out.note = (
+            f"timed out after {time.perf_counter() - wall0:.1f} s (--timeout-s {plan.timeout_s:g})"
+        )
+    except (OSError, RuntimeError, DecodeError, WebSocketException) as exc:
+        out.ok = False
+        out.note = f"{type(exc).__name__}: {exc}"[:300]
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.loadclient", description=__doc__)
+    p.add_argument("--case", choices=CASES, required=True)
+    p.add_argument("--impl", choices=IMPLS, required=True)
+    p.add_argument("--codec", choices=tuple(CODECS), default="json", help="ours only")
+    p.add_argument("--url", required=True, help="ws://127.0.0.1:PORT/... of the server")
+    p.add_argument("--server-pid", type=int, required=True, help="whose CPU and RSS to read")
+    p.add_argument("--messages", type=int, default=2000, help="measured sends")
+    p.add_argument("--window", type=int, default=100, help="sends in flight")
+    p.add_argument("--members", type=int, default=1, help="fanout: connections in the room")
+    p.add_argument("--connections", type=int, default=500, help="idle: connections held")
+    p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each wait")
+    p.add_argument("--tag", default=f"p{os.getpid()}", help="unique prefix for names and ids")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = Plan(
+        case=args.case,
+        impl=args.impl,
+        codec=args.codec if args.impl == "ours" else "none",
+        url=args.url,
+        server_pid=args.server_pid,
+        messages=max(1, args.messages),
+        window=max(1, args.window),
+        members=1 if args.case == "echo" else max(1, args.members),
+        connections=max(1, args.connections),
+        timeout_s=args.timeout_s,
+        tag=args.tag,
+    )
+    raise_nofile_limit()
+    install_uvloop()
+    out = asyncio.run(run(plan))
+    print(json.dumps(asdict(out), sort_keys=True), flush=True)
+    return 0 if out.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

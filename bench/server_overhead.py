@@ -1,0 +1,625 @@
+"""Server overhead: our chat server's CPU and memory beside a bare ``websockets`` server.
+
+``python -m bench server-overhead [--quick] [--repeat N] [--out DIR] [--messages N]
+[--window W] [--fanout-messages M] [--fanout-window W] [--room-size K]
+[--idle-connections C] [--cases echo,fanout,idle] [--codec json,protobuf]
+[--scenario FILE] [--set KEY=VALUE …]``
+
+Three cases, all in ONE run, driven by the same client (:mod:`bench.loadclient`, its own
+process per case) against servers in their own processes (``python -m server`` and
+:mod:`bench.bare_server`), everything on 127.0.0.1:
+
+=======  ==================================================  ========================  ======
+case     load                                                figure                    target
+=======  ==================================================  ========================  ======
+echo     1 connection, ``--window`` (100) sends in flight,   server CPU µs per message ≤ 2.5×
+         ``--messages`` (20,000; quick 2,000). Ours: Send →  (ours / bare echo)
+         durable Ack (+ the sender's own Deliver, being a
+         member); bare: echo.
+fanout   room of ``--room-size`` (50) connections, one       server CPU µs per         ≤ 1.5×
+         sender, ``--fanout-window`` (20) in flight,         delivery = Δcpu /
+         ``--fanout-messages`` (2,000; quick 300). Bare:     (messages × members)
+         ``websockets.broadcast()`` to all connected.
+idle     ``--idle-connections`` (5,000; quick 500) held      RSS KiB per connection    ≤ 20 KiB
+         open, compression off. Ours: each its own user and
+         token, joined to one of 100 rooms; bare: connected.
+=======  ==================================================  ========================  ======
+
+Server CPU is utime + stime from ``/proc/<pid>/stat`` (all threads, clock ticks), read by
+the client just before the measured phase (after a warm-up of ~10 % of the messages)
+and just after its last frame arrived; RSS is ``VmRSS`` from ``/proc/<pid>/status``.
+Ours runs both codecs (json and protobuf rows); bare rows carry our JSON Send frame as
+opaque text (``codec = none``).
+
+Each repeat starts fresh servers (ours with a new store) and runs every case; the order
+of the implementations rotates between repeats so drift on a shared machine hits all
+alike. Figures are **medians over repeats**; a ratio is the median of the per-repeat
+ratios ours/bare (both measured seconds apart in the same repeat). The server's
+scenario is ``--scenario`` (smoke) with :data:`SCENARIO_OVERRIDES` (no rate limit, no
+per-IP caps in the way, big write batches and outbound buffers), then any ``--set``
+(e.g. ``--set server.pool.size=1`` to see what the writer's batch concurrency costs).
+The idle rows' ``server_cpu_s`` is what opening the connections cost (token, handshake,
+join): a reconnect storm's bill.
+
+Read ``client_cpu_s`` beside ``wall_s``: the load client is one process on the other
+core, and where it is busy all the time (bare fan-out) it, not the server, sets the pace.
+CPU per message stays comparable; messages per second would not be.
+
+Files, in ``DIR/<run-id>/``: ``manifest.json`` (sizes, targets, medians, verdicts, the
+servers' first lines) and ``overhead.csv`` (:data:`OVERHEAD_COLUMNS`, one row per case,
+impl, codec and repeat). Exit status 1 when a client run failed (its row is left out and
+the reason printed), else 0 — a MISS is a finding, not a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.bare_server import raise_nofile_limit
+from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
+from chatcap.scenario import Scenario, ScenarioError, load_scenario, to_toml
+
+OVERHEAD_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", "str", "Run identifier, same as the folder name."),
+    Column("case", "str", "`echo`, `fanout` or `idle` (see bench/server_overhead.py)."),
+    Column("impl", "str", "`ours` (python -m server) or `bare` (bench.bare_server)."),
+    Column("codec", "str", "`json` or `protobuf` (ours); `none` (bare: opaque frames)."),
+    Column("repeat", "int", "Repeat index within the run, from 0."),
+    Column("messages", "int", "Measured sends answered (Ack / echo / own copy); 0 for idle."),
+    Column("deliveries", "int", "Deliver frames (ours) or copies (bare) received; 0 for idle."),
+    Column(
+        "server_cpu_s",
+        "float",
+        "Server utime+stime over the measured phase, s (idle: opening every connection"
+        " — token, handshake, join — and a 1 s settle).",
+    ),
+    Column("cpu_us_per_msg", "float", "server_cpu_s / messages, µs (nan for idle)."),
+    Column("cpu_us_per_delivery", "float", "server_cpu_s / deliveries, µs (nan for idle)."),
+    Column("rss_kib_per_conn", "float", "Server VmRSS growth / connections, KiB (idle only)."),
+    Column("connections", "int", "Client connections used by the case.", required=False),
+    Column(
+        "wall_s", "float", "Wall time of the measured phase (idle: opening), s.", required=False
+    ),
+    Column("client_cpu_s", "float", "Load client CPU in the measured phase, s.", required=False),
+)
+
+SCENARIO_OVERRIDES: dict[str, Any] = {
+    "server.rate_limit.algorithm": "none",
+    "server.max_connections_per_ip": 20_000,
+    "server.handshake_rate_per_s": 100_000.0,
+    "server.handshake_burst": 100_000,
+    "server.store.batch_max": 64,
+    "server.store.write_queue_max": 100_000,
+    "server.outbound_buffer_max_bytes": 256 * 2**20,
+    "server.compression": False,
+}
+
+# (case, figure column, target ratio vs bare or absolute KiB, unit)
+TARGETS: dict[str, tuple[str, float, str]] = {
+    "echo": ("cpu_us_per_msg", 2.5, "µs/msg"),
+    "fanout": ("cpu_us_per_delivery", 1.5, "µs/delivery"),
+    "idle": ("rss_kib_per_conn", 20.0, "KiB/conn"),
+}
+OUR_CODECS = ("json", "protobuf")
+JWT_SECRET = "bench-server-overhead-secret-0123456789abcdef"  # loopback only, never a real one
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+LISTEN_URL = re.compile(r"ws://[^\s:/]+:(\d+)(\S*)")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    messages: int
+    window: int
+    fanout_messages: int
+    fanout_window: int
+    room_size: int
+    idle_connections: int
+    repeat: int
+    timeout_s: float
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass
+class ServerProc:
+    """A server subprocess: its pid, its URL and the files its output goes to."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    first_line: str
+    log_paths: tuple[Path, Path]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, chars: int = 1500) -> str:
+        return "".join(p.read_text(errors="replace")[-chars:] for p in self.log_paths)
+
+
+def spawn_server(name: str, argv: list[str], workdir: Path, env: dict[str, str]) -> ServerProc:
+    """Start ``argv`` with its output going to files, not pipes: a chatty server can never
+    block on a full pipe. :func:`wait_listening` then reads its URL."""
+    out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL)
+    return ServerProc(name, proc, "", "", (out_path, err_path))
+
+
+def wait_listening(server: ServerProc) -> None:
+    """Wait (bounded) for the first stdout line and take the ws:// URL from it."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        text = server.log_paths[0].read_text(errors="replace")
+        if "\n" in text:
+            server.first_line = text.split("\n", 1)[0]
+            match = LISTEN_URL.search(server.first_line)
+            if match is None:
+                raise RuntimeError(f"{server.name}: no ws:// URL in {server.first_line!r}")
+            server.url = match.group(0)
+            return
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
+            )
+        time.sleep(0.05)
+    raise RuntimeError(f"{server.name}: no listening line within {START_TIMEOUT_S:g} s")
+
+
+def stop_server(server: ServerProc) -> None:
+    """SIGTERM by PID, wait (bounded), then SIGKILL by PID; always reaps the process."""
+    proc = server.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+
+
+def start_servers(workdir: Path, scenario_path: Path, repeat: int) -> dict[str, ServerProc]:
+    """Ours (fresh store) and the two bare modes; on failure, stop what started."""
+    env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
+    py = sys.executable
+    specs = {
+        "ours": [
+            py,
+            "-m",
+            "server",
+            "--scenario",
+            str(scenario_path),
+            "--port",
+            "0",
+            "--db",
+            str(workdir / f"store-{repeat}.db"),
+        ],
+        "bare-echo": [py, "-m", "bench.bare_server", "--mode", "echo", "--port", "0"],
+        "bare-broadcast": [py, "-m", "bench.bare_server", "--mode", "broadcast", "--port", "0"],
+    }
+    servers: dict[str, ServerProc] = {}
+    try:  # all three start at once; then each must say where it listens
+        for name, argv in specs.items():
+            servers[name] = spawn_server(f"{name}-r{repeat}", argv, workdir, env)
+        for server in servers.values():
+            wait_listening(server)
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def stop_servers(servers: dict[str, ServerProc]) -> None:
+    for server in servers.values():
+        stop_server(server)
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+@dataclass(frozen=True)
+class Job:
+    case: str
+    impl: str
+    codec: str  # "none" for bare
+
+    @property
+    def label(self) -> str:
+        return f"{self.case:6} {self.impl}/{self.codec}"
+
+
+def client_argv(job: Job, server: ServerProc, sizes: Sizes, tag: str) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.loadclient",
+        "--case",
+        job.case,
+        "--impl",
+        job.impl,
+        "--url",
+        server.url,
+        "--server-pid",
+        str(server.pid),
+        "--timeout-s",
+        str(sizes.timeout_s),
+        "--tag",
+        tag,
+    ]
+    if job.impl == "ours":
+        argv += ["--codec", job.codec]
+    if job.case == "echo":
+        argv += ["--messages", str(sizes.messages), "--window", str(sizes.window)]
+    elif job.case == "fanout":
+        argv += [
+            "--messages",
+            str(sizes.fanout_messages),
+            "--window",
+            str(sizes.fanout_window),
+            "--members",
+            str(sizes.room_size),
+        ]
+    else:
+        argv += ["--connections", str(sizes.idle_connections)]
+    return argv
+
+
+def run_client(argv: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run one load client; its last stdout line is the JSON outcome."""
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout_s, text=True)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "note": f"client killed after {timeout_s:g} s"}
+    lines = done.stdout.strip().splitlines()
+    try:
+        outcome: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"ok": False, "note": f"client exit {done.returncode}: {done.stderr[-800:]}"}
+    return outcome
+
+
+def to_row(run_id: str, job: Job, repeat: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    cpu = float(outcome["server_cpu_s"])
+    messages, deliveries = int(outcome["messages"]), int(outcome["deliveries"])
+    nan = float("nan")
+    rss = nan
+    if job.case == "idle" and outcome["connections"]:
+        rss = (outcome["rss_after_kib"] - outcome["rss_before_kib"]) / outcome["connections"]
+    return {
+        "run_id": run_id,
+        "case": job.case,
+        "impl": job.impl,
+        "codec": job.codec,
+        "repeat": repeat,
+        "messages": messages,
+        "deliveries": deliveries,
+        "server_cpu_s": cpu,
+        "cpu_us_per_msg": cpu / messages * 1e6 if messages else nan,
+        "cpu_us_per_delivery": cpu / deliveries * 1e6 if deliveries else nan,
+        "rss_kib_per_conn": rss,
+        "connections": int(outcome["connections"]),
+        "wall_s": float(outcome["wall_s"]),
+        "client_cpu_s": float(outcome["client_cpu_s"]),
+    }
+
+
+def progress(job: Job, row: dict[str, Any], repeat: int, sizes: Sizes) -> str:
+    column, _, unit = TARGETS[job.case]
+    extra = (
+        f"{row['connections']:,} connections"
+        if job.case == "idle"
+        else f"{row['messages']:,} msgs, {row['deliveries']:,} deliveries"
+    )
+    return (
+        f"[server-overhead] repeat {repeat + 1}/{sizes.repeat} {job.label:22} "
+        f"{row[column]:8.2f} {unit:12} ({extra}, {row['wall_s']:.1f} s)"
+    )
+
+
+def jobs_for(case: str, cases: Sequence[str], codecs: Sequence[str], repeat: int) -> list[Job]:
+    """Bare first, then ours per codec — rotated by the repeat index."""
+    if case not in cases:
+        return []
+    ours_codecs = codecs if case != "idle" else codecs[:1]
+    jobs = [Job(case, "bare", "none")] + [Job(case, "ours", c) for c in ours_codecs]
+    shift = repeat % len(jobs)
+    return jobs[shift:] + jobs[:shift]
+
+
+def server_for(job: Job, servers: dict[str, ServerProc]) -> ServerProc:
+    if job.impl == "ours":
+        return servers["ours"]
+    return servers["bare-broadcast" if job.case == "fanout" else "bare-echo"]
+
+
+def run_repeat(
+    run_id: str,
+    repeat: int,
+    sizes: Sizes,
+    cases: Sequence[str],
+    codecs: Sequence[str],
+    scenario_path: Path,
+    workdir: Path,
+) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    """Fresh servers, then idle (first, on the fresh processes), echo, fanout."""
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    print(
+        f"[server-overhead] repeat {repeat + 1}/{sizes.repeat}: starting fresh servers", flush=True
+    )
+    servers = start_servers(workdir, scenario_path, repeat)
+    try:
+        for case in ("idle", "echo", "fanout"):
+            for job in jobs_for(case, cases, codecs, repeat):
+                server = server_for(job, servers)
+                tag = f"r{repeat}-{job.case}-{job.codec}"
+                outcome = run_client(client_argv(job, server, sizes, tag), sizes.timeout_s * 3)
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"{server.name} died:\n{server.log_tail()}")
+                if not outcome.get("ok"):
+                    failures.append(
+                        f"repeat {repeat} {job.label}: {outcome.get('note')} "
+                        f"errors={outcome.get('errors')}"
+                    )
+                    print(f"[server-overhead] FAILED {failures[-1]}", flush=True)
+                    continue
+                rows.append(to_row(run_id, job, repeat, outcome))
+                print(progress(job, rows[-1], repeat, sizes), flush=True)
+        first_lines = {name: s.first_line for name, s in servers.items()}
+    finally:
+        stop_servers(servers)
+    return rows, failures, first_lines
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def medians(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], float]:
+    """Median of each case's figure per (case, impl, codec)."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["case"], row["impl"], row["codec"]), []).append(
+            row[TARGETS[row["case"]][0]]
+        )
+    return {key: statistics.median(values) for key, values in groups.items()}
+
+
+def paired_ratios(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Median over repeats of ours/bare, each pair from the same repeat."""
+    by_key = {(r["case"], r["impl"], r["codec"], r["repeat"]): r for r in rows}
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for (case, impl, codec, repeat), row in by_key.items():
+        bare = by_key.get((case, "bare", "none", repeat))
+        if impl != "ours" or bare is None:
+            continue
+        column = TARGETS[case][0]
+        if bare[column] > 0:
+            ratios.setdefault((case, codec), []).append(row[column] / bare[column])
+    return {key: statistics.median(values) for key, values in ratios.items()}
+
+
+def verdicts(
+    med: dict[tuple[str, str, str], float], ratios: dict[tuple[str, str], float]
+) -> list[dict[str, Any]]:
+    """One line per (case, impl, codec): median, ratio vs bare, target and PASS/MISS."""
+    lines = []
+    for (case, impl, codec), value in sorted(med.items(), key=_table_order):
+        column, target, unit = TARGETS[case]
+        ratio = ratios.get((case, codec)) if impl == "ours" else None
+        line: dict[str, Any] = {
+            "case": case,
+            "impl": impl,
+            "codec": codec,
+            "figure": column,
+            "median": value,
+            "unit": unit,
+            "ratio_vs_bare": ratio,
+        }
+        if impl == "ours":
+            measured = value if case == "idle" else ratio
+            line["target"] = f"≤ {target:g} KiB" if case == "idle" else f"≤ {target:g}×"
+            line["verdict"] = "PASS" if measured is not None and measured <= target else "MISS"
+        lines.append(line)
+    return lines
+
+
+def _table_order(item: tuple[tuple[str, str, str], float]) -> tuple[int, int, str]:
+    (case, impl, codec), _ = item
+    return (("echo", "fanout", "idle").index(case), 0 if impl == "bare" else 1, codec)
+
+
+def format_table(lines: Sequence[dict[str, Any]], repeats: int) -> str:
+    out = [
+        f"{'case':7}{'impl':6}{'codec':10}{'median':>10} {'unit':13}{'vs bare':>8}  "
+        f"{'target':10}verdict   (median of {repeats})"
+    ]
+    for line in lines:
+        ratio = f"{line['ratio_vs_bare']:.2f}×" if line["ratio_vs_bare"] is not None else ""
+        out.append(
+            f"{line['case']:7}{line['impl']:6}{line['codec']:10}{line['median']:10.2f} "
+            f"{line['unit']:13}{ratio:>8}  {line.get('target', ''):10}{line.get('verdict', '')}"
+        )
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench server-overhead", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--out", default="results/server-overhead", help="parent of the run folder")
+    p.add_argument("--scenario", default="scenarios/smoke.toml", help="base scenario")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (see each flag)")
+    p.add_argument("--repeat", type=int, default=3, help="repeats per case (median)")
+    p.add_argument("--messages", type=int, help="echo: measured sends (20,000; quick 2,000)")
+    p.add_argument("--window", type=int, default=100, help="echo: sends in flight")
+    p.add_argument("--fanout-messages", type=int, help="fanout: sends (2,000; quick 300)")
+    p.add_argument("--fanout-window", type=int, default=20, help="fanout: sends in flight")
+    p.add_argument("--room-size", type=int, default=50, help="fanout: connections in the room")
+    p.add_argument("--idle-connections", type=int, help="idle: connections (5,000; quick 500)")
+    p.add_argument("--cases", default="echo,fanout,idle", help="comma-separated subset")
+    p.add_argument("--codec", default="json,protobuf", help="our codecs, comma-separated")
+    p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each client wait")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra scenario override for our server, e.g. --set server.pool.size=1",
+    )
+    return p
+
+
+def resolve_sizes(args: argparse.Namespace) -> Sizes:
+    def pick(value: int | None, full: int, quick: int) -> int:
+        return value if value is not None else (quick if args.quick else full)
+
+    return Sizes(
+        messages=pick(args.messages, 20_000, 2_000),
+        window=args.window,
+        fanout_messages=pick(args.fanout_messages, 2_000, 300),
+        fanout_window=args.fanout_window,
+        room_size=args.room_size,
+        idle_connections=pick(args.idle_connections, 5_000, 500),
+        repeat=args.repeat,
+        timeout_s=args.timeout_s,
+    )
+
+
+def bench_scenario(path: str, sets: Sequence[str] = ()) -> Scenario:
+    """The base scenario with :data:`SCENARIO_OVERRIDES`, then ``--set`` overrides."""
+    from bench.cli import parse_override
+
+    overrides = dict(SCENARIO_OVERRIDES)
+    overrides.update(parse_override(s) for s in sets)
+    return load_scenario(path).with_overrides(overrides)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit, so the ``finally`` that stops the servers still runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every case ``--repeat`` times, print the table, write the run folder."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    sizes = resolve_sizes(args)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    codecs = [c.strip() for c in args.codec.split(",") if c.strip()]
+    bad = [c for c in cases if c not in TARGETS] + [c for c in codecs if c not in OUR_CODECS]
+    if (
+        bad
+        or not cases
+        or not codecs
+        or sizes.repeat < 1
+        or min(
+            sizes.messages,
+            sizes.window,
+            sizes.fanout_messages,
+            sizes.fanout_window,
+            sizes.room_size,
+            sizes.idle_connections,
+        )
+        < 1
+    ):
+        print(
+            f"error: bad arguments {bad or ''} (sizes and --repeat must be >= 1)", file=sys.stderr
+        )
+        return 2
+    try:
+        scenario = bench_scenario(args.scenario, args.set)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    nofile = raise_nofile_limit()  # children inherit it, our server included
+    created = datetime.now(UTC)
+    run_id = new_run_id(created, "quick" if args.quick else "")
+    run_dir = Path(args.out) / run_id
+    print(
+        f"[server-overhead] {run_id}: cases {','.join(cases)}, codecs {','.join(codecs)}, "
+        f"{sizes.repeat} repeat(s), RLIMIT_NOFILE {nofile}",
+        flush=True,
+    )
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    first_lines: dict[str, str] = {}
+    with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="chatcap-overhead-") as tmp:
+        workdir = Path(tmp)
+        scenario_path = workdir / "scenario.toml"
+        scenario_path.write_text(to_toml(scenario, comments=False))
+        for repeat in range(sizes.repeat):
+            got, failed, first_lines = run_repeat(
+                run_id, repeat, sizes, cases, codecs, scenario_path, workdir
+            )
+            rows += got
+            failures += failed
+    med, ratios = medians(rows), paired_ratios(rows)
+    lines = verdicts(med, ratios)
+    manifest = new_manifest(
+        run_id,
+        ["python", "-m", "bench", "server-overhead", *argv],
+        created.isoformat(),
+        scenario=scenario.to_dict(),
+        seed=scenario.seed,
+        sizes=sizes.__dict__,
+        cases=cases,
+        codecs=codecs,
+        scenario_overrides=SCENARIO_OVERRIDES,
+        extra_overrides=args.set,
+        targets={
+            case: {"figure": col, "target": t, "unit": unit}
+            for case, (col, t, unit) in TARGETS.items()
+        },
+        statistic="median",
+        ratio="median over repeats of ours/bare in the same repeat",
+        idle_connections_joined="ours: each joined to one of 100 rooms; bare: connected",
+        servers=first_lines,
+        summary=lines,
+        failures=failures,
+        rlimit_nofile=nofile,
+    )
+    write_manifest(run_dir, manifest)
+    write_table(run_dir / "overhead.csv", rows, OVERHEAD_COLUMNS)
+    print(format_table(lines, sizes.repeat))
+    for failure in failures:
+        print(f"[server-overhead] failed: {failure}")
+    print(f"[server-overhead] wrote {run_dir}/{{manifest.json,overhead.csv}}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
