@@ -153,9 +153,9 @@ class StoreConfig:
     write_queue_max: int = opt(10_000, "sends waiting for the writer before `overloaded`", ge=1)
     call_timeout_s: float = opt(5.0, "deadline of one store call (commit or read)", gt=0)
     max_in_flight_batches: int = opt(
-        2,
+        1,
         "batches committing or waiting for a pool connection at once; SQLite commits one "
-        "at a time, so more only shrinks batches (theory cases raise it)",
+        "at a time, so more only shrinks batches (fault latency and theory cases raise it)",
         ge=1,
     )
 

@@ -237,6 +237,7 @@ class ChatServer:
     def refresh_gauges(self) -> None:
         stats = self.pool.stats()
         m = self.metrics
+        m.flush_tallies()
         m.pool_in_use.set(stats.in_use)
         m.pool_idle.set(stats.idle)
         m.pool_waiting.set(stats.waiting)

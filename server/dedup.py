@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from dataclasses import replace
 
 from server.store import StoredMessage
 
@@ -78,4 +77,7 @@ class Deduper:
             del self._entries[key]
         else:
             # Keep what an Ack needs, not the body: entries live until evicted.
-            self._entries[key] = replace(fut.result(), body="")
+            r = fut.result()
+            self._entries[key] = StoredMessage(
+                r.room, r.seq, r.sender, r.client_msg_id, "", r.ts_us, r.sent_at_us, r.duplicate
+            )

@@ -58,10 +58,10 @@ def retry_ms(seconds: float) -> int:
 
 def count_frames(session: Session, inner: FrameHandler) -> FrameHandler:
     """Metrics middleware: frames in by codec."""
-    counter = session.app.metrics.by_codec[session.client.codec.name].frames_in
+    tally = session.tally
 
     def handle(msg: Envelope, t_in: float) -> None:
-        counter.inc()
+        tally[0] += 1
         inner(msg, t_in)
 
     return handle
@@ -109,6 +109,7 @@ class Session:
         self.client = client
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.tally = app.metrics.tally(client.codec.name)
         self.handle = frame_chain(self, self.dispatch)
         self.max_body_bytes = app.scenario.server.max_message_bytes - 512
         self.log = app.log
@@ -116,11 +117,11 @@ class Session:
     async def run(self) -> None:
         conn = self.client.conn
         text_codec = self.client.codec.text
-        bytes_in = self.app.metrics.by_codec[self.client.codec.name].bytes_in
+        tally = self.tally
         try:
             async for frame in conn:
                 t_in = self.loop.time()
-                bytes_in.inc(len(frame))
+                tally[1] += len(frame)
                 if isinstance(frame, str) != text_codec:
                     kind = "text" if isinstance(frame, str) else "binary"
                     self.bad_frame(
@@ -208,9 +209,11 @@ class Session:
         frame = Ack(
             client_msg_id=stored.client_msg_id, room=stored.room, seq=stored.seq, ts_us=stored.ts_us
         )
-        if self.app.hub.send(self.client, self.client.codec.encode(frame)):
+        payload = self.client.codec.encode(frame)
+        if self.app.hub.send(self.client, payload):
             self.app.metrics.ack_latency.observe(self.loop.time() - t_in)
-            self.app.metrics.by_codec[self.client.codec.name].frames_out.inc()
+            self.tally[2] += 1
+            self.tally[3] += len(payload)
 
     def reject(self, exc: Exception, client_msg_id: str) -> None:
         code = getattr(exc, "code", INTERNAL)

@@ -198,6 +198,7 @@ def test_pool_acquire_timeout_answers_store_busy(start_server: Start) -> None:
             "server.pool.size": 1,
             "server.pool.acquire_timeout_ms": 50.0,
             "server.store.batch_max": 1,
+            "server.store.max_in_flight_batches": 2,  # one batch more than connections
             "server.faults.store_latency_ms": 400.0,
         }
     )
