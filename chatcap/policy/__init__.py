@@ -8,6 +8,8 @@ Registries (the names scenario files use):
 * ``JITTERS`` — backoff jitter: ``none``, ``full``, ``equal``, ``decorrelated``.
 * ``BUDGETS`` — retry budgets: ``ratio``, ``token``, ``none``; built by ``make_budget``.
 
+The client's ``RetryPolicy`` (attempts, backoff, budget) decides whether to retry.
+
 Also the circuit breaker (``CircuitBreaker``, Resilience4j semantics, transition table
 ``TRANSITIONS``) and HikariCP's pool rules (``PoolRules``, ``PoolLedger``).
 """
@@ -44,12 +46,14 @@ from chatcap.policy.ratelimit import (
     Unlimited,
     make_limiter,
 )
+from chatcap.policy.retry import RETRYABLE, RetryDecision, RetryPolicy
 
 __all__ = [
     "ALLOW",
     "BUDGETS",
     "JITTERS",
     "LIMITERS",
+    "RETRYABLE",
     "TRANSITIONS",
     "Backoff",
     "BreakerConfig",
@@ -68,6 +72,8 @@ __all__ = [
     "PoolRules",
     "RatioRetryBudget",
     "RetryBudget",
+    "RetryDecision",
+    "RetryPolicy",
     "SlidingWindowCounter",
     "SlidingWindowLog",
     "SupportsRandom",

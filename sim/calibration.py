@@ -1,0 +1,206 @@
+"""Per-operation CPU and store costs that the model charges: the calibration file.
+
+``python -m bench calibrate`` measures these on the machine and writes them as JSON;
+``[sim] calibration = "path.json"`` points the model at such a file (relative paths are
+read from the working directory); without one the model uses :data:`DEFAULT_COSTS`,
+figures of the order of ``ANCHORS.md`` (a 2-core machine, Python 3.11).
+
+The JSON document (``schema_version`` 1), all times per operation:
+
+=========================  =====================================================
+key                        meaning
+=========================  =====================================================
+``schema_version``         1
+``host``                   machine the figures were measured on
+``created_utc``            ISO-8601 time of the measurement
+``decode_us``              ``{codec: µs}`` to decode one ``Send`` frame
+``encode_ack_us``          ``{codec: µs}`` to encode one ``Ack`` (also charged for
+                           an ``Error``, which is as small)
+``encode_deliver_us``      ``{codec: µs}`` to encode one ``Deliver`` (once per codec
+                           per message and process: the hub encodes once per codec)
+``per_send_fixed_us``      everything else the loop spends on one incoming ``Send``:
+                           the WebSocket read, the pipeline's Python code
+``per_recipient_send_us``  one frame written to one connection (each Deliver, Ack
+                           and Error)
+``store_commit_fixed_ms``  measured mean commit of a batch of one message
+``store_commit_per_msg_ms``  measured extra per further message in a batch
+``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
+``commit_samples_ms``      optional raw commit times (batch of one) — the shape of
+                           ``[sim] store_service = "empirical"``
+=========================  =====================================================
+
+The store's *mean* in the model always comes from the scenario (``[sim]
+store_service_ms`` and ``store_per_msg_ms``, so a sweep can vary it); the measured
+store figures are there for ``bench`` to suggest those values, and the samples give
+the empirical distribution its shape (rescaled to the scenario's mean).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_COSTS",
+    "SCHEMA_VERSION",
+    "CalibrationError",
+    "Costs",
+    "load_costs",
+    "save_costs",
+]
+
+SCHEMA_VERSION = 1
+CODECS = ("json", "protobuf")
+
+
+class CalibrationError(ValueError):
+    """A calibration file is missing, unreadable or malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Per-operation costs (see the module docstring for each field)."""
+
+    decode_us: dict[str, float] = field(default_factory=lambda: {"json": 0.3, "protobuf": 1.3})
+    encode_ack_us: dict[str, float] = field(default_factory=lambda: {"json": 0.2, "protobuf": 0.9})
+    encode_deliver_us: dict[str, float] = field(
+        default_factory=lambda: {"json": 0.25, "protobuf": 1.2}
+    )
+    per_send_fixed_us: float = 12.0
+    per_recipient_send_us: float = 5.0
+    store_commit_fixed_ms: float = 0.04
+    store_commit_per_msg_ms: float = 0.015
+    store_commit_ms_by_batch: dict[int, float] = field(default_factory=dict)
+    commit_samples_ms: tuple[float, ...] = ()
+    host: str = "built-in defaults"
+    created_utc: str = ""
+
+    def zero_cpu(self) -> Costs:
+        """The same costs with every CPU figure 0 (``[sim] cpu = false``)."""
+        zero = {c: 0.0 for c in CODECS}
+        return replace(
+            self,
+            decode_us=dict(zero),
+            encode_ack_us=dict(zero),
+            encode_deliver_us=dict(zero),
+            per_send_fixed_us=0.0,
+            per_recipient_send_us=0.0,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-ready data, ``schema_version`` first."""
+        data = asdict(self)
+        data["store_commit_ms_by_batch"] = {
+            str(k): v for k, v in sorted(self.store_commit_ms_by_batch.items())
+        }
+        data["commit_samples_ms"] = list(self.commit_samples_ms)
+        return {"schema_version": SCHEMA_VERSION, **data}
+
+
+DEFAULT_COSTS = Costs()
+"""Built-in figures: codec costs measured for a ~120-byte chat body with this
+package's codecs; the per-send and per-recipient figures from ``ANCHORS.md`` (echo
+~12 µs per message, ~5 µs per broadcast delivery); SQLite WAL ``NORMAL`` commits."""
+
+
+def load_costs(path: str | Path) -> Costs:
+    """Read and validate a calibration file; raises :class:`CalibrationError`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CalibrationError(f"{path}: calibration file not found") from None
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot read ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"{path}: not valid JSON ({exc})") from None
+    return costs_from_data(data, str(path))
+
+
+def save_costs(costs: Costs, path: str | Path) -> Path:
+    """Write ``costs`` as a calibration file (creating the folder); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(costs.to_json(), indent=2) + "\n")
+    return path
+
+
+def costs_from_data(data: Any, source: str = "<data>") -> Costs:
+    """Validate plain data (as from JSON) into :class:`Costs`; absent keys keep defaults."""
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{source}: expected a JSON object")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise CalibrationError(
+            f"{source}: schema_version {version!r}, this model reads {SCHEMA_VERSION}"
+        )
+    known = {f.name for f in fields(Costs)}
+    unknown = sorted(set(data) - known - {"schema_version"})
+    if unknown:
+        raise CalibrationError(f"{source}: unknown key(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name in ("decode_us", "encode_ack_us", "encode_deliver_us"):
+        if name in data:
+            values[name] = _codec_table(data[name], f"{source}: {name}")
+    for name in (
+        "per_send_fixed_us",
+        "per_recipient_send_us",
+        "store_commit_fixed_ms",
+        "store_commit_per_msg_ms",
+    ):
+        if name in data:
+            values[name] = _number(data[name], f"{source}: {name}")
+    if "store_commit_ms_by_batch" in data:
+        values["store_commit_ms_by_batch"] = _batch_table(
+            data["store_commit_ms_by_batch"], f"{source}: store_commit_ms_by_batch"
+        )
+    if "commit_samples_ms" in data:
+        values["commit_samples_ms"] = _samples(
+            data["commit_samples_ms"], f"{source}: commit_samples_ms"
+        )
+    for name in ("host", "created_utc"):
+        if name in data:
+            if not isinstance(data[name], str):
+                raise CalibrationError(f"{source}: {name} must be a string")
+            values[name] = data[name]
+    return Costs(**values)
+
+
+def _number(value: Any, where: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0:
+        raise CalibrationError(f"{where} = {value!r}: must be a finite number ≥ 0")
+    return float(value)
+
+
+def _codec_table(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or set(value) != set(CODECS):
+        raise CalibrationError(f"{where}: must give exactly {', '.join(CODECS)}")
+    return {codec: _number(value[codec], f"{where}.{codec}") for codec in CODECS}
+
+
+def _batch_table(value: Any, where: str) -> dict[int, float]:
+    if not isinstance(value, dict):
+        raise CalibrationError(f"{where}: must be an object {{batch size: ms}}")
+    table: dict[int, float] = {}
+    for key, ms in value.items():
+        try:
+            size = int(key)
+        except (TypeError, ValueError):
+            raise CalibrationError(f"{where}: key {key!r} is not a batch size") from None
+        if size < 1:
+            raise CalibrationError(f"{where}: batch size {size} must be ≥ 1")
+        table[size] = _number(ms, f"{where}[{key}]")
+    return table
+
+
+def _samples(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise CalibrationError(f"{where}: must be a list of ms")
+    samples = tuple(_number(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if samples and sum(samples) <= 0:
+        raise CalibrationError(f"{where}: samples must not all be 0")
+    return samples

@@ -1,0 +1,759 @@
+"""The SimPy model of the chat server's send pipeline, built from ``chatcap.policy``.
+
+A ``Send`` travels the stages of DESIGN.md "One pipeline, two implementations", as
+``server/session.py`` and ``server/writer.py`` run them:
+
+1. **ingress** on the sender's process (users stick to process ``user % processes``):
+   the event loop decodes the frame (``per_send_fixed_us + decode_us``); the per-user
+   limiter (a ``KeyedLimiter`` from ``chatcap.wiring``) is asked at the moment the loop
+   picks the frame up — refused: an ``Error`` frame, outcome ``rate_limited``;
+2. **dedup** by ``(user, message)``: a retry of a message in flight joins its write and
+   shares the outcome; one already stored is acked at once, without a commit;
+3. the **bounded write queue** (``write_queue_max``, else ``overloaded`` with the
+   server's drain-rate ``retry_after``);
+4. the **batching writer**: a batch slot is taken before a batch is cut (``batch_max``
+   at most), ``store.max_in_flight_batches`` in flight; each batch asks the **breaker**
+   (``unavailable``), takes a **pool** connection (FIFO with hand-off; ``store_busy``
+   after ``acquire_timeout_ms``, no breaker outcome), spends the injected **fault**
+   latency holding it, may fail by the injected error rate (``error``, breaker error),
+   then **commits**: the store runs ``store_concurrency`` commits at once in arrival
+   order (1 = SQLite; 0 = one per connection), service time drawn from
+   ``sim.store_service`` with mean ``store_service_ms + store_per_msg_ms × (n − 1)``;
+   a commit over ``store.call_timeout_s`` is answered ``error`` at the deadline but
+   keeps its connection and stores the rows (a retry then finds a duplicate). The
+   breaker hears each batch's outcome with its duration: the connection held, less
+   the wait for the store's turn;
+5. after the commit the loop runs, per message in batch order, the **fan-out** (encode
+   once per codec present + one write per member, the sending connection skipped: its
+   Ack says it all) and the **ack** to every attempt waiting on it. Members on other
+   processes are served by their own loops, as if the processes shared a broadcast
+   bus (the server has no cross-process fan-out yet).
+
+The client side: each attempt waits ``ack_timeout_ms``; an answer after that is wasted
+work (the metastable mechanism). Retries follow ``chatcap.policy.RetryPolicy`` (backoff
+with jitter, one retry budget shared by all simulated users) and reuse the message, so
+the server dedups them.
+
+Cost of the model, per send: one event for the arrival; the ingress runs inline when
+no other event falls inside the loop's busy time (else one event); batches cost one
+event each (plus one for an injected latency, one per pool timeout); acks, errors and
+deliveries are computed, not scheduled; client timeouts share one timer, which fires
+about once per ack timeout plus once per attempt that does time out. Each process's
+loop is a ``busy_until`` scalar (FIFO, non-preemptive): work reserved at ``now`` starts
+at ``max(now, busy_until)``. Deliveries are kept per (message, process, codec) as the
+first recipient's time and a count; the k-th recipient follows ``k`` sends later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from heapq import heapify, heappop, heappush, heapreplace
+from random import Random
+from typing import Any
+
+import numpy as np
+import simpy
+
+from chatcap import wiring
+from chatcap.results import OUTCOMES
+from chatcap.scenario import CODEC_NAMES, Scenario
+from sim.calibration import Costs
+from sim.parts import (
+    ACKED,
+    BREAKER_CODES,
+    ERROR,
+    NORMAL,
+    OVERLOADED,
+    RATE_LIMITED,
+    STORE_BUSY,
+    STORED,
+    TIMEOUT,
+    UNAVAILABLE,
+    Attempt,
+    Batch,
+    Call,
+    Draws,
+    Message,
+    ModelError,
+    Process,
+    RawRun,
+    TracedBreaker,
+    TracedLimiter,
+    Write,
+    breaker_retry_after_ms,
+    limiter_retry_after_s,
+    user_key,
+)
+from sim.workload import Replay, build_layout
+
+__all__ = ["ModelError", "RawRun", "simulate", "user_key"]
+
+# ---------------------------------------------------------------------------- the model
+
+
+def simulate(
+    scenario: Scenario,
+    seed: int,
+    costs: Costs,
+    *,
+    replay: Replay | None = None,
+    trace: list[tuple[Any, ...]] | None = None,
+) -> RawRun:
+    """Run one replication of ``scenario`` with ``seed``; see the module docstring."""
+    return _Model(scenario, seed, costs, replay, trace).run()
+
+
+class _Model:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        costs: Costs,
+        replay: Replay | None,
+        trace: list[tuple[Any, ...]] | None,
+    ) -> None:
+        self.s = scenario
+        self.seed = seed
+        self.replay = replay
+        self.trace = trace
+        w, srv, sim = scenario.workload, scenario.server, scenario.sim
+        streams = np.random.SeedSequence(seed).spawn(8)
+        self.layout = build_layout(w, np.random.default_rng(streams[0]))
+        self.env = simpy.Environment()
+        self._queue: Any = self.env._queue  # absolute-time scheduling (see _at)
+        self._eid = self.env._eid
+        self.duration_s = w.duration_s
+        self.warmup_s = w.warmup_s
+        self._init_costs(costs if sim.cpu else costs.zero_cpu(), srv.faults.cpu_burn_us_per_msg)
+        self._init_processes(scenario)
+        self._init_store(scenario, costs, np.random.default_rng(streams[1]))
+        self._init_faults(scenario, Random(int(streams[2].generate_state(1)[0])))
+        self._init_client(scenario, Random(int(streams[3].generate_state(1)[0])))
+        self._init_arrivals(np.random.default_rng(streams[4]))
+        self._room_rng = Random(int(streams[5].generate_state(1)[0]))
+        self._init_rooms()
+        self.attempts: list[Attempt] = []
+        self.deliveries: list[tuple[Any, ...]] = []
+        self.cpu_codec = [0.0] * len(CODEC_NAMES)
+        self.msg_counter = [0] * w.users
+        self.stored_late: set[Message] = set()  # committed after their deadline answer
+        self.samples: dict[str, list[float]] = {}
+        self.snapshots: list[tuple[float, list[float]]] = []
+
+    # -- setup ------------------------------------------------------------------------
+
+    def _init_costs(self, c: Costs, burn_us: float) -> None:
+        us = 1e-6
+        self.ingress_s = [(c.per_send_fixed_us + c.decode_us[n]) * us for n in CODEC_NAMES]
+        self.reply_s = [(c.encode_ack_us[n] + c.per_recipient_send_us) * us for n in CODEC_NAMES]
+        self.encode_deliver_s = [c.encode_deliver_us[n] * us for n in CODEC_NAMES]
+        self.step_s = c.per_recipient_send_us * us
+        self.burn_s = burn_us * us if self.s.sim.cpu else 0.0
+
+    def _init_processes(self, s: Scenario) -> None:
+        srv = s.server
+        rules = wiring.pool_rules(srv.pool)
+        slots = srv.store.max_in_flight_batches
+        self.procs = [Process(i, slots, rules.size) for i in range(srv.processes)]
+        self.acquire_timeout_s = srv.pool.acquire_timeout_ms / 1000.0  # inf = forever
+        self.never_wait = self.acquire_timeout_s == 0.0
+        self.queue_max = srv.store.write_queue_max
+        self.batch_max = srv.store.batch_max
+        self.call_timeout_s = srv.store.call_timeout_s
+        self.open_duration_s = srv.breaker.open_duration_s
+        for proc in self.procs:
+            if srv.rate_limit.algorithm != "none":
+                proc.limiter = wiring.keyed_limiter(srv.rate_limit)
+            proc.breaker = wiring.make_breaker(srv.breaker)
+            if self.trace is not None:
+                if proc.limiter is not None:
+                    proc.limiter = TracedLimiter(proc.limiter, proc.index, self.trace)
+                if proc.breaker is not None:
+                    proc.breaker = TracedBreaker(proc.breaker, proc.index, self.trace)
+
+    def _init_store(self, s: Scenario, costs: Costs, rng: np.random.Generator) -> None:
+        sim = s.sim
+        slots = sim.store_concurrency
+        self.store_free: list[float] | None = [0.0] * slots if slots > 0 else None
+        if self.store_free is not None:
+            heapify(self.store_free)
+        self.service_base_s = sim.store_service_ms / 1000.0
+        self.service_per_msg_s = sim.store_per_msg_ms / 1000.0
+        kind = sim.store_service
+        self.unit_service: Draws | None = None  # None: deterministic (always 1)
+        if kind == "exponential":
+            self.unit_service = Draws(rng.standard_exponential)
+        elif kind == "lognormal":
+            sigma = math.sqrt(math.log1p(sim.store_service_cv**2))
+            self.unit_service = Draws(lambda n: rng.lognormal(-sigma * sigma / 2, sigma, n))
+        elif kind == "empirical":
+            if not costs.commit_samples_ms:
+                raise ModelError(
+                    "sim.store_service = 'empirical' needs commit_samples_ms in the "
+                    "calibration file (sim.calibration)"
+                )
+            unit = np.asarray(costs.commit_samples_ms) / np.mean(costs.commit_samples_ms)
+            self.unit_service = Draws(lambda n: rng.choice(unit, n))
+
+    def _init_faults(self, s: Scenario, rng: Random) -> None:
+        f = s.server.faults
+        self.fault_rng = rng
+        self.base_latency_s = f.store_latency_ms / 1000.0
+        self.base_error_rate = f.store_error_rate
+        self.episodes = [
+            (e.start_s, e.start_s + e.duration_s, e.store_latency_ms / 1000.0, e.store_error_rate)
+            for e in f.episodes
+        ]
+        self.has_latency = self.base_latency_s > 0 or any(e[2] > 0 for e in self.episodes)
+        self.has_errors = self.base_error_rate > 0 or any(e[3] > 0 for e in self.episodes)
+
+    def _init_client(self, s: Scenario, rng: Random) -> None:
+        self.policy = wiring.retry_policy(s.client)
+        self.client_rng = rng
+        self.ack_timeout_s = s.client.ack_timeout_ms / 1000.0
+        self.pending: deque[Attempt] = deque()  # attempts by deadline (= by send time)
+        self.timer_armed = False
+        self.outstanding = 0  # attempts sent whose answer has not arrived yet
+        self.done_heap: list[float] = []  # answer times still ahead of the clock
+        # The time average of `outstanding` over each sampling interval, kept exactly:
+        # since the last tick, how many came and went, and their times after the tick.
+        self.tick_s = 0.0
+        self.outstanding_at_tick = 0
+        self.came, self.came_after_s, self.went, self.went_after_s = 0, 0.0, 0, 0.0
+
+    def _init_arrivals(self, rng: np.random.Generator) -> None:
+        w = self.s.workload
+        self.arrival_rng = rng
+        rate = w.users * w.send_rate_per_user_per_s
+        self.gaps = Draws(lambda n: rng.standard_exponential(n) / rate)
+        self.pick_user = Draws(lambda n: rng.integers(0, w.users, n))
+
+    def _init_rooms(self) -> None:
+        """Members per room by (process, codec); fan-out plans are built on first use."""
+        procs = len(self.procs)
+        self.room_counts = []
+        for members in self.layout.room_members:
+            cells = np.zeros((procs, len(CODEC_NAMES)), dtype=np.int64)
+            np.add.at(cells, (members % procs, self.layout.user_codec[members]), 1)
+            self.room_counts.append(cells)
+        self.plans: dict[tuple[int, int], tuple[Any, ...]] = {}
+
+    def _plan(self, room: int, user: int) -> tuple[Any, ...]:
+        """How a message from ``user`` fans out in ``room``: per process hosting other
+        members, the loop time of its share and, per codec present, the offset of the
+        first recipient's frame (encode once per codec, then one write per member). The
+        sending connection is skipped (its Ack says it all), and so is a codec nobody
+        else in the room speaks on that process (server/hub.py fan_out)."""
+        procs = len(self.procs)
+        skip = -1
+        if room in self.layout.user_rooms[user]:  # replayed sends may come from outside
+            skip = (user % procs) * len(CODEC_NAMES) + int(self.layout.user_codec[user])
+        key = (room, skip)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = self._build_plan(self.room_counts[room], skip)
+        return plan
+
+    def _build_plan(self, cells: np.ndarray, skip: int) -> tuple[Any, ...]:
+        step = self.step_s
+        plan = []
+        for p in range(cells.shape[0]):
+            groups, offset_s = [], 0.0
+            for codec in range(cells.shape[1]):
+                count = int(cells[p, codec]) - (p * cells.shape[1] + codec == skip)
+                if count:
+                    encode_s = self.encode_deliver_s[codec]
+                    cost = encode_s + count * step
+                    groups.append((codec, count, offset_s + encode_s + step, cost))
+                    offset_s += cost
+            if groups:
+                plan.append((p, offset_s, tuple(groups)))
+        return tuple(plan)
+
+    # -- scheduling -------------------------------------------------------------------
+
+    def _at(self, at: float, fn: Callable[[Any], None], value: Any = None) -> None:
+        """Call ``fn(event)`` at the absolute time ``at``; ``at`` is kept exactly (no
+        ``now + (at - now)`` rounding), so policies see the times the model computed."""
+        heappush(self._queue, (at, NORMAL, next(self._eid), Call(self.env, fn, value)))
+
+    # -- the run ----------------------------------------------------------------------
+
+    def run(self) -> RawRun:
+        env = self.env
+        self._start_arrivals()
+        if self.s.sim.timeseries_interval_s <= self.duration_s:
+            self._at(self.s.sim.timeseries_interval_s, self._on_sample, 1)
+        self._at(self.warmup_s, self._on_snapshot)
+        self._at(self.duration_s, self._on_snapshot)
+        env.run(until=self.duration_s)
+        env.run()  # no new sends or retries after the end; what is in flight finishes
+        return self._raw()
+
+    def _raw(self) -> RawRun:
+        (cpu_start, codec_start), (cpu_end, codec_end) = self.snapshots
+        w = self.s.workload
+        return RawRun(
+            scenario=self.s,
+            seed=self.seed,
+            layout=self.layout,
+            attempts=self.attempts,
+            deliveries=self.deliveries,
+            step_s=self.step_s,
+            samples=self.samples,
+            cpu_window_s=cpu_end - cpu_start,
+            cpu_by_codec_s=[e - b for b, e in zip(codec_start, codec_end, strict=True)],
+            offered_per_s=w.users * w.send_rate_per_user_per_s,
+            events=next(self._eid),
+            trace=self.trace,
+            users_by_codec=np.bincount(self.layout.user_codec, minlength=len(CODEC_NAMES)).tolist(),
+        )
+
+    def _on_snapshot(self, event: Any) -> None:
+        """CPU worked so far, at the start and the end of the measured window."""
+        now = self.env.now
+        worked = sum(p.busy_done(now) for p in self.procs)
+        self.snapshots.append((worked, list(self.cpu_codec)))
+
+    # -- arrivals ---------------------------------------------------------------------
+
+    def _start_arrivals(self) -> None:
+        w = self.s.workload
+        if self.replay is not None:
+            if len(self.replay):
+                self._at(self.replay.intended_s[0], self._on_replay, 0)
+        elif w.arrival == "poisson":
+            self._at(self.gaps.next(), self._on_poisson)
+        elif w.arrival == "constant":
+            interval_s = 1.0 / w.send_rate_per_user_per_s
+            phases = self.arrival_rng.uniform(0.0, interval_s, w.users)
+            order = np.argsort(phases, kind="stable")
+            self._const = (interval_s, order.tolist(), phases[order].tolist())
+            self._at(self._const[2][0], self._on_constant, 0)
+        else:  # closed: users start spread over one think time
+            phases = self.arrival_rng.uniform(0.0, w.think_time_s, w.users)
+            for user, phase in enumerate(phases.tolist()):
+                if phase < self.duration_s:
+                    self._at(phase, self._on_user_turn, user)
+
+    def _on_poisson(self, event: Any) -> None:
+        now = self.env._now
+        following = now + self.gaps.next()
+        if following < self.duration_s:  # scheduled first: see _ingress
+            self._at(following, self._on_poisson)
+        self._new_message(self.pick_user.next(), now)
+
+    def _on_constant(self, event: Any) -> None:
+        k = event._value
+        interval_s, order, phases = self._const
+        users = len(order)
+        following = k + 1
+        at = (following // users) * interval_s + phases[following % users]
+        if at < self.duration_s:
+            self._at(at, self._on_constant, following)
+        self._new_message(order[k % users], self.env._now)
+
+    def _on_replay(self, event: Any) -> None:
+        k = event._value
+        r = self.replay
+        assert r is not None
+        if k + 1 < len(r) and r.intended_s[k + 1] < self.duration_s:
+            self._at(r.intended_s[k + 1], self._on_replay, k + 1)
+        self._new_message(r.user[k], self.env._now, r.room[k], r.codec[k])
+
+    def _on_user_turn(self, event: Any) -> None:
+        self._new_message(event._value, self.env._now)
+
+    def _new_message(
+        self, user: int, now: float, room: int | None = None, codec: int | None = None
+    ) -> None:
+        if room is None:
+            rooms = self.layout.user_rooms[user]
+            room = rooms[0] if len(rooms) == 1 else rooms[int(self._room_rng.random() * len(rooms))]
+        if codec is None:
+            codec = int(self.layout.user_codec[user])
+        index = self.msg_counter[user]
+        self.msg_counter[user] = index + 1
+        msg = Message(user, room, codec, index, now)
+        msg.plan = self._plan(room, user)
+        msg.proc = self.procs[user % len(self.procs)]  # the balancer is sticky by user
+        self._send(msg, 1, now)
+
+    # -- ingress ----------------------------------------------------------------------
+
+    def _send(self, msg: Message, n: int, now: float) -> None:
+        """Attempt ``n`` of ``msg`` leaves the client at ``now``."""
+        attempt = Attempt(msg, n, now, now + self.ack_timeout_s)
+        self.attempts.append(attempt)
+        self.policy.on_send(n, now)
+        self.outstanding += 1
+        self.came += 1
+        self.came_after_s += now - self.tick_s
+        if attempt.deadline_s < math.inf:
+            self.pending.append(attempt)
+            if not self.timer_armed:
+                self.timer_armed = True
+                self._at(attempt.deadline_s, self._on_timer)
+        proc = msg.proc
+        codec = msg.codec
+        busy = proc.busy_until
+        start = now if now > busy else busy
+        if proc.limiter is not None:
+            # asked when the loop picks the frame up (the server's t_in)
+            decision = proc.limiter.try_acquire(user_key(msg.user), start)
+            if not decision.allowed:
+                cost = self.ingress_s[codec] + self.reply_s[codec]
+                proc.busy_until = start + cost
+                proc.busy_total += cost
+                self.cpu_codec[codec] += cost
+                self._resolve(attempt, RATE_LIMITED, start + cost, limiter_retry_after_s(decision))
+                return
+        cost = self.ingress_s[codec] + self.burn_s
+        finish = start + cost
+        proc.busy_until = finish
+        proc.busy_total += cost
+        self.cpu_codec[codec] += cost
+        # Nothing else happens before `finish`: admitting now, dated `finish`, is exact.
+        if finish <= now or finish < self.env.peek():
+            self._admit(proc, attempt, finish)
+        else:
+            self._at(finish, self._on_ingress, attempt)
+
+    def _on_ingress(self, event: Any) -> None:
+        attempt = event._value
+        self._admit(attempt.msg.proc, attempt, self.env._now)
+
+    def _admit(self, proc: Process, attempt: Attempt, now: float) -> None:
+        """Dedup, then the bounded write queue (server/session.py on_send)."""
+        msg = attempt.msg
+        entry = proc.dedup.get(msg)
+        if entry is not None:
+            if entry is STORED:
+                self._reply(proc, attempt, ACKED, now, 0.0)
+            else:
+                entry.attempts.append(attempt)  # shares the write's outcome
+            return
+        queue = proc.queue
+        if len(queue) >= self.queue_max:
+            retry_after_s = proc.overload_retry_after_s(now)
+            self._reply(proc, attempt, OVERLOADED, now, retry_after_s)
+            return
+        write = Write(msg, attempt)
+        proc.dedup[msg] = write
+        queue.append(write)
+        if proc.slots_free and not proc.cutting:
+            self._cut(proc, now)
+
+    def _reply(
+        self, proc: Process, attempt: Attempt, outcome: int, now: float, retry_after_s: float
+    ) -> None:
+        """The loop writes one Ack or Error frame to the sender."""
+        codec = attempt.msg.codec
+        cost = self.reply_s[codec]
+        busy = proc.busy_until
+        finish = (now if now > busy else busy) + cost
+        proc.busy_until = finish
+        proc.busy_total += cost
+        self.cpu_codec[codec] += cost
+        self._resolve(attempt, outcome, finish, retry_after_s)
+
+    # -- the writer -------------------------------------------------------------------
+
+    def _cut(self, proc: Process, now: float) -> None:
+        """Cut batches while a slot is free (a slot is taken before a batch is cut)."""
+        proc.cutting = True
+        queue, batch_max = proc.queue, self.batch_max
+        while proc.slots_free and queue:
+            proc.slots_free -= 1
+            n = len(queue) if len(queue) < batch_max else batch_max
+            writes = [queue.popleft() for _ in range(n)]
+            self._start_batch(proc, writes, now)
+        proc.cutting = False
+
+    def _start_batch(self, proc: Process, writes: list[Write], now: float) -> None:
+        breaker = proc.breaker
+        if breaker is not None:
+            decision = breaker.try_acquire(now)
+            if not decision.allowed:
+                retry_after_s = breaker_retry_after_ms(decision.retry_after_s, self.open_duration_s)
+                self._fail(proc, writes, UNAVAILABLE, now, retry_after_s / 1000.0)
+                return
+        if proc.pool_free and not proc.pool_waiting:
+            proc.pool_free -= 1
+            self._acquired(proc, writes, now)
+        elif self.never_wait:
+            if breaker is not None:
+                breaker.release_permission()
+            self._fail(proc, writes, STORE_BUSY, now, 0.0)
+        else:
+            waiter = [writes, True]
+            proc.pool_waiters.append(waiter)
+            proc.pool_waiting += 1
+            if self.acquire_timeout_s < math.inf:
+                self._at(now + self.acquire_timeout_s, self._on_pool_timeout, (proc, waiter))
+
+    def _on_pool_timeout(self, event: Any) -> None:
+        proc, waiter = event._value
+        if not waiter[1]:
+            return  # got a connection in time
+        waiter[1] = False
+        proc.pool_waiting -= 1
+        if proc.breaker is not None:
+            proc.breaker.release_permission()  # not the store's fault: no outcome
+        self._fail(proc, waiter[0], STORE_BUSY, self.env._now, 0.0)
+
+    def _release_connection(self, proc: Process, now: float) -> None:
+        """Hand the connection to the oldest waiter, or back to the pool."""
+        waiters = proc.pool_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter[1]:
+                waiter[1] = False
+                proc.pool_waiting -= 1
+                self._acquired(proc, waiter[0], now)
+                return
+        proc.pool_free += 1
+
+    def _acquired(self, proc: Process, writes: list[Write], now: float) -> None:
+        batch = Batch(proc, writes, now)
+        latency_s = self._latency_s(now) if self.has_latency else 0.0
+        if latency_s > 0:  # spent holding the connection
+            self._at(now + latency_s, self._on_latency_spent, batch)
+        else:
+            self._commit(batch, now)
+
+    def _on_latency_spent(self, event: Any) -> None:
+        self._commit(event._value, self.env._now)
+
+    def _commit(self, batch: Batch, now: float) -> None:
+        proc = batch.proc
+        if self.has_errors and self._fails(now):
+            if proc.breaker is not None:
+                proc.breaker.on_error(now, now - batch.acquired_s)
+            self._release_connection(proc, now)
+            self._fail(proc, batch.writes, ERROR, now, 0.0)
+            return
+        n = len(batch.writes)
+        service_s = self.service_base_s + self.service_per_msg_s * (n - 1)
+        if self.unit_service is not None:
+            service_s *= self.unit_service.next()
+        free = self.store_free
+        if free is None:
+            start = now
+        else:  # a FIFO store of `store_concurrency` slots, in order of arrival
+            start = now if now > free[0] else free[0]
+            heapreplace(free, start + service_s)
+            batch.acquired_s += start - now  # the turn's wait is not the call's duration
+        if service_s > self.call_timeout_s:
+            self._at(start + self.call_timeout_s, self._on_commit_deadline, batch)
+            self._at(start + service_s, self._on_late_commit_done, batch)
+        else:
+            self._at(start + service_s, self._on_committed, batch)
+
+    def _on_commit_deadline(self, event: Any) -> None:
+        """A commit over ``call_timeout_s``: answered as failed, but its thread goes on
+        holding the connection and stores the rows (a retry finds a duplicate)."""
+        batch, now = event._value, self.env._now
+        proc = batch.proc
+        if proc.breaker is not None:
+            proc.breaker.on_error(now, now - batch.acquired_s)
+        for write in batch.writes:
+            self.stored_late.add(write.msg)
+        self._fail(proc, batch.writes, ERROR, now, 0.0)
+
+    def _on_late_commit_done(self, event: Any) -> None:
+        self._release_connection(event._value.proc, self.env._now)
+
+    def _fail(
+        self, proc: Process, writes: list[Write], outcome: int, now: float, retry_after_s: float
+    ) -> None:
+        """Every attempt waiting on ``writes`` gets an Error; dedup forgets them."""
+        dedup = proc.dedup
+        for write in writes:
+            if dedup.get(write.msg) is write:
+                del dedup[write.msg]
+            for attempt in write.attempts:
+                self._reply(proc, attempt, outcome, now, retry_after_s)
+        self._batch_done(proc, len(writes), now)
+
+    def _batch_done(self, proc: Process, n: int, now: float) -> None:
+        proc.drained.append((now, n))
+        proc.slots_free += 1
+        if proc.queue and not proc.cutting:
+            self._cut(proc, now)
+
+    def _on_committed(self, event: Any) -> None:
+        """After COMMIT: breaker success, connection back, then on the loop, per message
+        in batch order, the fan-out and the acks (server/app.py fan_out_committed, then
+        session.on_committed, as the future's callbacks run)."""
+        batch, now = event._value, self.env._now
+        proc = batch.proc
+        if proc.breaker is not None:
+            proc.breaker.on_success(now, now - batch.acquired_s)
+        self._release_connection(proc, now)
+        busy = proc.busy_until
+        begin = cursor = now if now > busy else busy
+        dedup, reply_s, cpu_codec = proc.dedup, self.reply_s, self.cpu_codec
+        for write in batch.writes:
+            msg = write.msg
+            if dedup.get(msg) is write:
+                if msg.finished:
+                    del dedup[msg]
+                else:
+                    dedup[msg] = STORED
+            if msg not in self.stored_late:  # a duplicate is not delivered again
+                cursor = self._fan_out(proc, msg, write.stamp_s, now, cursor)
+            for attempt in write.attempts:
+                cost = reply_s[msg.codec]
+                cursor += cost
+                cpu_codec[msg.codec] += cost
+                self._resolve(attempt, ACKED, cursor, 0.0)
+        proc.busy_total += cursor - begin
+        proc.busy_until = cursor
+        self._batch_done(proc, len(batch.writes), now)
+
+    def _fan_out(
+        self, proc: Process, msg: Message, stamp_s: float, now: float, cursor: float
+    ) -> float:
+        """Deliver one message; returns the committing loop's cursor after its share."""
+        deliveries, cpu_codec = self.deliveries, self.cpu_codec
+        for p, total_s, groups in msg.plan:
+            if p == proc.index:
+                start = cursor
+                cursor += total_s
+            else:  # members on another process: its own loop does the writing
+                other = self.procs[p]
+                busy = other.busy_until
+                start = now if now > busy else busy
+                other.busy_until = start + total_s
+                other.busy_total += total_s
+            for codec, count, first_s, cost_s in groups:
+                deliveries.append(
+                    (start + first_s, start + first_s - stamp_s, count, codec, p, msg)
+                )
+                cpu_codec[codec] += cost_s
+        return cursor
+
+    # -- faults -----------------------------------------------------------------------
+
+    def _latency_s(self, now: float) -> float:
+        latency_s = self.base_latency_s
+        for start, end, extra_s, _ in self.episodes:
+            if start <= now < end:
+                latency_s += extra_s
+        return latency_s
+
+    def _fails(self, now: float) -> bool:
+        passes = 1.0 - self.base_error_rate
+        for start, end, _, rate in self.episodes:
+            if start <= now < end:
+                passes *= 1.0 - rate
+        return passes < 1.0 and self.fault_rng.random() < 1.0 - passes
+
+    # -- the client -------------------------------------------------------------------
+
+    def _resolve(self, attempt: Attempt, outcome: int, at: float, retry_after_s: float) -> None:
+        """The answer to ``attempt`` reaches the client at ``at`` (≥ now)."""
+        if at > attempt.deadline_s or attempt.outcome >= 0:
+            return  # it timed out first: the server's work was for nothing
+        attempt.outcome = outcome
+        attempt.done_s = at
+        if at <= self.env._now:
+            self._went(at)
+        else:
+            heappush(self.done_heap, at)
+        self._react(attempt, outcome, at, retry_after_s)
+
+    def _on_timer(self, event: Any) -> None:
+        """Time out every attempt due by now; re-arm for the oldest one still waiting."""
+        now = self.env._now
+        pending = self.pending
+        while pending:
+            attempt = pending[0]
+            if attempt.outcome >= 0:
+                pending.popleft()
+            elif attempt.deadline_s <= now:
+                pending.popleft()
+                attempt.outcome = TIMEOUT
+                attempt.done_s = attempt.deadline_s
+                self._went(now)
+                self._react(attempt, TIMEOUT, now, 0.0)
+            else:
+                break
+        if pending:
+            self._at(pending[0].deadline_s, self._on_timer)
+        else:
+            self.timer_armed = False
+
+    def _react(self, attempt: Attempt, outcome: int, at: float, retry_after_s: float) -> None:
+        msg = attempt.msg
+        decision = self.policy.decide(
+            OUTCOMES[outcome], attempt.n, at, self.client_rng, retry_after_s, msg.last_delay_s
+        )
+        if decision.retry and at + decision.delay_s < self.duration_s:
+            msg.last_delay_s = decision.delay_s
+            self._at(at + decision.delay_s, self._on_retry, (msg, attempt.n + 1))
+            return
+        msg.finished = True
+        dedup = msg.proc.dedup
+        if dedup.get(msg) is STORED:
+            del dedup[msg]
+        if self.s.workload.arrival == "closed" and self.replay is None:
+            following = at + self.s.workload.think_time_s
+            if following < self.duration_s:
+                self._at(following, self._on_user_turn, msg.user)
+
+    def _went(self, at: float) -> None:
+        """An answer (or a timeout) reached the client at ``at``, not later than now."""
+        self.outstanding -= 1
+        self.went += 1
+        self.went_after_s += at - self.tick_s
+
+    def _mean_outstanding(self, now: float) -> float:
+        """Time average of attempts in the system since the last tick; starts the next."""
+        span_s = now - self.tick_s
+        area = (
+            self.outstanding_at_tick * span_s
+            + (self.came * span_s - self.came_after_s)
+            - (self.went * span_s - self.went_after_s)
+        )
+        self.tick_s = now
+        self.outstanding_at_tick = self.outstanding
+        self.came, self.came_after_s, self.went, self.went_after_s = 0, 0.0, 0, 0.0
+        return area / span_s
+
+    def _on_retry(self, event: Any) -> None:
+        msg, n = event._value
+        self._send(msg, n, self.env._now)
+
+    # -- the time series --------------------------------------------------------------
+
+    def _on_sample(self, event: Any) -> None:
+        now = self.env._now
+        k = event._value + 1  # tick k at k × interval: no drift from repeated additions
+        following = k * self.s.sim.timeseries_interval_s
+        if following <= self.duration_s * (1 + 1e-12):
+            self._at(following, self._on_sample, k)
+        heap = self.done_heap
+        while heap and heap[0] <= now:
+            self._went(heappop(heap))
+        procs = self.procs
+        row = {
+            "t_s": now,
+            "in_system": self.outstanding,
+            "in_system_mean": self._mean_outstanding(now),
+            "queue_depth": sum(len(p.queue) for p in procs),
+            "batches_in_flight": sum(p.slots - p.slots_free for p in procs),
+            "pool_in_use": sum(p.pool_size - p.pool_free for p in procs),
+            "pool_waiting": sum(p.pool_waiting for p in procs),
+            "breaker_state": max(
+                (BREAKER_CODES[p.breaker.state] for p in procs if p.breaker is not None),
+                default=0,
+            ),
+        }
+        for p in procs:
+            row[f"loop_busy_s_p{p.index}"] = p.busy_done(now)
+        for key, value in row.items():
+            self.samples.setdefault(key, []).append(value)

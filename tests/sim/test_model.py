@@ -1,0 +1,404 @@
+"""The SimPy model: same policy objects as the server, the pipeline's stages and outcomes,
+Little's law, arrivals, costs. Every case simulates a few seconds at most."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from simcase import outcomes, scenario, script
+
+import sim
+from chatcap import wiring
+from chatcap.scenario import load_scenario_data
+from sim.calibration import Costs
+from sim.model import user_key
+from sim.workload import build_layout, codec_counts
+
+# ---------------------------------------------------------------------------- same objects
+
+
+def test_the_limiter_decides_as_the_policy_object_does_on_the_same_calls() -> None:
+    s = scenario(
+        sim__cpu=False,
+        server__rate_limit__algorithm="token_bucket",
+        server__rate_limit__rate_per_s=2.0,
+        server__rate_limit__burst=3,
+    )
+    rows = sorted((0.1 * i + 0.013 * u, u, 0, "json") for i in range(40) for u in (0, 1))
+    trace: list[tuple[Any, ...]] = []
+    sim.run(s, replay=script(rows), trace=trace)
+
+    direct = wiring.keyed_limiter(s.server.rate_limit)
+    expected = [
+        (user_key(u), t, direct.try_acquire(user_key(u), t)) for t, u, _, _ in rows
+    ]  # fmt: skip
+    seen = [(key, now, d) for kind, _, key, now, d in trace if kind == "limiter"]
+    assert seen == expected
+    assert any(not d.allowed for _, _, d in expected)
+
+
+def test_the_breaker_hears_what_the_policy_object_would_and_answers_the_same() -> None:
+    s = scenario(
+        sim__cpu=False,
+        sim__store_service="deterministic",
+        sim__store_service_ms=1.0,
+        server__store__batch_max=1,
+        server__breaker__enabled=True,
+        server__breaker__window_size=4,
+        server__breaker__minimum_calls=4,
+        server__breaker__open_duration_s=0.3,
+        server__breaker__half_open_calls=2,
+        server__faults__episodes=[{"start_s": 0.5, "duration_s": 0.7, "store_error_rate": 1.0}],
+        workload__duration_s=3.0,
+        workload__warmup_s=0.5,
+    )
+    times = [0.05 * i for i in range(1, 58)]
+    trace: list[tuple[Any, ...]] = []
+    sim.run(s, replay=script([(t, i % 20, 0, "json") for i, t in enumerate(times)]), trace=trace)
+
+    breaker = wiring.make_breaker(s.server.breaker)
+    assert breaker is not None
+    expected: list[tuple[Any, ...]] = []
+    for t in times:
+        decision = breaker.try_acquire(t)
+        expected.append(("breaker.try_acquire", 0, t, decision))
+        if not decision.allowed:
+            continue
+        if 0.5 <= t < 1.2:  # the episode: the commit fails at once
+            breaker.on_error(t, 0.0)
+            expected.append(("breaker.on_error", 0, t, 0.0))
+        else:
+            end = t + 0.001
+            breaker.on_success(end, end - t)
+            expected.append(("breaker.on_success", 0, end, end - t))
+    assert [e for e in trace if e[0].startswith("breaker")] == expected
+    refused = [e for e in expected if e[0] == "breaker.try_acquire" and not e[3].allowed]
+    assert refused and breaker.state.value == "closed"  # opened, then recovered
+
+
+# ---------------------------------------------------------------------------- Little's law
+
+LITTLE_CASES = {
+    "light load": {},
+    "queueing store": {
+        "sim__cpu": False,
+        "sim__store_service": "exponential",
+        "sim__store_service_ms": 15.0,
+        "sim__store_concurrency": 0,
+        "server__store__batch_max": 1,
+    },
+    "timeouts and retries": {
+        "sim__store_service": "deterministic",
+        "sim__store_service_ms": 12.0,
+        "server__pool__size": 1,
+        "client__ack_timeout_ms": 30.0,
+        "client__retry__max_attempts": 3,
+        "client__retry__base_ms": 5.0,
+    },
+    "outage with breaker": {
+        "server__breaker__enabled": True,
+        "server__breaker__minimum_calls": 5,
+        "server__breaker__window_size": 10,
+        "server__breaker__open_duration_s": 0.5,
+        "server__faults__episodes": [{"start_s": 3.0, "duration_s": 3.0, "store_error_rate": 1}],
+        "client__retry__max_attempts": 4,
+    },
+}
+
+
+@pytest.mark.parametrize("overrides", LITTLE_CASES.values(), ids=LITTLE_CASES.keys())
+def test_littles_law_holds_between_the_time_series_and_the_requests(
+    overrides: dict[str, Any],
+) -> None:
+    s = scenario(
+        workload__duration_s=20.0, sim__timeseries_interval_s=0.25, **overrides
+    )  # fmt: skip
+    result = sim.run(s)
+    w = s.workload
+    ts = result.timeseries
+    in_window = (ts["t_s"] > w.warmup_s) & (ts["t_s"] <= w.duration_s)
+    mean_in_system = ts.loc[in_window, "in_system_mean"].mean()
+    req = result.requests
+    sent = req[(req["sent_s"] >= w.warmup_s) & (req["sent_s"] < w.duration_s)]
+    arrival_per_s = len(sent) / (w.duration_s - w.warmup_s)
+    mean_time_s = (sent["done_s"] - sent["sent_s"]).mean()
+    assert mean_in_system == pytest.approx(arrival_per_s * mean_time_s, rel=0.02)
+
+
+# ---------------------------------------------------------------------------- outcomes
+
+SLOW_STORE = {
+    "sim__store_service": "deterministic",
+    "sim__store_service_ms": 50.0,
+    "server__pool__size": 1,
+    "server__store__batch_max": 1,
+}
+PROVOKED = {
+    "rate_limited": {
+        "server__rate_limit__algorithm": "token_bucket",
+        "server__rate_limit__rate_per_s": 1.0,
+        "server__rate_limit__burst": 1,
+    },
+    "overloaded": {**SLOW_STORE, "server__store__write_queue_max": 1},
+    "store_busy": {**SLOW_STORE, "server__pool__acquire_timeout_ms": 0.0},
+    "unavailable": {
+        "server__breaker__enabled": True,
+        "server__breaker__minimum_calls": 5,
+        "server__breaker__window_size": 10,
+        "server__faults__store_error_rate": 1.0,
+    },
+    "timeout": {
+        "client__ack_timeout_ms": 1.0,
+        "sim__store_service": "deterministic",
+        "sim__store_service_ms": 5.0,
+    },
+    "error": {"server__faults__store_error_rate": 0.5},
+}
+
+
+@pytest.mark.parametrize("outcome", PROVOKED)
+def test_each_outcome_appears_when_provoked(outcome: str) -> None:
+    assert outcomes(sim.run(scenario()).requests) == {"acked": pytest.approx(600, rel=0.1)}
+    found = outcomes(sim.run(scenario(**PROVOKED[outcome])).requests)
+    assert found.get(outcome, 0) > 10, found
+
+
+def test_a_pool_timeout_answers_store_busy_after_waiting_that_long() -> None:
+    s = scenario(**SLOW_STORE, server__pool__acquire_timeout_ms=30.0, sim__cpu=False)
+    req = sim.run(s).requests
+    busy = req[req["outcome"] == "store_busy"]
+    assert len(busy) > 10
+    # a batch slot is free at once (pool + 1 in flight), so the wait is the timeout
+    assert (busy["done_s"] - busy["sent_s"]).min() == pytest.approx(0.030)
+
+
+def test_injected_latency_is_spent_holding_the_connection() -> None:
+    episode = {"start_s": 2.0, "duration_s": 2.0, "store_latency_ms": 200.0}
+    s = scenario(
+        server__pool__size=1,  # a second batch in flight waits for the one connection
+        server__pool__acquire_timeout_ms=100.0,
+        server__store__batch_max=1,
+        server__faults__episodes=[episode],
+    )
+    req = sim.run(s).requests
+    busy = req[req["outcome"] == "store_busy"]
+    assert len(busy) >= 5
+    assert busy["sent_s"].min() >= 2.0 and busy["sent_s"].max() < 4.0
+
+
+def test_a_commit_past_its_deadline_fails_but_is_stored_so_the_retry_is_a_duplicate() -> None:
+    s = scenario(
+        sim__cpu=False,
+        sim__store_service="deterministic",
+        sim__store_service_ms=4.0,
+        sim__store_per_msg_ms=4.0,  # a batch of two takes 8 ms: past the 5 ms deadline
+        server__pool__size=1,
+        server__store__max_in_flight_batches=2,
+        server__store__call_timeout_s=0.005,
+        client__retry__max_attempts=2,
+        client__retry__base_ms=50.0,
+        client__retry__jitter="none",
+    )
+    # A commits alone, B waits at the pool, C and D queue and are cut as one batch.
+    log = script([(1.0 + i * 1e-4, i, 0, "json") for i in range(4)])
+    result = sim.run(s, replay=log)
+    rows = result.requests[["user", "attempt", "outcome", "done_s"]].values.tolist()
+    assert rows == [
+        [0, 1, "acked", pytest.approx(1.004)],
+        [1, 1, "acked", pytest.approx(1.008)],
+        [2, 1, "error", pytest.approx(1.013)],  # the deadline, 5 ms into the commit
+        [3, 1, "error", pytest.approx(1.013)],
+        [2, 2, "acked", pytest.approx(1.067)],  # the connection was busy until 1.016
+        [3, 2, "acked", pytest.approx(1.071)],
+    ]
+    assert sorted(set(result.deliveries["user"])) == [0, 1]  # duplicates are not delivered
+
+
+# ---------------------------------------------------------------------------- dedup
+
+
+def test_retries_share_the_write_in_flight_and_a_stored_message_is_acked_at_once() -> None:
+    s = scenario(
+        sim__cpu=False,
+        sim__store_service="deterministic",
+        sim__store_service_ms=50.0,
+        server__store__batch_max=1,
+        client__ack_timeout_ms=20.0,
+        client__retry__max_attempts=3,
+        client__retry__base_ms=5.0,
+        client__retry__jitter="none",
+    )
+    result = sim.run(s, replay=script([(1.0, 0, 0, "json")]))
+    rows = result.requests[["attempt", "sent_s", "done_s", "outcome"]].values.tolist()
+    assert rows == [
+        [1, 1.0, pytest.approx(1.020), "timeout"],  # its write commits at 1.050: wasted
+        [2, pytest.approx(1.025), pytest.approx(1.045), "timeout"],  # joined that write
+        [3, pytest.approx(1.055), pytest.approx(1.055), "acked"],  # stored: acked at once
+    ]
+    assert result.deliveries["count"].sum() == 4  # one fan-out: the room but the sender
+
+
+def test_every_message_is_stored_and_delivered_at_most_once() -> None:
+    s = scenario(**LITTLE_CASES["timeouts and retries"])
+    result = sim.run(s)
+    keys = ["user", "msg", "process", "codec"]
+    assert not result.deliveries.duplicated(keys).any()
+    acked = result.requests[result.requests["outcome"] == "acked"]
+    assert (acked["attempt"] > 1).any()
+    delivered = set(map(tuple, result.deliveries[["user", "msg"]].values.tolist()))
+    assert set(map(tuple, acked[["user", "msg"]].values.tolist())) <= delivered
+
+
+# ---------------------------------------------------------------------------- costs
+
+
+def test_cpu_costs_add_up_per_stage_and_recipients_follow_one_send_apart() -> None:
+    costs = Costs(
+        decode_us={"json": 1.0, "protobuf": 9.0},
+        encode_ack_us={"json": 2.0, "protobuf": 9.0},
+        encode_deliver_us={"json": 3.0, "protobuf": 9.0},
+        per_send_fixed_us=10.0,
+        per_recipient_send_us=4.0,
+    )
+    s = scenario(
+        workload__users=4,
+        workload__rooms=1,
+        workload__room_size__size=4,
+        workload__codec_mix={"json": 1},
+        sim__store_service="deterministic",
+        sim__store_service_ms=1.0,
+    )
+    result = sim.run(s, replay=script([(1.0, 0, 0, "json")]), costs=costs)
+    committed = 1.0 + 11e-6 + 0.001  # decode and the fixed cost, then the commit
+    delivery = result.deliveries.iloc[0]
+    assert delivery["count"] == 3  # the room but the sending connection
+    assert delivery["step_ms"] == pytest.approx(0.004)
+    assert delivery["t_first_s"] == pytest.approx(committed + 7e-6)  # encode, one write
+    (ack,) = result.requests["done_s"]
+    assert ack == pytest.approx(committed + (3 + 3 * 4 + 2 + 4) * 1e-6)  # fan-out, then ack
+    assert result.cpu_window_s == pytest.approx((11 + 15 + 6) * 1e-6)
+    assert result.delivery_quantiles([0.0, 1.0]) == pytest.approx(
+        [(committed + 7e-6 - 1.0) * 1000, (committed + 15e-6 - 1.0) * 1000]
+    )
+
+
+def test_a_codec_only_the_sender_speaks_is_not_encoded() -> None:
+    s = scenario(
+        workload__users=3,
+        workload__rooms=1,
+        workload__room_size__size=3,
+        workload__codec_mix={"json": 1, "protobuf": 2},
+    )
+    layout = sim.run(s, duration_s=2.0).layout
+    sender = int(np.flatnonzero(layout.user_codec == 0)[0])  # the only json user
+    result = sim.run(s, replay=script([(1.0, sender, 0, "json")]), costs=Costs())
+    assert result.deliveries[["count", "codec"]].values.tolist() == [[2, "protobuf"]]
+    ingress, deliver, ack = 12 + 0.3, 1.2 + 2 * 5, 0.2 + 5  # no json Deliver encoded
+    assert result.cpu_window_s == pytest.approx((ingress + deliver + ack) * 1e-6)
+
+
+def test_without_cpu_the_loops_cost_nothing() -> None:
+    result = sim.run(scenario(sim__cpu=False))
+    (row, *_) = result.summary()
+    assert row["server_cpu_us_per_msg"] == 0.0
+    assert (result.timeseries["loop_util_p0"] == 0).all()
+    assert (result.deliveries["step_ms"] == 0).all()
+
+
+def test_members_on_another_process_are_served_by_its_own_loop() -> None:
+    s = scenario(server__processes=2, workload__rooms=1, workload__room_size__size=20)
+    result = sim.run(s, replay=script([(0.01 * i + 1.0, 0, 0, "json") for i in range(100)]))
+    assert set(result.deliveries["process"]) == {0, 1}
+    ts = result.timeseries
+    assert ts["loop_util_p1"].sum() > 0  # p1 only writes deliveries: user 0 is on p0
+    assert ts["loop_util_p0"].sum() > ts["loop_util_p1"].sum()
+
+
+def test_a_cpu_bound_loop_saturates_and_queues() -> None:
+    s = scenario(
+        server__faults__cpu_burn_us_per_msg=2500.0, workload__send_rate_per_user_per_s=30.0
+    )
+    result = sim.run(s)
+    util = result.timeseries["loop_util_p0"].iloc[4:]
+    assert util.min() > 0.99
+    assert result.summary()[0]["acked_per_s"] < 450  # at most 1 / 2.5 ms ≈ 400/s
+
+
+# ---------------------------------------------------------------------------- arrivals
+
+
+def test_constant_arrivals_send_each_user_at_a_fixed_interval() -> None:
+    req = sim.run(scenario(workload__arrival="constant")).requests
+    gaps = req.sort_values("sent_s").groupby("user")["sent_s"].diff().dropna()
+    assert gaps.to_numpy() == pytest.approx(0.2)
+    assert req.groupby("user").size().between(29, 30).all()
+
+
+def test_poisson_arrivals_have_the_offered_rate() -> None:
+    req = sim.run(scenario(workload__duration_s=30.0)).requests
+    assert len(req) == pytest.approx(100 * 30, abs=5 * np.sqrt(3000))
+    gaps = np.diff(np.sort(req["sent_s"].to_numpy()))
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential: cv 1
+
+
+def test_closed_loop_users_think_between_a_final_outcome_and_the_next_send() -> None:
+    s = scenario(workload__arrival="closed", workload__think_time_s=0.3)
+    req = sim.run(s).requests.sort_values(["user", "msg"])
+    following = req.groupby("user")["sent_s"].shift(-1)
+    pause = (following - req["done_s"]).dropna()
+    assert pause.to_numpy() == pytest.approx(0.3)
+    assert (req.groupby("user")["msg"].max() >= 15).all()
+
+
+def test_replay_sends_exactly_the_logged_first_attempts() -> None:
+    log = pd.DataFrame(
+        {
+            "intended_s": [2.5, 1.5, 3.0, 3.0],
+            "user": [3, 1, 7, 3],
+            "room": [0, 2, 3, 1],
+            "codec": ["protobuf", "json", "json", "json"],
+            "attempt": [1, 1, 1, 2],  # retries in the log are the model's to make
+        }
+    )
+    req = sim.run(scenario(), replay=log).requests
+    got = req[["intended_s", "user", "room", "codec"]].values.tolist()
+    assert got == [[1.5, 1, 2, "json"], [2.5, 3, 0, "protobuf"], [3.0, 7, 3, "json"]]
+
+
+def test_a_replay_that_does_not_fit_the_scenario_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"user 99 outside workload\.users"):
+        sim.run(scenario(), replay=script([(1.0, 99, 0, "json")]))
+
+
+# ---------------------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize(
+    "room_size",
+    [
+        {"distribution": "fixed", "size": 7},
+        {"distribution": "uniform", "min": 2, "max": 30},
+        {"distribution": "zipf", "min": 2, "max": 40, "zipf_s": 1.3},
+    ],
+)
+def test_every_user_is_in_a_room_without_repeats(room_size: dict[str, Any]) -> None:
+    w = scenario(workload__users=100, workload__rooms=30, workload__room_size=room_size).workload
+    layout = build_layout(w, np.random.default_rng(5))
+    assert all(len(set(m.tolist())) == len(m) for m in layout.room_members)
+    assert all(rooms for rooms in layout.user_rooms)
+    assert min(len(m) for m in layout.room_members) >= room_size.get("min", 1)
+    again = build_layout(w, np.random.default_rng(5))
+    pairs = zip(layout.room_members, again.room_members, strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
+
+
+def test_codecs_are_shared_out_exactly_by_the_mix() -> None:
+    assert codec_counts({"json": 1, "protobuf": 1}, 201) == [101, 100]
+    assert codec_counts({"json": 3, "protobuf": 1}, 200) == [150, 50]
+    assert codec_counts({"protobuf": 1}, 5) == [0, 5]
+    data = {"workload": {"users": 200, "codec_mix": {"json": 1, "protobuf": 1}}}
+    w = load_scenario_data(data).workload
+    assert np.bincount(build_layout(w, np.random.default_rng(1)).user_codec).tolist() == [100, 100]
