@@ -35,6 +35,7 @@ import pandas as pd
 from chatcap.results import REQUEST_COLUMNS, new_manifest, new_run_id, write_run
 from chatcap.scenario import Scenario, load_scenario, parse_value
 from sim import api
+from sim.theory import theory_for_scenario
 from sim.workload import load_replay
 
 REQUESTS_MAX_ROWS = 1_000_000
@@ -108,8 +109,30 @@ def _main(argv: list[str]) -> int:
     bar.close()
     runs = _write(out, run_id, now, argv, scenario, grid, reps, root, outputs, wall_s)
     print(format_table(runs, list(grid)))
+    if not grid and not args.replay:
+        print(theory_line(scenario, runs))
     print(f"wrote {out}/ ({len(outputs)} runs in {wall_s:.1f} s)")
     return 0
+
+
+def theory_line(scenario: Scenario, runs: pd.DataFrame) -> str:
+    """One line holding the model against theory when the scenario is a classic case."""
+    verdict = theory_for_scenario(scenario)
+    if not verdict.applies:
+        return f"theory: not a classic queue ({verdict.reason.split(';')[0]})"
+    predicted = verdict.summary_fields()
+    mix = runs[runs["codec"] == "mix"] if "mix" in set(runs["codec"]) else runs
+    if verdict.model == "Erlang B":
+        model, theory, what = mix["error_rate"].mean(), predicted["error_rate"], "blocking"
+        return (
+            f"theory ({verdict.model}, c = {verdict.servers}): {what} {theory:.4f}; "
+            f"model {model:.4f} ({(model / theory - 1) * 100:+.1f}%)"
+        )
+    model, theory = mix["ack_mean_ms"].mean(), predicted["ack_mean_ms"]
+    return (
+        f"theory ({verdict.model}, c = {verdict.servers}): mean response "
+        f"{theory:.4f} ms; model {model:.4f} ms ({(model / theory - 1) * 100:+.1f}%)"
+    )
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -89,3 +89,30 @@ def test_command_line_values_are_read_as_toml() -> None:
     assert parse_value("fixed") == "fixed" and parse_value("true") is True
     assert parse_assignment("server.pool.size=8") == ("server.pool.size", 8)
     assert parse_axis("a.b=1,2.5,x") == ("a.b", [1, 2.5, "x"])
+
+
+def test_the_cli_holds_a_classic_scenario_against_theory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sim.cli import main as sim_main
+
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "theory-erlang-b.toml"
+    status = sim_main(
+        [
+            "--scenario",
+            str(scenario),
+            "--out",
+            str(tmp_path / "run"),
+            "--replications",
+            "1",
+            "--workers",
+            "1",
+            "--set",
+            "workload.duration_s=6",
+            "--set",
+            "workload.warmup_s=1",
+        ]
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "theory (Erlang B, c = 8): blocking 0.1219; model 0." in out
