@@ -1,0 +1,718 @@
+"""The Locust side of the bench: open-loop WebSocket chat users and the run's bookkeeping.
+
+Runs under gevent only (Locust patches the standard library before this is imported);
+never import it into a process that runs asyncio. ``bench/locustfile.py`` is the
+locustfile; this module holds the machinery so that several locustfiles (the chat
+users, ``bench/locust_history.py``) share one set of command-line options and one
+per-process :class:`RunState`.
+
+**A chat user** (:class:`ChatUser`) is one connection speaking one codec, a member of
+one room (:mod:`bench.locust_plan` says which). ``on_start`` takes a token over REST
+(``GET /api/v1/token``, Basic auth, password ``pw``: the load scenarios run the server
+with ``auth = "open"``). Its single task then connects (subprotocol of its codec,
+``Authorization: Bearer``), joins the room, starts a receiver greenlet, and runs the
+send schedule until the connection is lost; Locust's ``wait_time`` (1 s) is only the
+pause before it reconnects, joining with ``since_seq`` so the missed messages replay.
+
+**Open loop.** Sends follow a schedule of *intended* times (``poisson`` or
+``constant`` at ``send_rate_per_user_per_s``) drawn from the user's seeded RNG. A send
+never waits for an earlier Ack; a sender that falls behind sends at once and its ack
+latency still counts from the intended time (no coordinated omission). How late each
+send went out is recorded (``schedule_lag`` histogram, ``max_schedule_lag_ms``).
+``arrival = "closed"`` is the classic closed loop instead — send, wait for the answer,
+think ``think_time_s``, send — kept to show what coordinated omission hides.
+
+**Latencies** (µs, into the process's :class:`bench.histo.HistogramSet`, and as Locust
+``request`` events of type ``WS`` so the web UI charts them): ``ack {codec}`` = Ack
+receipt − intended send time (``time.perf_counter_ns``); ``deliver {codec}`` =
+receipt − the sender's ``sent_at_us`` (both ``time.time_ns() // 1000``: same host);
+``error {code}`` for every Error frame, ``timeout`` and lost connection. The histograms
+also keep ``ack_from_send`` (from the actual send): gevent's timers fire ~0.5–1 ms late
+(libev's millisecond resolution), so an idle generator's sends leave that much after
+their intended time — visible in ``schedule_lag`` and included in ``ack``, as open-loop
+measurement demands; ``ack_from_send`` shows the latency without it. The server does
+not deliver a message back to its sender; the sender's Ack stands for it in the loss
+ledger.
+
+**Retries**: an attempt unanswered after ``client.ack_timeout_ms`` is a ``timeout``;
+after a timeout or a retryable error the scenario's ``RetryPolicy`` (backoff, jitter,
+retry budget; :mod:`chatcap.wiring`) decides, and a retry re-sends the same frame (same
+``client_msg_id``, deduplicated by the server).
+
+**At test stop** every process turns its figures into a *part*
+(:meth:`bench.locust_report.ProcessStats.part`). A worker sends its part to the master
+as a Locust message (``chatcap_part``) and, with ``--chat-out-worker``, writes it to a
+file too; the master merges the parts and writes ``--chat-out`` (layout: the
+:mod:`bench.locust_report` docstring). When the master stops before its workers (the
+headless ``--run-time`` path), it asks them to stop and report (``chatcap_flush``) and
+waits for their parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import itertools
+import logging
+import time
+from argparse import Namespace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from locust import constant, events, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from bench.locust_plan import (
+    CODEC_CHOICES,
+    CodecPlan,
+    LoadPlan,
+    RoomPlan,
+    body_text,
+    resolve_plan,
+    send_gaps,
+    user_name,
+    user_rng,
+)
+from bench.locust_report import ProcessStats, generator_bound, merge_parts, write_json
+from chatcap.policy.retry import RetryPolicy
+from chatcap.protocol import (
+    ERROR_CODES,
+    Ack,
+    Codec,
+    DecodeError,
+    Deliver,
+    Error,
+    HistoryPage,
+    Join,
+    Joined,
+    Send,
+    get_codec,
+)
+from chatcap.protocol.messages import INTERNAL
+from chatcap.scenario import ScenarioError, load_scenario
+from chatcap.wiring import retry_policy
+
+__all__ = ["RUN", "ChatError", "ChatUser", "RunState", "ScenarioUser", "plan_from_options"]
+
+logger = logging.getLogger("chatcap.locust")
+
+MSG_HELLO = "chatcap_hello"
+MSG_PART = "chatcap_part"
+MSG_FLUSH = "chatcap_flush"
+PASSWORD = "pw"
+COLLECT_TIMEOUT_S = 15.0
+ARRIVAL_CHOICES = ("scenario", "poisson", "constant", "closed")
+_CATCH_UP_BATCH = 32  # sends in a row before the sender yields to other greenlets
+
+
+class ChatError(Exception):
+    """A failed chat request, reported to Locust's statistics as its ``exception``."""
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def _add_arguments(parser: Any, **_kw: Any) -> None:
+    add = parser.add_argument
+    add(
+        "--chat-codec",
+        choices=CODEC_CHOICES,
+        default="mix",
+        help="wire codec of the chat users; mix = the scenario's workload.codec_mix",
+    )
+    add(
+        "--chat-scenario",
+        default="scenarios/baseline.toml",
+        help="scenario file: workload and client sections drive the users",
+    )
+    add(
+        "--chat-room-size",
+        type=int,
+        default=None,
+        help="members per room (fixed); default: the scenario's room_size",
+    )
+    add(
+        "--chat-send-rate",
+        type=float,
+        default=None,
+        help="sends per second per user; default: the scenario's",
+    )
+    add(
+        "--chat-body-bytes",
+        type=int,
+        default=None,
+        help="message body size in bytes; default: the scenario's",
+    )
+    add("--chat-seed", type=int, default=None, help="root seed; default: the scenario's")
+    add(
+        "--chat-arrival",
+        choices=ARRIVAL_CHOICES,
+        default="scenario",
+        help="send process: poisson | constant (open loop) | closed (think time)",
+    )
+    add(
+        "--chat-out",
+        default="",
+        include_in_web_ui=False,
+        help="write the merged histograms, loss and errors to this JSON file at test stop",
+    )
+    add(
+        "--chat-out-worker",
+        default="",
+        include_in_web_ui=False,
+        help="each process also writes its own part here; {worker} = its index",
+    )
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    """A typed option; the web UI hands back strings, ``""`` for unset."""
+    if value is None or value == "":
+        return None
+    return kind(value)
+
+
+def plan_from_options(options: Namespace | None) -> LoadPlan:
+    """The :class:`LoadPlan` the ``--chat-*`` options describe (defaults without options)."""
+
+    def get(name: str) -> Any:
+        return getattr(options, name, None) if options is not None else None
+
+    scenario = load_scenario(get("chat_scenario") or "scenarios/baseline.toml")
+    arrival = get("chat_arrival") or "scenario"
+    return resolve_plan(
+        scenario,
+        codec=get("chat_codec") or "mix",
+        room_size=_number(get("chat_room_size"), int),
+        send_rate_per_user_per_s=_number(get("chat_send_rate"), float),
+        body_bytes=_number(get("chat_body_bytes"), int),
+        seed=_number(get("chat_seed"), int),
+        arrival=None if arrival == "scenario" else arrival,
+    )
+
+
+# ---------------------------------------------------------------------------- run state
+
+
+class RunState:
+    """Per-process state of the current test: plan, figures, and (master) parts."""
+
+    def __init__(self) -> None:
+        self.plan: LoadPlan | None = None
+        self.stats: ProcessStats | None = None
+        self.rooms: RoomPlan | None = None
+        self.codecs = CodecPlan({"json": 1.0})
+        self.reader_codecs = CodecPlan({"json": 1.0})
+        self.worker = 0
+        self.tag = "0"
+        self.active = False
+        self.rooms_joined: list[str] = []
+        self.final_part: dict[str, Any] | None = None
+        self.parts: dict[str, dict[str, Any]] = {}
+        self.started_workers: dict[str, int] = {}
+        self._users: Iterator[int] = itertools.count()
+        self._readers: Iterator[int] = itertools.count()
+
+    def start(self, plan: LoadPlan, worker: int) -> None:
+        """A test starts in this process (local runner or worker)."""
+        self.plan, self.worker, self.active = plan, worker, True
+        self.stats = ProcessStats(time.time(), time.process_time())
+        self.rooms = RoomPlan(plan.room_size, plan.seed, worker)
+        self.codecs = plan.codecs()
+        self.reader_codecs = plan.codecs()
+        # client_msg_ids must not repeat across runs against one database: the server
+        # would answer a reused id with the old Ack (deduplication) and deliver nothing.
+        self.tag = f"{time.time_ns() // 1_000_000:x}"
+        self.rooms_joined = []
+        self.final_part = None
+        self._users = itertools.count()
+        self._readers = itertools.count()
+
+    def next_user(self) -> int:
+        """The index ``n`` of the next chat user this process starts."""
+        return next(self._users)
+
+    def next_reader(self) -> int:
+        """The index of the next history reader (counted apart: rooms stay full)."""
+        return next(self._readers)
+
+    def finish(self) -> dict[str, Any] | None:
+        """The test stopped here: this process's part (cached for a later flush)."""
+        if self.stats is None or not self.active:
+            return self.final_part
+        self.active = False
+        self.final_part = self.stats.part(self.worker, time.time(), time.process_time())
+        return self.final_part
+
+
+RUN = RunState()
+
+
+# ---------------------------------------------------------------------------- the user
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A message not yet acked or given up on."""
+
+    cid: str
+    frame: bytes
+    intended_ns: int
+    sent_ns: int  # when the first attempt actually went out
+    attempt: int = 1
+    waiting: bool = True  # an attempt is out and unanswered
+    previous_delay_s: float | None = None
+
+
+class ChatUser(FastHttpUser):
+    """One WebSocket chat member; subclasses may fix ``codec_name`` (see module docs)."""
+
+    abstract = True
+    wait_time = constant(1.0)  # only the pause before reconnecting
+    codec_name: str | None = None
+    """``"json"`` / ``"protobuf"``; None = ``--chat-codec`` (and the mix) decides."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        if RUN.plan is None or RUN.stats is None or RUN.rooms is None:
+            raise RuntimeError("chatcap: no plan (the test_start listener did not run)")
+        plan, self.stats = RUN.plan, RUN.stats
+        self.n = RUN.next_user()
+        self.login = user_name(RUN.worker, self.n)
+        self.codec: Codec = get_codec(self.codec_name or RUN.codecs.codec_of(self.n))
+        self.room = RUN.rooms.room_of(self.n)
+        if self.room not in RUN.rooms_joined:
+            RUN.rooms_joined.append(self.room)
+        self.rng = user_rng(plan.seed, RUN.worker, self.n, "retry")
+        self.policy: RetryPolicy = retry_policy(plan.client)
+        self.think_ns = int(plan.think_time_s * 1e9)
+        self.ack_timeout_ns = int(plan.ack_timeout_s * 1e9)
+        self.gaps = (
+            None
+            if plan.closed_loop
+            else send_gaps(
+                plan.arrival,
+                plan.send_rate_per_user_per_s,
+                user_rng(plan.seed, RUN.worker, self.n, "schedule"),
+            )
+        )
+        self.body = body_text(plan.body_bytes)
+        self.pending: dict[str, _Pending] = {}
+        self.timers: list[tuple[int, int, str, str, int]] = []
+        self.order = itertools.count()
+        self.msg_ids = itertools.count(1)
+        self.next_send_ns: float | None = None
+        self.ws: ClientConnection | None = None
+        self.receiver: gevent.Greenlet | None = None
+        self.joined = Event()
+        self.wake = Event()
+        self.stopping = False
+        self.stats.counts["users"] += 1
+
+    def on_stop(self) -> None:
+        self.stopping = True
+        self._count_backlog(time.perf_counter_ns())
+        ws, receiver = self.ws, self.receiver
+        self.ws = None
+        if ws is not None:
+            ws.close()
+        if receiver is not None:
+            receiver.kill(block=True, timeout=2.0)
+
+    @task
+    def chat(self) -> None:
+        """Connect, join, and send on schedule until the connection is lost."""
+        if self._connect():
+            self._run_schedule()
+
+    # -- connection --------------------------------------------------------------------
+
+    def _ws_url(self) -> str:
+        base = (self.host or "").rstrip("/")
+        return "ws" + base.removeprefix("http") + "/api/v1/ws"
+
+    def _token(self) -> str | None:
+        basic = base64.b64encode(f"{self.login}:{PASSWORD}".encode()).decode()
+        resp = self.client.get(
+            "/api/v1/token", headers={"Authorization": f"Basic {basic}"}, name="/api/v1/token"
+        )
+        if resp.status_code != 200:
+            return None
+        return str(resp.json()["token"])
+
+    def _connect(self) -> bool:
+        token = self._token()
+        if token is None:
+            self._count_error("connect", 0.0)
+            return False
+        try:
+            ws = connect(
+                self._ws_url(),
+                subprotocols=[Subprotocol(self.codec.subprotocol)],
+                additional_headers={"Authorization": f"Bearer {token}"},
+                compression=None,
+                proxy=None,
+                open_timeout=10.0,
+                close_timeout=1.0,
+                max_queue=256,
+                legacy=True,
+            )
+        except (OSError, WebSocketException, TimeoutError):
+            self._count_error("connect", 0.0)
+            return False
+        self.ws = ws
+        self.stats.counts["connects"] += 1
+        self.joined.clear()
+        self.receiver = gevent.spawn(self._receive, ws)
+        since = self.stats.loss.last_seq(self.login, self.room) or None
+        self._transmit_frame(self.codec.encode(Join(room=self.room, since_seq=since)))
+        if not self.joined.wait(timeout=10.0) or self.ws is None:
+            self._count_error("join", 0.0)
+            self._drop(ws)
+            return False
+        return True
+
+    def _drop(self, ws: ClientConnection) -> None:
+        """The connection ``ws`` is gone (or given up): wake the sender to reconnect."""
+        if self.ws is ws:
+            self.ws = None
+            self.stats.counts["disconnects"] += 1
+            if not self.stopping:
+                self._count_error("closed", 0.0)
+            self.wake.set()
+        gevent.spawn(ws.close)
+
+    def _transmit_frame(self, frame: bytes) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        try:
+            ws.send(frame, text=self.codec.text)
+        except (ConnectionClosed, OSError):
+            self._drop(ws)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _run_schedule(self) -> None:
+        """The sender: new sends at their intended times, retries and ack timeouts."""
+        now = time.perf_counter_ns()
+        if self.next_send_ns is None:
+            self.next_send_ns = now if self.gaps is None else now + self._gap_ns()
+        while self.ws is not None:
+            now = time.perf_counter_ns()
+            self._fire_timers(now)
+            sent = 0
+            while self.next_send_ns <= now and self.ws is not None and sent < _CATCH_UP_BATCH:
+                self._send_new(now)
+                sent += 1
+            if sent:
+                gevent.sleep(0)
+                continue
+            due = self.next_send_ns
+            if self.timers:
+                due = min(due, self.timers[0][0])
+            self.wake.wait(timeout=max(due - now, 0) / 1e9 if due != float("inf") else None)
+            self.wake.clear()
+
+    def _gap_ns(self) -> int:
+        assert self.gaps is not None
+        return int(next(self.gaps) * 1e9)
+
+    def _send_new(self, now: int) -> None:
+        assert self.next_send_ns is not None
+        intended = int(self.next_send_ns)
+        self.stats.record_lag(self.codec.name, (now - intended) // 1000)
+        self.stats.counts["sends_intended"] += 1
+        self.stats.counts["sends_sent"] += 1
+        cid = f"{RUN.tag}.{self.n}.{next(self.msg_ids)}"
+        msg = Send(
+            client_msg_id=cid, room=self.room, body=self.body, sent_at_us=time.time_ns() // 1000
+        )
+        pending = self.pending[cid] = _Pending(cid, self.codec.encode(msg), intended, now)
+        self.policy.on_send(1, now / 1e9)
+        self.stats.loss.record_sent(cid)
+        if self.gaps is None:
+            self.next_send_ns = float("inf")  # closed loop: the answer schedules the next
+        else:
+            self.next_send_ns = intended + self._gap_ns()
+        self._attempt(pending, now)
+
+    def _attempt(self, pending: _Pending, now: int) -> None:
+        pending.waiting = True
+        deadline = now + self.ack_timeout_ns
+        heapq.heappush(
+            self.timers, (deadline, next(self.order), "timeout", pending.cid, pending.attempt)
+        )
+        self._transmit_frame(pending.frame)
+
+    def _fire_timers(self, now: int) -> None:
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, cid, attempt = heapq.heappop(timers)
+            pending = self.pending.get(cid)
+            if pending is None or pending.attempt != attempt:
+                continue
+            if kind == "timeout" and pending.waiting:
+                self._count_error("timeout", (now - pending.intended_ns) / 1e6)
+                self._attempt_failed(pending, "timeout", 0.0, now)
+            elif kind == "retry" and not pending.waiting:
+                pending.attempt += 1
+                self.policy.on_send(pending.attempt, now / 1e9)
+                self.stats.loss.record_sent(cid)
+                self._attempt(pending, now)
+
+    def _attempt_failed(
+        self, pending: _Pending, outcome: str, retry_after_s: float, now: int
+    ) -> None:
+        pending.waiting = False
+        decision = self.policy.decide(
+            outcome, pending.attempt, now / 1e9, self.rng, retry_after_s, pending.previous_delay_s
+        )
+        if decision.retry:
+            pending.previous_delay_s = decision.delay_s
+            when = now + int(decision.delay_s * 1e9)
+            heapq.heappush(
+                self.timers, (when, next(self.order), "retry", pending.cid, pending.attempt)
+            )
+            self.wake.set()
+            return
+        del self.pending[pending.cid]
+        self.stats.loss.record_failed(pending.cid)
+        self.stats.outcomes[outcome] += 1
+        self._resolved(now)
+
+    def _resolved(self, now: int) -> None:
+        """A message is done (acked or given up): a closed loop schedules the next."""
+        if self.gaps is None and not self.pending:
+            self.next_send_ns = now + self.think_ns
+            self.wake.set()
+
+    def _count_backlog(self, now: int) -> None:
+        """Sends whose intended time has come but that never went out (a lagging sender)."""
+        if self.gaps is None or self.next_send_ns is None:
+            return
+        intended = self.next_send_ns
+        for _ in range(1_000_000):
+            if intended > now:
+                break
+            self.stats.counts["sends_intended"] += 1
+            intended += self._gap_ns()
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _receive(self, ws: ClientConnection) -> None:
+        """The receiver greenlet: read frames until the connection closes."""
+        try:
+            while True:
+                self._dispatch(ws.recv(decode=False))  # text frames too: the codec decodes
+        except (ConnectionClosed, OSError):
+            pass
+        finally:
+            self._drop(ws)
+
+    def _dispatch(self, frame: bytes) -> None:
+        """Decode one frame and hand it to its handler."""
+        try:
+            msg = self.codec.decode(frame)
+        except DecodeError:
+            self._count_error("undecodable", 0.0)
+            return
+        if isinstance(msg, Deliver):
+            self._on_deliver(msg, len(frame))
+        elif isinstance(msg, Ack):
+            self._on_ack(msg, len(frame))
+        elif isinstance(msg, Error):
+            self._on_error(msg)
+        elif isinstance(msg, HistoryPage):
+            for item in msg.messages:
+                self.stats.loss.record_delivered(self.login, item.room, item.seq)
+        elif isinstance(msg, Joined):
+            self.joined.set()
+
+    def _on_deliver(self, msg: Deliver, size: int) -> None:
+        latency_us = time.time_ns() // 1000 - msg.sent_at_us
+        self.stats.histograms.record_us("deliver", self.codec.name, latency_us)
+        self.stats.loss.record_delivered(self.login, msg.room, msg.seq)
+        self._event(f"deliver {self.codec.name}", latency_us / 1000.0, size)
+
+    def _on_ack(self, msg: Ack, size: int) -> None:
+        # The server skips the sender when it fans a message out: the Ack is our copy.
+        self.stats.loss.record_own(self.login, msg.room, msg.seq)
+        pending = self.pending.pop(msg.client_msg_id, None)
+        if pending is None:
+            self.stats.counts["late_answers"] += 1
+            return
+        now = time.perf_counter_ns()
+        latency_us = (now - pending.intended_ns) // 1000
+        self.stats.histograms.record_us("ack", self.codec.name, latency_us)
+        self.stats.histograms.record_us(
+            "ack_from_send", self.codec.name, (now - pending.sent_ns) // 1000
+        )
+        self.stats.loss.record_acked(msg.room, msg.seq, msg.client_msg_id)
+        self.stats.outcomes["acked"] += 1
+        self.policy.decide("acked", pending.attempt, now / 1e9, self.rng)
+        self._event(f"ack {self.codec.name}", latency_us / 1000.0, size)
+        self._resolved(now)
+
+    def _on_error(self, msg: Error) -> None:
+        now = time.perf_counter_ns()
+        pending = self.pending.get(msg.client_msg_id) if msg.client_msg_id else None
+        since_ms = (now - pending.intended_ns) / 1e6 if pending is not None else 0.0
+        self._count_error(msg.code, since_ms)
+        if pending is None or not pending.waiting:
+            if msg.client_msg_id:
+                self.stats.counts["late_answers"] += 1
+            return
+        outcome = msg.code if msg.code in ERROR_CODES else INTERNAL
+        self._attempt_failed(pending, outcome, msg.retry_after_ms / 1000.0, now)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def _count_error(self, code: str, response_time_ms: float) -> None:
+        self.stats.errors[code] += 1
+        self._event(f"error {code}", response_time_ms, 0, ChatError(code))
+
+    def _event(
+        self, name: str, response_time_ms: float, size: int, exc: Exception | None = None
+    ) -> None:
+        self.environment.events.request.fire(
+            request_type="WS",
+            name=name,
+            response_time=response_time_ms,
+            response_length=size,
+            exception=exc,
+            context={},
+        )
+
+
+class ScenarioUser(ChatUser):
+    """The chat user of ``bench/locustfile.py``: codec from ``--chat-codec``.
+
+    ``weight = 9``: beside ``bench/locust_history.py``'s readers (weight 1), nine users
+    in ten are chat users.
+    """
+
+    weight = 9
+
+
+# ---------------------------------------------------------------------------- run events
+
+
+def _on_init(environment: Environment, **_kw: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(MSG_FLUSH, _on_flush)
+        return  # the master's options arrive with the spawn message
+    try:
+        plan_from_options(environment.parsed_options)
+    except (ScenarioError, ValueError) as exc:
+        logger.error("chatcap: %s", exc)
+        raise SystemExit(2) from None
+    if isinstance(runner, MasterRunner):
+        runner.register_message(MSG_HELLO, _on_hello)
+        runner.register_message(MSG_PART, _on_part)
+
+
+def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    runner = environment.runner
+    RUN.plan = None  # a bad option must not leave the previous test's plan in place
+    plan = plan_from_options(environment.parsed_options)
+    if isinstance(runner, MasterRunner):
+        RUN.plan, RUN.parts, RUN.started_workers = plan, {}, {}
+        return
+    worker = getattr(runner, "worker_index", 0) or 0
+    RUN.start(plan, worker)
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(MSG_HELLO, {"worker": worker})
+
+
+def _on_test_stop(environment: Environment, **_kw: Any) -> None:
+    runner = environment.runner
+    options = environment.parsed_options
+    if isinstance(runner, MasterRunner):
+        _collect_and_write(environment)
+        return
+    part = RUN.finish()
+    if part is None:
+        return
+    pattern = getattr(options, "chat_out_worker", "") or ""
+    if pattern:
+        write_json(pattern.format(worker=part["worker"]), merge_parts([part], _plan(), "local"))
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(MSG_PART, part)
+    else:
+        _write_out(options, merge_parts([part], _plan(), "local"))
+
+
+def _plan() -> dict[str, Any]:
+    return RUN.plan.describe() if RUN.plan is not None else {}
+
+
+def _on_hello(environment: Environment, msg: Any, **_kw: Any) -> None:
+    RUN.started_workers[msg.node_id] = int(msg.data["worker"])
+
+
+def _on_part(environment: Environment, msg: Any, **_kw: Any) -> None:
+    RUN.parts[msg.node_id] = msg.data
+
+
+def _on_flush(environment: Environment, msg: Any, **_kw: Any) -> None:
+    """The master stops first: stop here too (test_stop sends the part), or resend it."""
+    runner = environment.runner
+    if RUN.active and runner is not None:
+        runner.stop()
+    elif RUN.final_part is not None and isinstance(runner, WorkerRunner):
+        runner.send_message(MSG_PART, RUN.final_part)
+
+
+def _collect_and_write(environment: Environment) -> None:
+    """Master: wait for every started worker's part, merge, write ``--chat-out``."""
+    runner = environment.runner
+    assert isinstance(runner, MasterRunner)
+    for client_id in set(RUN.started_workers) - set(RUN.parts):
+        runner.send_message(MSG_FLUSH, None, client_id=client_id)
+    deadline = time.monotonic() + COLLECT_TIMEOUT_S + (environment.stop_timeout or 0.0)
+    while set(RUN.started_workers) - set(RUN.parts) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    missing = [RUN.started_workers[c] for c in set(RUN.started_workers) - set(RUN.parts)]
+    if missing:
+        logger.warning("chatcap: no final report from worker(s) %s", sorted(missing))
+    document = merge_parts(RUN.parts.values(), _plan(), "distributed", missing)
+    _write_out(environment.parsed_options, document)
+
+
+def _write_out(options: Namespace | None, document: dict[str, Any]) -> None:
+    """Write ``--chat-out`` (if given) and log a one-line summary."""
+    path = getattr(options, "chat_out", "") or ""
+    if path:
+        write_json(path, document)
+    gen, loss = document["generator"], document["loss"]
+    acks = sum(s["count"] for s in document["summary"].get("ack", {}).values())
+    logger.info(
+        "chatcap: %d sent, %d acked, %d delivered, %d missing, %d errors; generator "
+        "%.0f%% CPU in %d process(es), max schedule lag %.1f ms%s",
+        loss["sent"], acks, loss["delivered"], loss["missing"],
+        sum(document["errors"].values()), gen["cpu_pct"], gen["processes"],
+        gen["max_schedule_lag_ms"], f"; wrote {path}" if path else "",
+    )  # fmt: skip
+    for reason in generator_bound(document):
+        logger.warning("chatcap: the load generator may have limited this run: %s", reason)
+
+
+def _listen(hook: Any, handler: Callable[..., None]) -> None:
+    """``hook.add_listener(handler)``; Locust's EventHook is untyped, so no decorators."""
+    hook.add_listener(handler)
+
+
+_listen(events.init_command_line_parser, _add_arguments)
+_listen(events.init, _on_init)
+_listen(events.test_start, _on_test_start)
+_listen(events.test_stop, _on_test_stop)

@@ -1,0 +1,197 @@
+"""What one load-generator process measured, and the merged file the run writes.
+
+Pure (no gevent, no asyncio, no clock reads: times are passed in), so pytest can check
+merging without starting Locust. :class:`ProcessStats` is the accumulator every Locust
+process (local runner or worker) fills while its users run; :meth:`ProcessStats.part`
+turns it into a plain dict (a *part*) that travels to the master as a Locust message;
+:func:`merge_parts` folds the parts into the document ``--chat-out`` names.
+
+The ``--chat-out`` file (JSON), key by key:
+
+==================  ==================================================================
+``schema``          ``"chatcap.locust.v1"``
+``mode``            ``"local"`` (one process) or ``"distributed"`` (a master's merge)
+``plan``            the resolved settings: scenario, seed, codec, room size, send rate,
+                    arrival, body bytes, ack timeout, max attempts
+``started_unix_s``  earliest test start among the parts (wall clock, s)
+``stopped_unix_s``  latest test stop among the parts
+``histograms``      ``{name: {codec: encoded}}``, HdrHistogram compressed base64, values
+                    in µs (:mod:`bench.histo`); names: ``ack`` (ack receipt − intended
+                    send time: the open-loop figure), ``ack_from_send`` (ack receipt −
+                    actual first send: without the generator's own lateness),
+                    ``deliver`` (receipt − sender's ``sent_at_us``), ``schedule_lag``
+                    (actual − intended send time), ``history`` (REST page round trip)
+``summary``         ``{name: {codec: {count, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms,
+                    max_ms}}}`` read from the merged histograms (``null`` when empty)
+``loss``            :data:`bench.loss.REPORT_KEYS` summed: sent, retries, acked, failed,
+                    unacked, delivered, missing, duplicated, receivers
+``errors``          ``{code: count}``: every Error frame by ``code``, plus ``timeout``
+                    (no answer within ``client.ack_timeout_ms``), ``closed`` (connection
+                    lost) and ``connect`` (could not connect)
+``outcomes``        ``{outcome: count}``: how each message ended — ``acked``, or the
+                    outcome of its last attempt when the retry policy stopped
+``generator``       the generator's own health: ``processes``, ``users``, ``cpu_s``
+                    (process CPU, all parts), ``wall_s`` (longest part), ``cpu_pct``
+                    (``cpu_s / wall_s × 100``: 100 = one core busy),
+                    ``max_cpu_pct_per_process``, ``max_schedule_lag_ms``,
+                    ``sends_intended`` (scheduled sends whose time had come),
+                    ``sends_sent`` (first attempts sent), ``late_answers`` (answers after
+                    the sender gave up), ``connects``, ``disconnects``
+``workers``         one entry per part: ``worker`` index and its ``generator`` dict
+``missing_workers`` workers that started but sent no final part (distributed only)
+==================  ==================================================================
+
+A generator that could not keep up shows ``max_schedule_lag_ms`` well above the
+latencies it measures, ``sends_intended > sends_sent``, or ``max_cpu_pct_per_process``
+near 100: its figures describe the generator, not the server (:func:`generator_bound`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.histo import HistogramSet
+from bench.loss import LossLedger, merge_reports
+
+__all__ = ["SCHEMA", "ProcessStats", "generator_bound", "merge_parts", "write_json"]
+
+SCHEMA = "chatcap.locust.v1"
+
+_GENERATOR_SUMS = (
+    "users",
+    "sends_intended",
+    "sends_sent",
+    "late_answers",
+    "connects",
+    "disconnects",
+)
+
+
+class ProcessStats:
+    """One process's histograms, loss ledger, error counts and self-metrics."""
+
+    def __init__(self, started_unix_s: float, started_cpu_s: float) -> None:
+        self.started_unix_s = started_unix_s
+        self.started_cpu_s = started_cpu_s
+        self.histograms = HistogramSet()
+        self.loss = LossLedger()
+        self.errors: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.max_lag_us = 0
+        self.counts: Counter[str] = Counter()
+        """``_GENERATOR_SUMS`` counters: users, sends_intended, sends_sent, …"""
+
+    def record_lag(self, codec: str, lag_us: int) -> None:
+        """How late a send went out against its intended time."""
+        self.histograms.record_us("schedule_lag", codec, lag_us)
+        if lag_us > self.max_lag_us:
+            self.max_lag_us = lag_us
+
+    def part(self, worker: int, stopped_unix_s: float, stopped_cpu_s: float) -> dict[str, Any]:
+        """This process's contribution as plain data (JSON- and msgpack-safe)."""
+        wall_s = max(stopped_unix_s - self.started_unix_s, 1e-9)
+        cpu_s = max(stopped_cpu_s - self.started_cpu_s, 0.0)
+        generator: dict[str, Any] = {key: int(self.counts[key]) for key in _GENERATOR_SUMS}
+        generator.update(
+            cpu_s=cpu_s,
+            wall_s=wall_s,
+            cpu_pct=100.0 * cpu_s / wall_s,
+            max_schedule_lag_ms=self.max_lag_us / 1000.0,
+        )
+        return {
+            "worker": worker,
+            "started_unix_s": self.started_unix_s,
+            "stopped_unix_s": stopped_unix_s,
+            "histograms": self.histograms.to_json(),
+            "loss": self.loss.report(),
+            "errors": dict(self.errors),
+            "outcomes": dict(self.outcomes),
+            "generator": generator,
+        }
+
+
+def merge_parts(
+    parts: Iterable[Mapping[str, Any]],
+    plan: Mapping[str, Any],
+    mode: str,
+    missing_workers: Iterable[int] = (),
+) -> dict[str, Any]:
+    """The ``--chat-out`` document (see the module docstring) from processes' parts."""
+    parts = sorted(parts, key=lambda p: int(p["worker"]))
+    histograms = HistogramSet()
+    errors: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for part in parts:
+        histograms.merge(HistogramSet.from_json(part["histograms"]))
+        errors.update(part["errors"])
+        outcomes.update(part["outcomes"])
+    return {
+        "schema": SCHEMA,
+        "mode": mode,
+        "plan": dict(plan),
+        "started_unix_s": min((p["started_unix_s"] for p in parts), default=None),
+        "stopped_unix_s": max((p["stopped_unix_s"] for p in parts), default=None),
+        "histograms": histograms.to_json(),
+        "summary": _nan_to_none(histograms.summary()),
+        "loss": merge_reports(p["loss"] for p in parts),
+        "errors": dict(sorted(errors.items())),
+        "outcomes": dict(sorted(outcomes.items())),
+        "generator": _merge_generator([p["generator"] for p in parts]),
+        "workers": [{"worker": p["worker"], "generator": p["generator"]} for p in parts],
+        "missing_workers": sorted(missing_workers),
+    }
+
+
+def _merge_generator(gens: list[Mapping[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {key: sum(int(g[key]) for g in gens) for key in _GENERATOR_SUMS}
+    cpu_s = sum(float(g["cpu_s"]) for g in gens)
+    wall_s = max((float(g["wall_s"]) for g in gens), default=0.0)
+    merged.update(
+        processes=len(gens),
+        cpu_s=cpu_s,
+        wall_s=wall_s,
+        cpu_pct=100.0 * cpu_s / wall_s if wall_s > 0 else 0.0,
+        max_cpu_pct_per_process=max((float(g["cpu_pct"]) for g in gens), default=0.0),
+        max_schedule_lag_ms=max((float(g["max_schedule_lag_ms"]) for g in gens), default=0.0),
+    )
+    return merged
+
+
+def generator_bound(document: Mapping[str, Any], cpu_pct_max: float = 90.0) -> list[str]:
+    """Why the generator, not the server, may have limited this run (empty: it kept up).
+
+    A process busier than ``cpu_pct_max`` % of a core, or more than 1 % of the scheduled
+    sends never sent, means the offered load was not the planned one.
+    """
+    gen = document["generator"]
+    reasons = []
+    if gen["max_cpu_pct_per_process"] > cpu_pct_max:
+        reasons.append(f"a generator process used {gen['max_cpu_pct_per_process']:.0f}% CPU")
+    if gen["sends_intended"] > 1.01 * gen["sends_sent"] + 1:
+        behind = gen["sends_intended"] - gen["sends_sent"]
+        reasons.append(f"{behind} scheduled sends never went out")
+    return reasons
+
+
+def _nan_to_none(value: Any) -> Any:
+    """JSON has no NaN: empty histograms' figures become ``null``."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, document: Mapping[str, Any]) -> Path:
+    """Write ``document`` (creating folders); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path

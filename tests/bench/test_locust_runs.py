@@ -1,0 +1,310 @@
+"""Locust runs against the real server: both codecs, distributed merging, open vs closed loop.
+
+Locust (gevent) and the server (asyncio) each run in their own subprocess — never in
+this one: pytest imports neither locust nor gevent. Runs are a few seconds with a
+handful of users; assertions are about counts and well-formed files, never speed,
+except the open-loop test, which compares how *many* sends a known server stall shows
+up in (timings there are scaled by ``CHATCAP_TIMING_FACTOR``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.histo import HistogramSet
+from chatcap.scenario import load_scenario, to_toml
+
+ROOT = Path(__file__).resolve().parents[2]
+FACTOR = float(os.environ.get("CHATCAP_TIMING_FACTOR", "1"))
+SECRET = "test-secret-0123456789-0123456789-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+USERS, ROOM_SIZE = 10, 5
+
+# Rate limits off (several sends per second per user), patient clients, no retries.
+SERVER_OVERRIDES: dict[str, Any] = {
+    "server.rate_limit.algorithm": "none",
+    "client.ack_timeout_ms": 10_000.0,
+    "client.retry.max_attempts": 1,
+    "workload.think_time_s": 0.05,
+}
+
+
+def scaled(seconds: float) -> float:
+    return seconds * FACTOR
+
+
+@dataclass
+class Server:
+    """The reference server in a subprocess (started as tests/server/conftest.py does)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    scenario: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> bytes:
+        req = urllib.request.Request(self.http + path, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=scaled(10)) as resp:
+            body: bytes = resp.read()
+            return body
+
+    def admin(self, query: str) -> None:
+        self.get(f"/api/v1/admin/faults?{query}", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def metric(self, name: str) -> float:
+        """Sum of every sample of a Prometheus metric family."""
+        lines = self.get("/metrics").decode().splitlines()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith((name + " ", name + "{"))
+        )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("locust-server")
+    scenario = tmp / "scenario.toml"
+    base = load_scenario(ROOT / "scenarios" / "smoke.toml").with_overrides(SERVER_OVERRIDES)
+    scenario.write_text(to_toml(base, comments=False))
+    env = dict(
+        os.environ, CHATCAP_JWT_SECRET=SECRET, CHATCAP_ADMIN_TOKEN=ADMIN_TOKEN, PYTHONUNBUFFERED="1"
+    )
+    cmd = [sys.executable, "-m", "server", "--scenario", str(scenario), "--port", "0"]
+    with (tmp / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [*cmd, "--db", str(tmp / "chat.db")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=log, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()
+        assert "listening on" in first, (tmp / "server.log").read_text()[-3000:]
+        port = int(first.split("ws://127.0.0.1:")[1].split("/")[0])
+        yield Server(proc, port, scenario)
+    finally:
+        stop(proc, signal.SIGTERM)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def scenario(server: Server) -> Path:
+    """The scenario file the server runs: the Locust users read the same one."""
+    return server.scenario
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop a process this test started (by its own handle), killing it if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=scaled(10))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def locust(args: Sequence[str], log: Path, scenario: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``python -m locust -f bench/locustfile.py ARGS``, output to ``log``."""
+    cmd = [sys.executable, "-m", "locust", "-f", "bench/locustfile.py", *args]
+    if scenario is not None:
+        cmd += ["--chat-scenario", str(scenario)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
+
+
+def headless(server: Server, run_time_s: float, *extra: str) -> list[str]:
+    return [
+        "--headless", "--only-summary",
+        "-u", str(USERS), "-r", str(USERS), "-t", f"{run_time_s:g}s",
+        "--host", server.http,
+        "--chat-room-size", str(ROOM_SIZE),
+        *extra,
+    ]  # fmt: skip
+
+
+def finish(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Wait for a Locust process to exit 0; on failure show the end of its log."""
+    try:
+        rc = proc.wait(timeout=scaled(timeout_s))
+    except subprocess.TimeoutExpired:
+        stop(proc, signal.SIGKILL)
+        pytest.fail(f"locust did not finish in {timeout_s} s:\n{log.read_text()[-3000:]}")
+    assert rc == 0, f"locust exited {rc}:\n{log.read_text()[-3000:]}"
+
+
+def read(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------- one process
+
+
+@pytest.mark.parametrize("codec", ["json", "protobuf"])
+def test_a_headless_run_records_acks_deliveries_and_no_loss(
+    server: Server, scenario: Path, tmp_path: Path, codec: str
+) -> None:
+    out, log = tmp_path / "out.json", tmp_path / "locust.log"
+    args = headless(server, 3, "--chat-codec", codec, "--chat-send-rate", "5")
+    proc = locust([*args, "--chat-out", str(out)], log, scenario)
+    try:
+        finish(proc, log, 30)
+    finally:
+        stop(proc)
+
+    doc = read(out)
+    assert doc["mode"] == "local" and doc["plan"]["codec"] == codec
+    hists = HistogramSet.from_json(doc["histograms"])
+    acks, deliveries = hists.get("ack", codec).count, hists.get("deliver", codec).count
+    assert acks > 0 and deliveries > 0
+    assert {name for name, _ in hists} >= {"ack", "deliver", "schedule_lag"}
+    assert {c for _, c in hists} == {codec}
+    loss = doc["loss"]
+    assert loss["missing"] == 0 and loss["duplicated"] == 0
+    assert loss["acked"] == acks and loss["receivers"] == USERS
+    # Every room is full (10 users, rooms of 5): each acked message reaches the 4 other
+    # members (the sender has its Ack), apart from the few in flight at the stop.
+    assert loss["delivered"] >= (ROOM_SIZE - 1) * acks * 0.9
+    assert doc["errors"] == {}
+    gen = doc["generator"]
+    assert gen["users"] == USERS and gen["connects"] == USERS and gen["cpu_s"] > 0
+    assert gen["sends_sent"] == loss["sent"] and gen["sends_intended"] >= gen["sends_sent"]
+    assert "chatcap: " in log.read_text()  # the one-line human summary
+
+
+# ---------------------------------------------------------------------------- distributed
+
+
+def test_a_master_merges_what_two_workers_measured(
+    server: Server, scenario: Path, tmp_path: Path
+) -> None:
+    port = str(free_port())
+    out = tmp_path / "merged.json"
+    master_args = [
+        *headless(server, 3, "--chat-codec", "protobuf", "--chat-send-rate", "5"),
+        "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+        "--expect-workers", "2",
+        "--chat-out", str(out), "--chat-out-worker", str(tmp_path / "part-{worker}.json"),
+    ]  # fmt: skip
+    worker_args = ["--worker", "--master-host", "127.0.0.1", "--master-port", port]
+    procs = [locust(master_args, tmp_path / "master.log", scenario)]
+    try:
+        for i in (1, 2):
+            procs.append(locust(worker_args, tmp_path / f"worker{i}.log"))
+        finish(procs[0], tmp_path / "master.log", 40)
+    finally:
+        for proc in procs:
+            stop(proc)
+
+    merged = read(out)
+    parts = [read(tmp_path / f"part-{i}.json") for i in (0, 1)]
+    assert merged["mode"] == "distributed" and merged["missing_workers"] == []
+    assert merged["generator"]["processes"] == 2
+    assert [w["worker"] for w in merged["workers"]] == [0, 1]
+
+    merged_hists = HistogramSet.from_json(merged["histograms"])
+    summed = HistogramSet()
+    for part in parts:
+        summed.merge(HistogramSet.from_json(part["histograms"]))
+    assert merged_hists.keys() == summed.keys()
+    for name, codec in merged_hists:
+        got, want = merged_hists.get(name, codec), summed.get(name, codec)
+        assert got.count == want.count
+        assert list(got.buckets()) == list(want.buckets())
+    assert merged_hists.get("ack", "protobuf").count > 0
+    for key in ("sent", "acked", "delivered", "receivers"):
+        assert merged["loss"][key] == sum(p["loss"][key] for p in parts)
+    assert merged["loss"]["receivers"] == USERS
+    assert merged["loss"]["missing"] == 0 and merged["loss"]["duplicated"] == 0
+
+
+# ---------------------------------------------------------------------------- open loop
+
+
+STALL_S = 1.0 * FACTOR
+RATE_PER_USER = 10.0
+
+
+def run_through_a_stall(
+    server: Server, scenario: Path, tmp_path: Path, arrival: str
+) -> dict[str, Any]:
+    """A run during which every store commit takes STALL_S longer for STALL_S seconds."""
+    out, log = tmp_path / f"{arrival}.json", tmp_path / f"{arrival}.log"
+    args = headless(
+        server, 4 * FACTOR, "--chat-codec", "json", "--chat-arrival", arrival,
+        "--chat-send-rate", f"{RATE_PER_USER:g}", "--chat-out", str(out),
+    )  # fmt: skip
+    acks_before = server.metric("chatcap_ack_latency_seconds_count")
+    proc = locust(args, log, scenario)
+    try:
+        wait_for_acks(server, acks_before + 3 * USERS, proc, log)
+        server.admin(f"store_latency_ms={STALL_S * 1000:g}")
+        time.sleep(STALL_S)  # the stall's length: sends scheduled in it all wait
+        server.admin("clear=1")
+        finish(proc, log, 30)
+    finally:
+        server.admin("clear=1")
+        stop(proc)
+    return read(out)
+
+
+def wait_for_acks(server: Server, count: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the server has acked ``count`` sends in all (the users are up and sending)."""
+    deadline = time.monotonic() + scaled(20)
+    while server.metric("chatcap_ack_latency_seconds_count") < count:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no acks from the load generator:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def test_open_loop_counts_a_server_stall_in_every_send_scheduled_during_it(
+    server: Server, scenario: Path, tmp_path: Path
+) -> None:
+    opened = run_through_a_stall(server, scenario, tmp_path, "poisson")
+    closed = run_through_a_stall(server, scenario, tmp_path, "closed")
+    stalled_ms = 0.5 * STALL_S * 1000  # "saw the stall": waited at least half of it
+
+    open_ack = HistogramSet.from_json(opened["histograms"]).get("ack", "json")
+    closed_ack = HistogramSet.from_json(closed["histograms"]).get("ack", "json")
+    # Open loop: sends keep their schedule through the stall, ~USERS × RATE × STALL_S of
+    # them are due in it, and each waits out the rest of it — counted from its intended
+    # time. Those due in its first half wait at least half of it.
+    due_in_first_half = USERS * RATE_PER_USER * STALL_S / 2
+    assert open_ack.count_at_or_above_ms(stalled_ms) >= 0.5 * due_in_first_half
+    assert open_ack.percentile_ms(95) >= stalled_ms
+    # Closed loop: each user has one send outstanding, so the stall delays one send per
+    # user and the users simply stop sending meanwhile: it shows up ~USERS times.
+    assert closed_ack.count_at_or_above_ms(stalled_ms) <= 2 * USERS
+    assert closed_ack.percentile_ms(95) < stalled_ms
+    for doc in (opened, closed):
+        assert doc["errors"] == {} and doc["loss"]["missing"] == 0
+    # The open-loop generator itself kept up: its sends left on time.
+    assert opened["generator"]["max_schedule_lag_ms"] < stalled_ms
