@@ -293,7 +293,14 @@ class ChatServer:
         self._server.close(close_connections=False)
         await self.writer.drain(started + cfg.drain_timeout_s * 0.8)
         left = max(0.1, started + cfg.drain_timeout_s - self.loop.time())
-        closes = [c.conn.close(GOING_AWAY, "server shutting down") for c in list(self.hub.clients)]
+        for client in list(self.hub.clients):
+            if client.dropped and client.conn.transport is not None:
+                client.conn.transport.abort()  # a slow consumer would not read our 1001
+        closes = [
+            c.conn.close(GOING_AWAY, "server shutting down")
+            for c in list(self.hub.clients)
+            if not c.dropped
+        ]
         try:
             async with asyncio.timeout(left):
                 await asyncio.gather(*closes, return_exceptions=True)

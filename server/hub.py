@@ -208,11 +208,23 @@ class Hub:
             buffered_bytes=buffered,
             limit_bytes=self.outbound_max_bytes,
         )
-        task = asyncio.get_running_loop().create_task(
-            client.conn.close(SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
-        )
+        task = asyncio.get_running_loop().create_task(_close_slow(client.conn))
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+
+SLOW_CONSUMER_GRACE_S = 1.0
+
+
+async def _close_slow(conn: ServerConnection) -> None:
+    """Send 1008, but don't wait the full close timeout for a peer that does not read:
+    after a short grace the TCP connection is aborted and its buffer freed."""
+    try:
+        async with asyncio.timeout(SLOW_CONSUMER_GRACE_S):
+            await conn.close(SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
+    except TimeoutError:
+        if conn.transport is not None:
+            conn.transport.abort()
 
 
 # Strong references to fire-and-forget close tasks (asyncio keeps only weak ones).
