@@ -8,6 +8,8 @@ Sub-commands:
 * ``codecs [--quick] [--out DIR]`` — the codec micro-benchmark (:mod:`bench.codecs`);
 * ``server-overhead [--quick] …`` — the server against a bare ``websockets`` server
   (:mod:`bench.server_overhead`; ``--help`` there);
+* ``run …`` — measured runs of the server under Locust (:mod:`bench.run`);
+* ``generator …`` — the load generator's own capacity (:mod:`bench.genbench`);
 * ``demo`` — what ``make demo`` runs: grows as the project does.
 
 Errors in input (a bad scenario, a bad override) print one line and exit with status 2;
@@ -123,9 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-PASS_THROUGH = {"server-overhead": "bench.server_overhead"}
+PASS_THROUGH = {
+    "server-overhead": "bench.server_overhead",
+    "run": "bench.run",
+    "generator": "bench.genbench",
+}
 PASS_THROUGH_HELP = {
     "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
+    "run": "measured runs: server + Locust per (codec, load, repeat) → results/<run-id>/",
+    "generator": "load generator capacity: one Locust process vs a bare sync echo loop",
 }
 
 

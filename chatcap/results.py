@@ -79,6 +79,19 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("acked_total", "int", "Acks in the measured interval.", required=False),
     Column("ack_p999_ms", "float", "99.9th-percentile ack latency, ms.", required=False),
     Column(
+        "server_ack_p50_ms",
+        "float",
+        "Server-side median ack latency (Send received → Ack sent), ms, interpolated within "
+        "the buckets of `chatcap_ack_latency_seconds` (measured runs).",
+        required=False,
+    ),
+    Column(
+        "server_ack_p99_ms",
+        "float",
+        "Server-side 99th-percentile ack latency, ms, as `server_ack_p50_ms`.",
+        required=False,
+    ),
+    Column(
         "generator_bound",
         "bool",
         "True when the load generator, not the server, limited the run.",
