@@ -129,11 +129,13 @@ PASS_THROUGH = {
     "server-overhead": "bench.server_overhead",
     "run": "bench.run",
     "generator": "bench.genbench",
+    "sim-speed": "bench.sim_speed",
 }
 PASS_THROUGH_HELP = {
     "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
     "run": "measured runs: server + Locust per (codec, load, repeat) → results/<run-id>/",
     "generator": "load generator capacity: one Locust process vs a bare sync echo loop",
+    "sim-speed": "simulated sends per second vs a bare SimPy M/M/c; sweep timing",
 }
 
 
