@@ -38,6 +38,19 @@ SMOKE = ROOT / "scenarios" / "smoke.toml"
 # ---------------------------------------------------------------------------- a real run
 
 
+def bucket_edges_ms(value_ms: float) -> tuple[float, float]:
+    """The server ack histogram's bucket holding ``value_ms`` (edges in ms)."""
+    from itertools import pairwise
+
+    from server.metrics import LATENCY_BUCKETS_S
+
+    edges = [0.0, *(b * 1000 for b in LATENCY_BUCKETS_S)]
+    for lo, hi in pairwise(edges):
+        if lo <= value_ms <= hi:
+            return lo, hi
+    return edges[-1], float("inf")
+
+
 def test_a_short_run_writes_a_valid_run_folder_for_both_codecs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,6 +74,11 @@ def test_a_short_run_writes_a_valid_run_folder_for_both_codecs(
         assert row["server_cpu_us_per_msg"] > 0
         assert row["ack_p50_ms"] <= row["ack_p99_ms"]
         assert row["server_ack_p99_ms"] >= 0
+        # the generator's ack latency contains the server's: at least the lower edge of
+        # the server histogram bucket holding its p50, and at most its upper edge plus
+        # loopback and generator time
+        lo_ms, hi_ms = bucket_edges_ms(row["server_ack_p50_ms"])
+        assert lo_ms <= row["ack_p50_ms"] <= hi_ms + 50.0, row
         assert row["bytes_per_msg"] > 120
         point = out / "points" / f"{codec}-100-r0"
         info = json.loads((point / "point.json").read_text())
