@@ -27,6 +27,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m bench notebooks --check
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -130,12 +130,14 @@ PASS_THROUGH = {
     "run": "bench.run",
     "generator": "bench.genbench",
     "sim-speed": "bench.sim_speed",
+    "notebooks": "bench.notebooks",
 }
 PASS_THROUGH_HELP = {
     "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
     "run": "measured runs: server + Locust per (codec, load, repeat) → results/<run-id>/",
     "generator": "load generator capacity: one Locust process vs a bare sync echo loop",
     "sim-speed": "simulated sends per second vs a bare SimPy M/M/c; sweep timing",
+    "notebooks": "run the notebooks headless → results/notebooks/<id>/; --check: no outputs",
 }
 
 

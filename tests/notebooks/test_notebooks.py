@@ -1,0 +1,175 @@
+"""The notebooks run headless top to bottom (quick mode), and none is committed with outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nbcase
+import nbformat
+import pytest
+
+from bench import notebooks
+from sim.calibration import Costs, save_costs
+
+
+def outputs_text(path: Path) -> str:
+    """Every text and Markdown output of an executed notebook, joined."""
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            parts.append(data.get("text/markdown", "") + data.get("text/plain", ""))
+            parts.append(out.get("text", ""))
+    return "\n".join(parts)
+
+
+def run(name: str, tmp_path: Path, **params: Any) -> notebooks.NotebookRun:
+    result = notebooks.execute_notebook(
+        notebooks.NOTEBOOK_DIR / f"{name}.ipynb", tmp_path / "out", {"quick": True, **params}
+    )
+    assert result.ok, result.error
+    assert result.executed is not None and result.html is not None
+    assert result.html.read_text().startswith("<!DOCTYPE html>")
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in result.figures)
+    return result
+
+
+# ---------------------------------------------------------------------------- committed files
+
+
+def test_no_committed_notebook_has_outputs() -> None:
+    paths = notebooks.committed_notebooks()
+    assert [p.stem for p in paths] == sorted(notebooks.NOTEBOOKS)
+    assert notebooks.check_no_outputs(paths) == []
+    assert notebooks.main(["--check"]) == 0
+
+
+def test_every_notebook_has_a_parameters_cell_with_quick() -> None:
+    for path in notebooks.committed_notebooks():
+        assert "quick" in notebooks.parameter_names(nbformat.read(path, as_version=4)), path
+
+
+def test_check_no_outputs_names_cells_with_outputs_or_counts(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# hi"),
+        nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output("stream", text="1")]),
+        nbformat.v4.new_code_cell("2", execution_count=3),
+        nbformat.v4.new_code_cell("3"),
+    ]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    assert notebooks.check_no_outputs([path]) == [
+        f"{path}: cell 2 has 1 output(s)",
+        f"{path}: cell 3 has an execution count",
+    ]
+    assert notebooks.strip_outputs([path]) == [path]
+    assert notebooks.check_no_outputs([path]) == []
+    assert notebooks.strip_outputs([path]) == []
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def parameterised() -> Any:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os"),
+        nbformat.v4.new_code_cell(
+            "a = 1\nb: str = 'x'\nquick = False", metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell("print(a, b)"),
+    ]
+    return nb
+
+
+def test_inject_parameters_adds_a_tagged_cell_after_the_parameters_cell() -> None:
+    nb = notebooks.inject_parameters(parameterised(), {"a": 2, "b": Path("/p"), "quick": True})
+    assert [c.source for c in nb.cells] == [
+        "import os",
+        "a = 1\nb: str = 'x'\nquick = False",
+        "# Parameters\na = 2\nb = '/p'\nquick = True\n",
+        "print(a, b)",
+    ]
+    assert nb.cells[2].metadata.tags == ["injected-parameters"]
+    again = notebooks.inject_parameters(nb, {"a": 3})
+    assert [c.source for c in again.cells].count("# Parameters\na = 3\n") == 1
+    assert len(again.cells) == 4
+    assert len(parameterised().cells) == 3  # the input is not changed
+
+
+def test_inject_parameters_refuses_unknown_names_and_non_literals() -> None:
+    with pytest.raises(notebooks.NotebookError, match="unknown parameter"):
+        notebooks.inject_parameters(parameterised(), {"c": 1})
+    with pytest.raises(notebooks.NotebookError, match="not a Python literal"):
+        notebooks.inject_parameters(parameterised(), {"a": object()})
+    plain = nbformat.v4.new_notebook()
+    plain.cells = [nbformat.v4.new_code_cell("x = 1")]
+    with pytest.raises(notebooks.NotebookError, match="unknown parameter"):
+        notebooks.inject_parameters(plain, {"x": 2})
+
+
+def test_the_command_line_gives_each_notebook_its_own_parameters() -> None:
+    kw = {"measured": Path("/m"), "outage": Path("/o"), "calibration": Path("/c.json")}
+    assert notebooks.plan_parameters("capacity-planning", quick=True, **kw) == {"quick": True}
+    assert notebooks.plan_parameters("breakers-and-retries", quick=False, **kw) == {
+        "measured_outage_dir": "/o"
+    }
+    assert notebooks.plan_parameters("model-vs-measured", quick=True, **kw) == {
+        "quick": True,
+        "measured_dir": "/m",
+        "calibration": "/c.json",
+    }
+    assert notebooks.main(["--measured", "/no/such/run"]) == 2
+
+
+def test_a_failing_cell_is_reported_and_what_ran_is_saved(tmp_path: Path) -> None:
+    nb = parameterised()
+    nb.cells.append(nbformat.v4.new_code_cell("raise ValueError('boom')"))
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    result = notebooks.execute_notebook(path, tmp_path / "out", {"a": 5}, html=False)
+    assert not result.ok and "ValueError" in result.error and "boom" in result.error
+    assert result.executed is not None and "5 x" in outputs_text(result.executed)
+
+
+# ---------------------------------------------------------------------------- each notebook
+
+
+def test_capacity_planning_runs_and_answers_with_one_number(tmp_path: Path) -> None:
+    result = run("capacity-planning", tmp_path, target_users=5_000)
+    text = outputs_text(result.executed)  # type: ignore[arg-type]
+    assert "**Capacity: " in text and "users per core**" in text
+    assert "The target of 5,000 users needs" in text
+    assert len(result.figures) == 1
+
+
+def test_breakers_and_retries_runs_and_says_the_overlay_was_not_run(tmp_path: Path) -> None:
+    result = run("breakers-and-retries", tmp_path)
+    text = outputs_text(result.executed)  # type: ignore[arg-type]
+    assert "The breaker opened by t = " in text
+    assert "**The measured overlay was not run**" in text
+    assert "**as configured**" in text and "**all fixes**" in text
+    assert len(result.figures) == 2
+
+
+def test_json_vs_protobuf_runs_on_a_measured_folder(tmp_path: Path) -> None:
+    measured = nbcase.measured_run(tmp_path / "m", loads=(50.0, 100.0), replications=1)
+    result = run("json-vs-protobuf", tmp_path, measured_dir=str(measured))
+    text = outputs_text(result.executed)  # type: ignore[arg-type]
+    assert f"Measured run: `{measured}`" in text
+    assert "users per core relative to JSON" in text
+    assert len(result.figures) == 5  # sizes, codec CPU, server CPU, ack and deliver CCDFs
+
+
+def test_model_vs_measured_runs_and_states_where_the_model_fails(tmp_path: Path) -> None:
+    measured = nbcase.measured_run(tmp_path / "m", replications=2, histograms=False)
+    cal = save_costs(Costs(host="test-host"), tmp_path / "cal.json")
+    result = run("model-vs-measured", tmp_path, measured_dir=str(measured), calibration=str(cal))
+    text = outputs_text(result.executed)  # type: ignore[arg-type]
+    assert "at 4 offered load(s)" in text and "host test-host" in text
+    assert "accuracy checks pass**" in text
+    assert "off by" in text  # the synthetic server is far slower than the model
+    assert len(result.figures) == 6  # 2 server-side, 2 client-side, goodput, generator gap
