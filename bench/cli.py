@@ -131,6 +131,8 @@ PASS_THROUGH = {
     "generator": "bench.genbench",
     "sim-speed": "bench.sim_speed",
     "notebooks": "bench.notebooks",
+    "calibrate": "bench.calibrate",
+    "regress": "bench.regress",
 }
 PASS_THROUGH_HELP = {
     "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
@@ -138,6 +140,8 @@ PASS_THROUGH_HELP = {
     "generator": "load generator capacity: one Locust process vs a bare sync echo loop",
     "sim-speed": "simulated sends per second vs a bare SimPy M/M/c; sweep timing",
     "notebooks": "run the notebooks headless → results/notebooks/<id>/; --check: no outputs",
+    "calibrate": "measure per-operation costs for the model → results/calibration/<host>.json",
+    "regress": "statistical regression gate (Mann-Whitney + 10 % floor); --run, --quality",
 }
 
 

@@ -27,7 +27,15 @@ key                        meaning
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
 ``commit_samples_ms``      optional raw commit times (batch of one) — the shape of
                            ``[sim] store_service = "empirical"``
+``git_sha``                optional: the checkout the figures were measured with
+``python``                 optional: the Python version
+``packages``               optional ``{package: version or null}``
+``notes``                  optional: how the figures were obtained (free text)
+``details``                optional: the raw points and fits behind the figures
+                           (free-form object; the model never reads it)
 =========================  =====================================================
+
+The optional keys are provenance only; files without them load as before.
 
 The store's *mean* in the model always comes from the scenario (``[sim]
 store_service_ms`` and ``store_per_msg_ms``, so a sweep can vary it); the measured
@@ -77,6 +85,11 @@ class Costs:
     commit_samples_ms: tuple[float, ...] = ()
     host: str = "built-in defaults"
     created_utc: str = ""
+    git_sha: str = ""
+    python: str = ""
+    packages: dict[str, str | None] = field(default_factory=dict)
+    notes: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
     def zero_cpu(self) -> Costs:
         """The same costs with every CPU figure 0 (``[sim] cpu = false``)."""
@@ -161,12 +174,27 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         values["commit_samples_ms"] = _samples(
             data["commit_samples_ms"], f"{source}: commit_samples_ms"
         )
-    for name in ("host", "created_utc"):
+    for name in ("host", "created_utc", "git_sha", "python", "notes"):
         if name in data:
             if not isinstance(data[name], str):
                 raise CalibrationError(f"{source}: {name} must be a string")
             values[name] = data[name]
+    if "packages" in data:
+        values["packages"] = _packages(data["packages"], f"{source}: packages")
+    if "details" in data:
+        if not isinstance(data["details"], dict):
+            raise CalibrationError(f"{source}: details must be an object")
+        values["details"] = data["details"]
     return Costs(**values)
+
+
+def _packages(value: Any, where: str) -> dict[str, str | None]:
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
+    )
+    if not ok:
+        raise CalibrationError(f"{where}: must be an object {{package: version or null}}")
+    return dict(value)
 
 
 def _number(value: Any, where: str) -> float:

@@ -1,0 +1,544 @@
+"""Calibration: measure on THIS machine the per-operation costs that the model charges.
+
+``python -m bench calibrate [--out results/calibration] [--scenario FILE] [--quick]
+[--repeat N] [--set KEY=VALUE …]``
+
+Writes ``OUT/<host>.json`` in :mod:`sim.calibration`'s schema (``[sim] calibration =
+"results/calibration/<host>.json"`` points the model at it), prints a table and the
+path. Calibration measures **parts** only — codecs, the server's echo and fan-out
+cases, the store — never a whole load run: the model is validated against measured
+runs, so it must not be fitted to them.
+
+What is measured, and how it maps onto the model (:mod:`sim.model`)
+====================================================================
+
+1. **Codecs** (``decode_us``, ``encode_ack_us``, ``encode_deliver_us``): our
+   ``CODECS[codec]`` on a ``Send`` / ``Ack`` / ``Deliver`` whose body has the scenario's
+   ``workload.body_bytes``; median of repeats of timeit loops
+   (:func:`bench.codecs.median_ns`, the codecs interleaved).
+2. **The server's event loop** (``per_send_fixed_us``, ``per_recipient_send_us``): our
+   real server (``python -m server``, the scenario with
+   :data:`bench.server_overhead.SCENARIO_OVERRIDES`) under the load client of
+   ``bench server-overhead`` (:mod:`bench.loadclient`), per codec, in rooms of ``K``
+   members: ``K = 1`` is the echo case (Send → Ack; the sender gets no Deliver of its
+   own), ``K = 2, 21`` the fan-out case (K − 1 Delivers per message). The CPU counted is
+   the **event-loop thread's** (``/proc/<pid>/task/<pid>/stat``): the process's CPU of
+   the measured phase (read by the load client) × the loop thread's share of the
+   process's CPU over the whole client run. The store's commits run on the pool's
+   threads; the model charges them as store *time* (below), not as loop CPU.
+
+   The model charges one message in a room of ``K`` (one codec)::
+
+       loop µs = per_send_fixed + decode            (ingress)
+               + encode_ack + per_recipient          (the Ack: one frame)
+               + encode_deliver·[K > 1]              (the Deliver, encoded once)
+               + (K − 1) · per_recipient             (one frame per other member)
+
+   so ``y = loop µs − decode − encode_ack − encode_deliver·[K > 1] = per_send_fixed +
+   K · per_recipient`` (K frames written), and the two figures are the least-squares
+   line through every (K, y) point — both codecs, every repeat. The codec costs are
+   subtracted because the model adds them separately: nothing is counted twice.
+3. **The store** (``store_commit_*``, ``commit_samples_ms``):
+   :meth:`server.store.StoreConnection.commit_batch` on a temporary SQLite file (WAL,
+   ``synchronous=NORMAL``), batch sizes 1, 2, 4, … 256 taking turns within every repeat;
+   each repeat's figure is the mean wall time of its commits, the table the median over
+   repeats. ``store_commit_fixed_ms`` is batch 1; ``store_commit_per_msg_ms`` the
+   least-squares slope over all batch sizes. ``commit_samples_ms`` keeps raw batch-1
+   commit times: the shape of ``[sim] store_service = "empirical"``. The scenario's
+   ``[sim] store_service_ms`` / ``store_per_msg_ms`` are what the model's store mean
+   uses; the table suggests them from these figures.
+
+Provenance (host, time, git sha, Python and package versions) and the raw points and
+fits (``details``) go into the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.bare_server import raise_nofile_limit
+from bench.codecs import CHAT_BODY, median_ns
+from bench.loadclient import server_cpu_s
+from bench.server_overhead import (
+    JWT_SECRET,
+    SCENARIO_OVERRIDES,
+    Job,
+    ServerProc,
+    Sizes,
+    bench_scenario,
+    client_argv,
+    run_client,
+    sigterm_as_exit,
+    spawn_server,
+    stop_server,
+    wait_listening,
+)
+from chatcap.protocol.codec import CODECS
+from chatcap.protocol.messages import Ack, Deliver, Send
+from chatcap.results import git_sha, machine_info
+from chatcap.scenario import Scenario, ScenarioError, to_toml
+from server.store import PendingSend, StoreConnection
+from sim.calibration import Costs, save_costs
+
+__all__ = [
+    "Point",
+    "StoreFigures",
+    "calibrate",
+    "fit_line",
+    "fit_loop_costs",
+    "main",
+    "start_our_server",
+]
+
+CODEC_NAMES = ("json", "protobuf")
+ROOM_SIZES = (1, 2, 21)  # 1 = echo
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+WINDOW = 20  # sends in flight, the same for every point: batching stays comparable
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure (``--quick`` shrinks every count)."""
+
+    repeat: int
+    messages: dict[int, int]  # room size → measured messages
+    codec_target_s: float
+    codec_repeat: int
+    store_repeat: int
+    commits_per_repeat: int
+    commit_samples: int
+    timeout_s: float
+
+
+FULL = Plan(
+    repeat=3,
+    messages={1: 10_000, 2: 5_000, 21: 1_500},
+    codec_target_s=0.02,
+    codec_repeat=7,
+    store_repeat=7,
+    commits_per_repeat=20,
+    commit_samples=100,
+    timeout_s=120.0,
+)
+QUICK = Plan(
+    repeat=1,
+    messages={1: 2_000, 2: 1_000, 21: 400},
+    codec_target_s=0.002,
+    codec_repeat=3,
+    store_repeat=3,
+    commits_per_repeat=3,
+    commit_samples=20,
+    timeout_s=60.0,
+)
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b·x``; returns ``(a, b)``. Needs two distinct x."""
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ValueError("fit_line needs points at two distinct x at least")
+    design = np.column_stack([np.ones(len(xs)), np.asarray(xs, dtype=float)])
+    (a, b), *_ = np.linalg.lstsq(design, np.asarray(ys, dtype=float), rcond=None)
+    return float(a), float(b)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One server measurement: a room of ``room_size`` members speaking ``codec``."""
+
+    codec: str
+    room_size: int
+    repeat: int
+    messages: int
+    deliveries: int
+    process_us_per_msg: float  # the whole server process, measured phase
+    loop_share: float  # event-loop thread / process CPU over the client run
+    loop_us_per_msg: float
+
+    @property
+    def frames(self) -> int:
+        """Frames written per message: the Ack + one Deliver per other member."""
+        return self.room_size
+
+
+def loop_residual_us(point: Point, costs: Costs) -> float:
+    """``y`` of the module docstring: loop µs less the codec work the model adds itself."""
+    codec = point.codec
+    y = point.loop_us_per_msg - costs.decode_us[codec] - costs.encode_ack_us[codec]
+    if point.room_size > 1:
+        y -= costs.encode_deliver_us[codec]
+    return y
+
+
+def fit_loop_costs(points: Sequence[Point], costs: Costs) -> tuple[float, float]:
+    """``(per_send_fixed_us, per_recipient_send_us)`` by least squares over ``points``."""
+    return fit_line([p.frames for p in points], [loop_residual_us(p, costs) for p in points])
+
+
+# ----------------------------------------------------------------------------- codecs
+
+
+def body_of(size_bytes: int) -> str:
+    """A chat body of exactly ``size_bytes`` UTF-8 bytes (Chinese, emoji, ASCII)."""
+    text = CHAT_BODY * (size_bytes // len(CHAT_BODY.encode()) + 1)
+    data = text.encode()[:size_bytes]
+    body = data.decode(errors="ignore")  # a cut multi-byte char is dropped ...
+    return body + "x" * (size_bytes - len(body.encode()))  # ... and padded back
+
+
+def sample_messages(body_bytes: int) -> tuple[Send, Ack, Deliver]:
+    body = body_of(body_bytes)
+    ts_us, sent_us = 1_700_000_000_123_456, 1_700_000_000_100_000
+    send = Send(client_msg_id="c-01234-000987", room="room-0042", body=body, sent_at_us=sent_us)
+    ack = Ack(client_msg_id=send.client_msg_id, room=send.room, seq=1_234_567, ts_us=ts_us)
+    deliver = Deliver(
+        room=send.room,
+        seq=ack.seq,
+        sender="user-01234",
+        body=body,
+        ts_us=ts_us,
+        client_msg_id=send.client_msg_id,
+        sent_at_us=sent_us,
+    )
+    return send, ack, deliver
+
+
+def measure_codec_costs(body_bytes: int, plan: Plan) -> dict[str, dict[str, float]]:
+    """``{"decode_us" | "encode_ack_us" | "encode_deliver_us": {codec: µs}}``."""
+    send, ack, deliver = sample_messages(body_bytes)
+    timers: dict[str, timeit.Timer] = {}
+    for name in CODEC_NAMES:
+        codec = CODECS[name]
+        frame = codec.encode(send)
+        timers[f"decode_us {name}"] = timeit.Timer("f(x)", globals={"f": codec.decode, "x": frame})
+        timers[f"encode_ack_us {name}"] = timeit.Timer(
+            "f(x)", globals={"f": codec.encode, "x": ack}
+        )
+        timers[f"encode_deliver_us {name}"] = timeit.Timer(
+            "f(x)", globals={"f": codec.encode, "x": deliver}
+        )
+    ns = median_ns(timers, plan.codec_repeat, plan.codec_target_s)
+    table: dict[str, dict[str, float]] = {}
+    for key, value in ns.items():
+        figure, codec_name = key.split()
+        table.setdefault(figure, {})[codec_name] = value / 1000.0
+    return table
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def start_our_server(scenario_path: Path, workdir: Path, tag: str) -> ServerProc:
+    """``python -m server`` on a free port with a fresh store; waits until it listens."""
+    env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "server", "--scenario", str(scenario_path)]
+    argv += ["--port", "0", "--db", str(workdir / f"store-{tag}.db")]
+    server = spawn_server(f"ours-{tag}", argv, workdir, env)
+    try:
+        wait_listening(server)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def loop_thread_cpu_s(pid: int) -> float:
+    """utime + stime of the process's main thread (the event loop), seconds."""
+    with open(f"/proc/{pid}/task/{pid}/stat", "rb") as fh:
+        stat = fh.read()
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def run_case(
+    server: ServerProc, codec: str, room_size: int, messages: int, timeout_s: float, tag: str
+) -> dict[str, Any]:
+    """One load-client run (echo when ``room_size`` is 1, else fan-out); its outcome."""
+    case = "echo" if room_size == 1 else "fanout"
+    sizes = Sizes(messages, WINDOW, messages, WINDOW, room_size, 1, 1, timeout_s)
+    outcome = run_client(client_argv(Job(case, "ours", codec), server, sizes, tag), timeout_s * 3)
+    if not outcome.get("ok"):
+        raise RuntimeError(f"{case} {codec} K={room_size}: {outcome.get('note')}")
+    return outcome
+
+
+def measure_point(server: ServerProc, codec: str, room_size: int, repeat: int, plan: Plan) -> Point:
+    pid = server.pid
+    loop0, proc0 = loop_thread_cpu_s(pid), server_cpu_s(pid)
+    tag = f"cal{repeat}-{codec}-{room_size}"
+    outcome = run_case(server, codec, room_size, plan.messages[room_size], plan.timeout_s, tag)
+    loop1, proc1 = loop_thread_cpu_s(pid), server_cpu_s(pid)
+    share = (loop1 - loop0) / (proc1 - proc0) if proc1 > proc0 else 1.0
+    messages = int(outcome["messages"])
+    process_us = float(outcome["server_cpu_s"]) / messages * 1e6
+    return Point(
+        codec=codec,
+        room_size=room_size,
+        repeat=repeat,
+        messages=messages,
+        deliveries=int(outcome["deliveries"]),
+        process_us_per_msg=process_us,
+        loop_share=share,
+        loop_us_per_msg=process_us * share,
+    )
+
+
+def measure_server_points(scenario: Scenario, plan: Plan, workdir: Path) -> list[Point]:
+    """Every (codec, room size) ``plan.repeat`` times; a fresh server per repeat, the
+    order rotated between repeats so that drift hits every point alike."""
+    scenario_path = workdir / "scenario.toml"
+    scenario_path.write_text(to_toml(scenario, comments=False))
+    jobs = [(c, k) for k in ROOM_SIZES for c in CODEC_NAMES]
+    points: list[Point] = []
+    for repeat in range(plan.repeat):
+        server = start_our_server(scenario_path, workdir, f"cal{repeat}")
+        try:
+            shift = repeat % len(jobs)
+            for codec, room_size in jobs[shift:] + jobs[:shift]:
+                point = measure_point(server, codec, room_size, repeat, plan)
+                points.append(point)
+                print(
+                    f"[calibrate] server repeat {repeat + 1}/{plan.repeat} {codec:8} "
+                    f"K={room_size:<3} {point.process_us_per_msg:8.1f} µs/msg process, "
+                    f"loop share {point.loop_share:.2f}",
+                    flush=True,
+                )
+        finally:
+            stop_server(server)
+    return points
+
+
+# ----------------------------------------------------------------------------- store
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    ms_by_batch: dict[int, float]  # median over repeats of each repeat's mean commit ms
+    fixed_ms: float  # batch of one
+    per_msg_ms: float  # least-squares slope over the batch sizes
+    intercept_ms: float  # the same fit's value at batch size 0
+    samples_ms: tuple[float, ...]  # raw batch-of-one commits
+
+
+def measure_store(plan: Plan, workdir: Path) -> StoreFigures:
+    """Commit batches of every size on a fresh WAL file; see the module docstring."""
+    counter = 0
+
+    def batch_of(size: int) -> list[PendingSend]:
+        nonlocal counter
+        batch = [
+            PendingSend(
+                room=f"room-{(counter + i) % 10}",
+                sender=f"user-{(counter + i) % 50}",
+                client_msg_id=f"cal-{counter + i}",
+                body=CHAT_BODY,
+                sent_at_us=counter + i,
+            )
+            for i in range(size)
+        ]
+        counter += size
+        return batch
+
+    def commit_ms(conn: StoreConnection, size: int) -> float:
+        batch = batch_of(size)  # built outside the timed call
+        start = time.perf_counter()
+        conn.commit_batch(batch, ts_us=counter)
+        return (time.perf_counter() - start) * 1e3
+
+    per_repeat: dict[int, list[float]] = {size: [] for size in BATCH_SIZES}
+    with StoreConnection(workdir / "calibrate-store.db", synchronous="NORMAL") as conn:
+        for size in BATCH_SIZES:  # warm-up: tables, pages, the WAL file
+            commit_ms(conn, size)
+        for repeat in range(plan.store_repeat):
+            shift = repeat % len(BATCH_SIZES)
+            for size in BATCH_SIZES[shift:] + BATCH_SIZES[:shift]:
+                times = [commit_ms(conn, size) for _ in range(plan.commits_per_repeat)]
+                per_repeat[size].append(statistics.fmean(times))
+        samples = tuple(round(commit_ms(conn, 1), 5) for _ in range(plan.commit_samples))
+    table = {size: statistics.median(values) for size, values in per_repeat.items()}
+    intercept, slope = fit_line(list(table), list(table.values()))
+    return StoreFigures(table, table[1], max(slope, 0.0), intercept, samples)
+
+
+# ----------------------------------------------------------------------------- the file
+
+NOTES = (
+    "Measured parts, never whole load runs. decode/encode: our codecs on a Send, Ack and "
+    "Deliver with the scenario's body size (median of timeit repeats). per_send_fixed_us "
+    "and per_recipient_send_us: least-squares line y = fixed + K * per_recipient through "
+    "the real server's echo (K = 1: one Ack) and fan-out (room of K: one Ack + K - 1 "
+    "Delivers) points, where y = event-loop-thread CPU per message - decode - encode_ack "
+    "- encode_deliver (K > 1), because the model adds those codec costs itself; store "
+    "commits run on the pool's threads and are charged by the model as store time, not "
+    "loop CPU. store_commit_fixed_ms: mean commit of a batch of one (median over "
+    "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
+    "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
+    "commits."
+)
+
+
+def build_costs(
+    codec: dict[str, dict[str, float]],
+    points: Sequence[Point],
+    store: StoreFigures,
+    scenario: Scenario,
+    plan: Plan,
+    created: datetime,
+) -> Costs:
+    partial = Costs(
+        decode_us=codec["decode_us"],
+        encode_ack_us=codec["encode_ack_us"],
+        encode_deliver_us=codec["encode_deliver_us"],
+    )
+    fixed, per_recipient = fit_loop_costs(points, partial)
+    machine = machine_info()
+    by_codec = {
+        c: fit_loop_costs([p for p in points if p.codec == c], partial) for c in CODEC_NAMES
+    }
+    process_fit = fit_line([p.frames for p in points], [p.process_us_per_msg for p in points])
+    details: dict[str, Any] = {
+        "scenario": scenario.name,
+        "body_bytes": scenario.workload.body_bytes,
+        "window": WINDOW,
+        "plan": {**asdict(plan), "messages": {str(k): v for k, v in plan.messages.items()}},
+        "server_points": [{**asdict(p), "frames": p.frames} for p in points],
+        "loop_fit_by_codec": {
+            c: {"per_send_fixed_us": f, "per_recipient_send_us": r}
+            for c, (f, r) in by_codec.items()
+        },
+        "process_cpu_fit": {
+            "intercept_us": process_fit[0],
+            "per_frame_us": process_fit[1],
+            "note": "whole-process CPU (store threads included), codec costs not subtracted",
+        },
+        "store_fit_intercept_ms": store.intercept_ms,
+        "store_overrides": SCENARIO_OVERRIDES,
+        "cpus": machine["cpus"],
+        "platform": machine["platform"],
+    }
+    return Costs(
+        decode_us=partial.decode_us,
+        encode_ack_us=partial.encode_ack_us,
+        encode_deliver_us=partial.encode_deliver_us,
+        per_send_fixed_us=max(fixed, 0.0),
+        per_recipient_send_us=max(per_recipient, 0.0),
+        store_commit_fixed_ms=store.fixed_ms,
+        store_commit_per_msg_ms=store.per_msg_ms,
+        store_commit_ms_by_batch=dict(store.ms_by_batch),
+        commit_samples_ms=store.samples_ms,
+        host=platform.node() or "unknown-host",
+        created_utc=created.isoformat(),
+        git_sha=git_sha(),
+        python=platform.python_version(),
+        packages=dict(machine["packages"]),
+        notes=NOTES,
+        details=details,
+    )
+
+
+def format_table(costs: Costs) -> str:
+    """The figures as a human table, with the [sim] values they suggest."""
+    lines = [f"{'figure':28}{'json':>12}{'protobuf':>12}  unit"]
+    for name in ("decode_us", "encode_ack_us", "encode_deliver_us"):
+        table = getattr(costs, name)
+        lines.append(f"{name:28}{table['json']:12.3f}{table['protobuf']:12.3f}  µs")
+    lines.append(f"{'per_send_fixed_us':28}{costs.per_send_fixed_us:24.2f}  µs (loop)")
+    lines.append(f"{'per_recipient_send_us':28}{costs.per_recipient_send_us:24.2f}  µs (loop)")
+    lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
+    lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
+    by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))
+    lines.append(f"commit ms by batch size      {by_batch}")
+    samples = costs.commit_samples_ms
+    if samples:
+        lines.append(
+            f"commit_samples_ms            {len(samples)} samples, median "
+            f"{statistics.median(samples):.4f} ms, max {max(samples):.4f} ms"
+        )
+    lines.append(
+        f"suggested [sim]: store_service_ms = {costs.store_commit_fixed_ms:.4f}, "
+        f"store_per_msg_ms = {costs.store_commit_per_msg_ms:.4f}"
+    )
+    return "\n".join(lines)
+
+
+def calibrate(scenario: Scenario, plan: Plan, created: datetime) -> Costs:
+    """Measure everything (codecs, server points, store) and assemble the file's figures."""
+    print("[calibrate] codecs", flush=True)
+    codec = measure_codec_costs(scenario.workload.body_bytes, plan)
+    with tempfile.TemporaryDirectory(prefix="chatcap-calibrate-") as tmp:
+        workdir = Path(tmp)
+        print("[calibrate] store commits by batch size", flush=True)
+        store = measure_store(plan, workdir)
+        print(f"[calibrate] server: rooms of {ROOM_SIZES}, {plan.repeat} repeat(s)", flush=True)
+        points = measure_server_points(scenario, plan, workdir)
+    return build_costs(codec, points, store, scenario, plan, created)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench calibrate", description=(__doc__ or "").split("\n")[0]
+    )
+    p.add_argument("--out", default="results/calibration", help="folder of <host>.json")
+    p.add_argument("--scenario", default="scenarios/baseline.toml", help="body size, server")
+    p.add_argument("--quick", action="store_true", help="small counts (for tests)")
+    p.add_argument("--repeat", type=int, help="server repeats (3; quick 1)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override for the server, e.g. --set server.store.batch_max=16",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table, write ``OUT/<host>.json``; 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.repeat is not None:
+        if args.repeat < 1:
+            print("error: --repeat must be >= 1", file=sys.stderr)
+            return 2
+        plan = replace(plan, repeat=args.repeat)
+    try:
+        scenario = bench_scenario(args.scenario, args.set)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    raise_nofile_limit()
+    created = datetime.now(UTC)
+    try:
+        with sigterm_as_exit():
+            costs = calibrate(scenario, plan, created)
+    except RuntimeError as exc:
+        print(f"error: calibration failed: {exc}", file=sys.stderr)
+        return 1
+    path = save_costs(costs, Path(args.out) / f"{costs.host}.json")
+    print(format_table(costs))
+    print(f"[calibrate] wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

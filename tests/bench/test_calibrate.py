@@ -1,0 +1,106 @@
+"""Calibration: the least-squares decomposition on exact points, and a ``--quick`` run
+whose file the model's loader reads back. Figures are checked for sign and scale only —
+never for speed."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import calibrate
+from bench.calibrate import BATCH_SIZES, ROOM_SIZES, Point, body_of, fit_line, fit_loop_costs
+from sim.calibration import CODECS, CalibrationError, Costs, load_costs
+
+CODEC_COSTS = Costs(
+    decode_us={"json": 0.5, "protobuf": 1.5},
+    encode_ack_us={"json": 0.1, "protobuf": 0.9},
+    encode_deliver_us={"json": 0.2, "protobuf": 1.2},
+)
+
+
+def exact_point(codec: str, room_size: int, fixed: float, per_recipient: float) -> Point:
+    """A point built the way the model charges one message (module docstring)."""
+    c = CODEC_COSTS
+    loop = fixed + c.decode_us[codec] + c.encode_ack_us[codec] + room_size * per_recipient
+    if room_size > 1:
+        loop += c.encode_deliver_us[codec]
+    return Point(codec, room_size, 0, 1000, 1000 * (room_size - 1), loop / 0.8, 0.8, loop)
+
+
+def test_fit_line_recovers_an_exact_line() -> None:
+    a, b = fit_line([1, 2, 4, 8], [3 + 0.5 * x for x in (1, 2, 4, 8)])
+    assert (a, b) == (pytest.approx(3.0), pytest.approx(0.5))
+    with pytest.raises(ValueError, match="two distinct x"):
+        fit_line([2, 2], [1, 2])
+
+
+def test_the_decomposition_recovers_fixed_and_per_recipient_exactly() -> None:
+    points = [exact_point(c, k, 40.0, 7.5) for c in CODECS for k in (1, 2, 21, 51)]
+    fixed, per_recipient = fit_loop_costs(points, CODEC_COSTS)
+    assert fixed == pytest.approx(40.0, abs=1e-9)
+    assert per_recipient == pytest.approx(7.5, abs=1e-9)
+
+
+def test_codec_costs_are_subtracted_not_fitted() -> None:
+    # echo and a room of 2 differ by one frame AND one Deliver encode: the encode is
+    # known, so the slope is the per-recipient cost alone
+    points = [exact_point("protobuf", k, 10.0, 2.0) for k in (1, 2)]
+    assert fit_loop_costs(points, CODEC_COSTS) == (pytest.approx(10.0), pytest.approx(2.0))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 119, 120, 121, 500])
+def test_the_codec_body_has_exactly_the_scenarios_byte_size(size: int) -> None:
+    assert len(body_of(size).encode()) == size
+
+
+@pytest.fixture(scope="module")
+def quick_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("calibration")
+    assert calibrate.main(["--quick", "--out", str(out)]) == 0
+    (path,) = out.iterdir()
+    return path
+
+
+def test_quick_calibration_writes_a_file_the_model_loads(quick_file: Path) -> None:
+    costs = load_costs(quick_file)
+    assert quick_file.name == f"{costs.host}.json"
+    assert costs.created_utc and costs.git_sha and costs.python.startswith("3.")
+    assert costs.packages["websockets"] and "least-squares" in costs.notes
+    points = costs.details["server_points"]
+    assert {(p["codec"], p["room_size"]) for p in points} == {
+        (c, k) for c in CODECS for k in ROOM_SIZES
+    }
+
+
+def test_quick_calibration_figures_are_positive_and_plausible(quick_file: Path) -> None:
+    costs = load_costs(quick_file)
+    for table in (costs.decode_us, costs.encode_ack_us, costs.encode_deliver_us):
+        assert all(0 < v < 1000 for v in table.values())  # µs per small frame
+    assert 0 < costs.per_send_fixed_us < 10_000
+    assert 0 < costs.per_recipient_send_us < 1_000
+    assert 0 < costs.store_commit_fixed_ms < 1_000
+    assert 0 <= costs.store_commit_per_msg_ms < 100
+    assert sorted(costs.store_commit_ms_by_batch) == list(BATCH_SIZES)
+    assert all(v > 0 for v in costs.store_commit_ms_by_batch.values())
+    assert costs.commit_samples_ms and all(v >= 0 for v in costs.commit_samples_ms)
+    assert all(0 < p["loop_share"] <= 1.0 for p in costs.details["server_points"])
+
+
+def test_the_file_is_sim_calibration_json_with_schema_version_first(quick_file: Path) -> None:
+    data = json.loads(quick_file.read_text())
+    assert next(iter(data)) == "schema_version" and data["schema_version"] == 1
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert calibrate.main(["--repeat", "0"]) == 2
+    assert calibrate.main(["--scenario", "no/such.toml"]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_provenance_keys_are_optional_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "cal.json"
+    path.write_text('{"schema_version": 1, "per_send_fixed_us": 20}')
+    assert load_costs(path).packages == {} and load_costs(path).details == {}
+    path.write_text('{"packages": {"numpy": 2}}')
+    with pytest.raises(CalibrationError, match="packages: must be an object"):
+        load_costs(path)
