@@ -134,13 +134,21 @@ class StoreConnection:
         self.path = str(path)
         try:
             # isolation_level=None: no implicit transactions; commit_batch says BEGIN itself.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # timeout= installs the busy handler before the first statement: several
+            # connections opening one new file at once must wait for each other's
+            # journal_mode switch, not fail with "database is locked".
+            self._db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout_ms / 1000,
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         try:
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             self._db.close()

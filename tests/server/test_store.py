@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.store import PendingSend, StoreConnection, StoredMessage, StoreError
-from tests.server.conftest_writepath import open_store, send
+from tests.server.conftest_writepath import open_store, scaled, send
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,7 +145,7 @@ def _write_concurrently(path: Path, writers: int, batches: int, batch_size: int)
     def writer(w: int) -> None:
         try:
             with open_store(path) as store:
-                start.wait()
+                start.wait(timeout=scaled(30))
                 for b in range(batches):
                     batch = [
                         send("ab"[(w + i) % 2], f"w{w}", f"{b}-{i}") for i in range(batch_size)
@@ -153,6 +153,7 @@ def _write_concurrently(path: Path, writers: int, batches: int, batch_size: int)
                     store.commit_batch(batch, ts_us=b)
         except BaseException as exc:  # surfaced in the main thread below
             errors.append(exc)
+            start.abort()  # never leave the others waiting at the barrier
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
     for t in threads:
