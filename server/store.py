@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,13 +147,31 @@ class StoreConnection:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         try:
-            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.executescript(SCHEMA)
+            self._prepare(synchronous.upper(), busy_timeout_ms)
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(f"cannot prepare {self.path}: {exc}") from exc
+
+    def _prepare(self, synchronous: str, busy_timeout_ms: int) -> None:
+        """WAL mode, sync mode, schema. SQLite answers "database is locked" at once,
+        without calling the busy handler, when two connections race to switch a new file
+        to WAL or to create its schema (a lock upgrade it treats as a deadlock); such a
+        race is retried here for up to the busy timeout."""
+        db = self._db
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        delay_s = 0.001
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={synchronous}")
+                db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay_s > deadline:
+                    raise
+                time.sleep(delay_s)  # opening only: a blocking thread, never the event loop
+                delay_s = min(delay_s * 2, 0.05)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -238,3 +238,28 @@ def test_store_matches_a_model_of_counters_and_keys(batches: list[list[PendingSe
                 assert (row.room, row.seq, row.duplicate) == (*stored[key], duplicate)
         for room, last in next_seq.items():
             assert store.last_seq(room) == last
+
+
+def test_connections_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """SQLite answers 'database is locked' without waiting when two connections race to
+    switch a new file to WAL; the pool opens connections concurrently, so the store must
+    ride that out."""
+    failures: list[BaseException] = []
+    for round_ in range(20):
+        path = tmp_path / f"new-{round_}.db"
+        start = threading.Barrier(6)
+
+        def opener(path: Path = path, start: threading.Barrier = start) -> None:
+            try:
+                start.wait(timeout=scaled(30))
+                StoreConnection(path).close()
+            except BaseException as exc:
+                failures.append(exc)
+                start.abort()
+
+        threads = [threading.Thread(target=opener) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
