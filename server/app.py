@@ -28,7 +28,8 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from chatcap.policy import BreakerConfig, CircuitBreaker, KeyedLimiter, make_limiter
+from chatcap import wiring
+from chatcap.policy import CircuitBreaker, KeyedLimiter, make_limiter
 from chatcap.protocol import SUBPROTOCOLS
 from chatcap.scenario import Scenario
 from server.auth import Authenticator, TokenIssuer, UserStore, load_secret
@@ -89,12 +90,7 @@ class ChatServer:
         self.authenticator = Authenticator(cfg.auth, users)
         self.admin_token = env.get("CHATCAP_ADMIN_TOKEN", "")
         self.hub = Hub(cfg.outbound_buffer_max_bytes, self.metrics, self.log)
-        rl = cfg.rate_limit
-        self.send_limiter = KeyedLimiter(
-            lambda: make_limiter(
-                rl.algorithm, rate_per_s=rl.rate_per_s, burst=rl.burst, window_s=rl.window_s
-            )
-        )
+        self.send_limiter = wiring.keyed_limiter(cfg.rate_limit)
         self.handshake_limiter = KeyedLimiter(
             lambda: make_limiter(
                 "token_bucket",
@@ -165,21 +161,6 @@ class ChatServer:
         return StoreConnection(self.db_path, self.scenario.server.store.synchronous)
 
     def _make_breaker(self) -> CircuitBreaker | None:
-        b = self.scenario.server.breaker
-        if not b.enabled:
-            return None
-        config = BreakerConfig(
-            window_type=b.window_type,
-            window_size=b.window_size,
-            minimum_calls=b.minimum_calls,
-            failure_rate_pct=b.failure_rate_pct,
-            slow_call_duration_s=b.slow_call_duration_s,
-            slow_call_rate_pct=b.slow_call_rate_pct,
-            open_duration_s=b.open_duration_s,
-            half_open_calls=b.half_open_calls,
-            max_half_open_wait_s=b.max_half_open_wait_s,
-        )
-
         def log_transition(t: Any) -> None:
             event(
                 self.log,
@@ -190,7 +171,9 @@ class ChatServer:
                 reason=t.reason,
             )
 
-        return CircuitBreaker(config, listeners=(self.metrics.breaker_listener, log_transition))
+        return wiring.make_breaker(
+            self.scenario.server.breaker, listeners=(self.metrics.breaker_listener, log_transition)
+        )
 
     # ---------------------------------------------------------------- services
 

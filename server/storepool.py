@@ -33,8 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from chatcap import wiring
 from chatcap.policy.pool import Housekeeping, PoolLedger, PoolRules
-from chatcap.scenario import PoolConfig
 from server.store import StoreConnection, StoreError
 
 __all__ = [
@@ -79,27 +79,9 @@ class PoolStats:
     leaks: int
 
 
-NO_WAIT_S = 1e-9
-
-
-def pool_rules(cfg: PoolConfig) -> PoolRules:
-    """The ledger's rules from the scenario's ``[server.pool]`` (ms -> s).
-
-    The scenario says ``inf`` for "wait forever" (PoolRules' ``0``) and ``0`` for "never
-    wait" (the Erlang-B loss system), which becomes a 1 ns timeout here: the waiter gets
-    only a connection handed back within the same loop iteration.
-    """
-    timeout_s = cfg.acquire_timeout_ms / 1000.0
-    if timeout_s == 0:
-        timeout_s = NO_WAIT_S
-    return PoolRules(
-        size=cfg.size,
-        min_idle=cfg.min_idle,
-        acquire_timeout_s=timeout_s if math.isfinite(timeout_s) else 0.0,
-        idle_timeout_s=cfg.idle_timeout_s,
-        max_lifetime_s=cfg.max_lifetime_s,
-        leak_detection_s=cfg.leak_detection_ms / 1000.0,
-    )
+# The scenario → PoolRules mapping lives with the rest of the wiring (the model uses it too).
+NO_WAIT_S = wiring.NO_WAIT_S
+pool_rules = wiring.pool_rules
 
 
 def housekeeping_period_s(rules: PoolRules) -> float:
