@@ -276,3 +276,13 @@ def test_gate_quality_flags_faulted_pairs_and_not_unchanged_ones(
     fault = sum(r["flagged"] for r in gate_rows if r["kind"] == "fault")
     unchanged = sum(r["flagged"] for r in gate_rows if r["kind"] == "unchanged")
     assert fault >= math.ceil(0.9 * pairs) and unchanged <= math.floor(0.1 * pairs)
+
+
+def test_results_readme_documents_the_trial_columns() -> None:
+    from pathlib import Path
+
+    from bench.regress import TRIAL_COLUMNS
+    from chatcap.results import schema_markdown
+
+    readme = Path(__file__).resolve().parents[2] / "results" / "README.md"
+    assert schema_markdown(TRIAL_COLUMNS) in readme.read_text()
