@@ -279,13 +279,24 @@ def run_case(
     return outcome
 
 
+def loop_share(loop_s: float, process_s: float) -> float:
+    """The event-loop thread's share of the process CPU, in (0, 1].
+
+    Both clocks tick at 1/CLK_TCK and are read a moment apart, so on a short run the
+    loop thread can seem to have used more than the whole process (or nothing at all):
+    the share is clamped, and taken as 1 when either reading has not moved."""
+    if process_s <= 0 or loop_s <= 0:
+        return 1.0
+    return min(1.0, loop_s / process_s)
+
+
 def measure_point(server: ServerProc, codec: str, room_size: int, repeat: int, plan: Plan) -> Point:
     pid = server.pid
     loop0, proc0 = loop_thread_cpu_s(pid), server_cpu_s(pid)
     tag = f"cal{repeat}-{codec}-{room_size}"
     outcome = run_case(server, codec, room_size, plan.messages[room_size], plan.timeout_s, tag)
     loop1, proc1 = loop_thread_cpu_s(pid), server_cpu_s(pid)
-    share = (loop1 - loop0) / (proc1 - proc0) if proc1 > proc0 else 1.0
+    share = loop_share(loop1 - loop0, proc1 - proc0)
     messages = int(outcome["messages"])
     process_us = float(outcome["server_cpu_s"]) / messages * 1e6
     return Point(

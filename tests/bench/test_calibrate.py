@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from bench import calibrate
-from bench.calibrate import BATCH_SIZES, ROOM_SIZES, Point, body_of, fit_line, fit_loop_costs
+from bench.calibrate import (
+    BATCH_SIZES,
+    ROOM_SIZES,
+    Point,
+    body_of,
+    fit_line,
+    fit_loop_costs,
+    loop_share,
+)
 from sim.calibration import CODECS, CalibrationError, Costs, load_costs
 
 CODEC_COSTS = Costs(
@@ -46,6 +54,17 @@ def test_codec_costs_are_subtracted_not_fitted() -> None:
     # known, so the slope is the per-recipient cost alone
     points = [exact_point("protobuf", k, 10.0, 2.0) for k in (1, 2)]
     assert fit_loop_costs(points, CODEC_COSTS) == (pytest.approx(10.0), pytest.approx(2.0))
+
+
+@pytest.mark.parametrize(
+    ("loop_s", "process_s", "share"),
+    [(0.8, 1.0, 0.8), (0.21, 0.2, 1.0), (0.0, 0.3, 1.0), (0.1, 0.0, 1.0), (0.0, 0.0, 1.0)],
+)
+def test_the_loop_share_is_clamped_to_a_share(
+    loop_s: float, process_s: float, share: float
+) -> None:
+    # tick-granular clocks read a moment apart can show the loop above the process
+    assert loop_share(loop_s, process_s) == pytest.approx(share)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 119, 120, 121, 500])
