@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROTO  := chatcap/protocol
 
-.PHONY: demo test lint fmt typecheck proto bench-codecs clean-venv
+.PHONY: demo test reliability lint fmt typecheck proto bench-codecs clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 ## make test — lint, types, then the test suite (benchmarks and slow fuzzing excluded).
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q -m "not slow and not benchmark"
+
+## make reliability — the full reliability and security suite (< 20 min) and its report.
+reliability: $(STAMP)
+	$(PY) -m bench reliability
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

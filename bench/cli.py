@@ -133,6 +133,7 @@ PASS_THROUGH = {
     "notebooks": "bench.notebooks",
     "calibrate": "bench.calibrate",
     "regress": "bench.regress",
+    "reliability": "bench.reliability",
 }
 PASS_THROUGH_HELP = {
     "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
@@ -142,6 +143,7 @@ PASS_THROUGH_HELP = {
     "notebooks": "run the notebooks headless → results/notebooks/<id>/; --check: no outputs",
     "calibrate": "measure per-operation costs for the model → results/calibration/<host>.json",
     "regress": "statistical regression gate (Mann-Whitney + 10 % floor); --run, --quality",
+    "reliability": "the reliability suite at full size → results/reliability/<run-id>.md",
 }
 
 
