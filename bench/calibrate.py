@@ -38,7 +38,15 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    K · per_recipient`` (K frames written), and the two figures are the least-squares
    line through every (K, y) point — both codecs, every repeat. The codec costs are
    subtracted because the model adds them separately: nothing is counted twice.
-3. **The store** (``store_commit_*``, ``commit_samples_ms``):
+3. **A lone message** (``per_batch_loop_us``): the same echo case with **one** send in
+   flight, so that every message is a writer batch of its own and nothing is amortised:
+   the batch hand-off to the store thread, the wake-up on its result and the event-loop
+   turns one message costs on an idle loop. ``per_batch_loop_us`` is that point's loop
+   µs per message less what the model already charges an echo (``per_send_fixed +
+   decode + encode_ack + per_recipient``), median over codecs and repeats. The model
+   charges it once per batch (split over the batch's messages), so it weighs on light
+   load — where batches are of one — and fades as batches grow.
+4. **The store** (``store_commit_*``, ``commit_samples_ms``):
    :meth:`server.store.StoreConnection.commit_batch` on a temporary SQLite file (WAL,
    ``synchronous=NORMAL``), batch sizes 1, 2, 4, … 256 taking turns within every repeat;
    each repeat's figure is the mean wall time of its commits, the table the median over
@@ -108,6 +116,7 @@ CODEC_NAMES = ("json", "protobuf")
 ROOM_SIZES = (1, 2, 21)  # 1 = echo
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WINDOW = 20  # sends in flight, the same for every point: batching stays comparable
+LONE_WINDOW = 1  # one send in flight: every message a batch of its own
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -117,6 +126,7 @@ class Plan:
 
     repeat: int
     messages: dict[int, int]  # room size → measured messages
+    lone_messages: int  # echo messages at one in flight (per_batch_loop_us)
     codec_target_s: float
     codec_repeat: int
     store_repeat: int
@@ -128,6 +138,7 @@ class Plan:
 FULL = Plan(
     repeat=3,
     messages={1: 10_000, 2: 5_000, 21: 1_500},
+    lone_messages=3_000,
     codec_target_s=0.02,
     codec_repeat=7,
     store_repeat=7,
@@ -138,6 +149,7 @@ FULL = Plan(
 QUICK = Plan(
     repeat=1,
     messages={1: 2_000, 2: 1_000, 21: 400},
+    lone_messages=500,
     codec_target_s=0.002,
     codec_repeat=3,
     store_repeat=3,
@@ -171,6 +183,7 @@ class Point:
     process_us_per_msg: float  # the whole server process, measured phase
     loop_share: float  # event-loop thread / process CPU over the client run
     loop_us_per_msg: float
+    window: int = WINDOW  # sends in flight
 
     @property
     def frames(self) -> int:
@@ -188,8 +201,22 @@ def loop_residual_us(point: Point, costs: Costs) -> float:
 
 
 def fit_loop_costs(points: Sequence[Point], costs: Costs) -> tuple[float, float]:
-    """``(per_send_fixed_us, per_recipient_send_us)`` by least squares over ``points``."""
-    return fit_line([p.frames for p in points], [loop_residual_us(p, costs) for p in points])
+    """``(per_send_fixed_us, per_recipient_send_us)`` by least squares over the
+    windowed ``points`` (lone-message points are left to :func:`per_batch_loop_us`)."""
+    used = [p for p in points if p.window == WINDOW]
+    return fit_line([p.frames for p in used], [loop_residual_us(p, costs) for p in used])
+
+
+def per_batch_loop_us(points: Sequence[Point], costs: Costs) -> float:
+    """The loop's cost of a batch of one beyond the per-send figures: each lone echo
+    point's residual less ``per_send_fixed + per_recipient`` (one frame); the median,
+    never below 0. 0 when there is no lone point."""
+    lone = [p for p in points if p.window == LONE_WINDOW and p.room_size == 1]
+    if not lone:
+        return 0.0
+    fixed, per_recipient = costs.per_send_fixed_us, costs.per_recipient_send_us
+    extra = [loop_residual_us(p, costs) - fixed - per_recipient for p in lone]
+    return max(0.0, float(statistics.median(extra)))
 
 
 # ----------------------------------------------------------------------------- codecs
@@ -268,11 +295,17 @@ def loop_thread_cpu_s(pid: int) -> float:
 
 
 def run_case(
-    server: ServerProc, codec: str, room_size: int, messages: int, timeout_s: float, tag: str
+    server: ServerProc,
+    codec: str,
+    room_size: int,
+    messages: int,
+    timeout_s: float,
+    tag: str,
+    window: int = WINDOW,
 ) -> dict[str, Any]:
     """One load-client run (echo when ``room_size`` is 1, else fan-out); its outcome."""
     case = "echo" if room_size == 1 else "fanout"
-    sizes = Sizes(messages, WINDOW, messages, WINDOW, room_size, 1, 1, timeout_s)
+    sizes = Sizes(messages, window, messages, window, room_size, 1, 1, timeout_s)
     outcome = run_client(client_argv(Job(case, "ours", codec), server, sizes, tag), timeout_s * 3)
     if not outcome.get("ok"):
         raise RuntimeError(f"{case} {codec} K={room_size}: {outcome.get('note')}")
@@ -290,11 +323,14 @@ def loop_share(loop_s: float, process_s: float) -> float:
     return min(1.0, loop_s / process_s)
 
 
-def measure_point(server: ServerProc, codec: str, room_size: int, repeat: int, plan: Plan) -> Point:
+def measure_point(
+    server: ServerProc, codec: str, room_size: int, repeat: int, plan: Plan, window: int = WINDOW
+) -> Point:
     pid = server.pid
     loop0, proc0 = loop_thread_cpu_s(pid), server_cpu_s(pid)
-    tag = f"cal{repeat}-{codec}-{room_size}"
-    outcome = run_case(server, codec, room_size, plan.messages[room_size], plan.timeout_s, tag)
+    tag = f"cal{repeat}-{codec}-{room_size}-w{window}"
+    messages = plan.messages[room_size] if window == WINDOW else plan.lone_messages
+    outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
     loop1, proc1 = loop_thread_cpu_s(pid), server_cpu_s(pid)
     share = loop_share(loop1 - loop0, proc1 - proc0)
     messages = int(outcome["messages"])
@@ -308,6 +344,7 @@ def measure_point(server: ServerProc, codec: str, room_size: int, repeat: int, p
         process_us_per_msg=process_us,
         loop_share=share,
         loop_us_per_msg=process_us * share,
+        window=window,
     )
 
 
@@ -316,18 +353,20 @@ def measure_server_points(scenario: Scenario, plan: Plan, workdir: Path) -> list
     order rotated between repeats so that drift hits every point alike."""
     scenario_path = workdir / "scenario.toml"
     scenario_path.write_text(to_toml(scenario, comments=False))
-    jobs = [(c, k) for k in ROOM_SIZES for c in CODEC_NAMES]
+    jobs = [(c, k, WINDOW) for k in ROOM_SIZES for c in CODEC_NAMES]
+    jobs += [(c, 1, LONE_WINDOW) for c in CODEC_NAMES]
     points: list[Point] = []
     for repeat in range(plan.repeat):
         server = start_our_server(scenario_path, workdir, f"cal{repeat}")
         try:
             shift = repeat % len(jobs)
-            for codec, room_size in jobs[shift:] + jobs[:shift]:
-                point = measure_point(server, codec, room_size, repeat, plan)
+            for codec, room_size, window in jobs[shift:] + jobs[:shift]:
+                point = measure_point(server, codec, room_size, repeat, plan, window)
                 points.append(point)
                 print(
                     f"[calibrate] server repeat {repeat + 1}/{plan.repeat} {codec:8} "
-                    f"K={room_size:<3} {point.process_us_per_msg:8.1f} µs/msg process, "
+                    f"K={room_size:<3} window {window:<3} "
+                    f"{point.process_us_per_msg:8.1f} µs/msg process, "
                     f"loop share {point.loop_share:.2f}",
                     flush=True,
                 )
@@ -398,7 +437,9 @@ NOTES = (
     "Delivers) points, where y = event-loop-thread CPU per message - decode - encode_ack "
     "- encode_deliver (K > 1), because the model adds those codec costs itself; store "
     "commits run on the pool's threads and are charged by the model as store time, not "
-    "loop CPU. store_commit_fixed_ms: mean commit of a batch of one (median over "
+    "loop CPU. per_batch_loop_us: the echo case at one send in flight (every message a "
+    "batch of one), loop CPU per message less what the model charges an echo (median). "
+    "store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
     "commits."
@@ -423,11 +464,17 @@ def build_costs(
     by_codec = {
         c: fit_loop_costs([p for p in points if p.codec == c], partial) for c in CODEC_NAMES
     }
-    process_fit = fit_line([p.frames for p in points], [p.process_us_per_msg for p in points])
+    windowed = [p for p in points if p.window == WINDOW]
+    process_fit = fit_line([p.frames for p in windowed], [p.process_us_per_msg for p in windowed])
+    fitted = replace(
+        partial, per_send_fixed_us=max(fixed, 0.0), per_recipient_send_us=max(per_recipient, 0.0)
+    )
+    per_batch = per_batch_loop_us(points, fitted)
     details: dict[str, Any] = {
         "scenario": scenario.name,
         "body_bytes": scenario.workload.body_bytes,
         "window": WINDOW,
+        "lone_window": LONE_WINDOW,
         "plan": {**asdict(plan), "messages": {str(k): v for k, v in plan.messages.items()}},
         "server_points": [{**asdict(p), "frames": p.frames} for p in points],
         "loop_fit_by_codec": {
@@ -450,6 +497,7 @@ def build_costs(
         encode_deliver_us=partial.encode_deliver_us,
         per_send_fixed_us=max(fixed, 0.0),
         per_recipient_send_us=max(per_recipient, 0.0),
+        per_batch_loop_us=per_batch,
         store_commit_fixed_ms=store.fixed_ms,
         store_commit_per_msg_ms=store.per_msg_ms,
         store_commit_ms_by_batch=dict(store.ms_by_batch),
@@ -472,6 +520,7 @@ def format_table(costs: Costs) -> str:
         lines.append(f"{name:28}{table['json']:12.3f}{table['protobuf']:12.3f}  µs")
     lines.append(f"{'per_send_fixed_us':28}{costs.per_send_fixed_us:24.2f}  µs (loop)")
     lines.append(f"{'per_recipient_send_us':28}{costs.per_recipient_send_us:24.2f}  µs (loop)")
+    lines.append(f"{'per_batch_loop_us':28}{costs.per_batch_loop_us:24.2f}  µs (loop)")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

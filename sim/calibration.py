@@ -22,6 +22,10 @@ key                        meaning
                            the WebSocket read, the pipeline's Python code
 ``per_recipient_send_us``  one frame written to one connection (each Deliver, Ack
                            and Error)
+``per_batch_loop_us``      what the loop spends per writer batch beyond the per-send
+                           costs: handing the batch to the store thread, waking on its
+                           result, the event-loop turn a lone message costs (optional;
+                           0 when absent — files older than this key)
 ``store_commit_fixed_ms``  measured mean commit of a batch of one message
 ``store_commit_per_msg_ms``  measured extra per further message in a batch
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
@@ -79,6 +83,7 @@ class Costs:
     )
     per_send_fixed_us: float = 12.0
     per_recipient_send_us: float = 5.0
+    per_batch_loop_us: float = 0.0
     store_commit_fixed_ms: float = 0.04
     store_commit_per_msg_ms: float = 0.015
     store_commit_ms_by_batch: dict[int, float] = field(default_factory=dict)
@@ -101,6 +106,7 @@ class Costs:
             encode_deliver_us=dict(zero),
             per_send_fixed_us=0.0,
             per_recipient_send_us=0.0,
+            per_batch_loop_us=0.0,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -161,6 +167,7 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
     for name in (
         "per_send_fixed_us",
         "per_recipient_send_us",
+        "per_batch_loop_us",
         "store_commit_fixed_ms",
         "store_commit_per_msg_ms",
     ):

@@ -150,6 +150,7 @@ class _Model:
         self.reply_s = [(c.encode_ack_us[n] + c.per_recipient_send_us) * us for n in CODEC_NAMES]
         self.encode_deliver_s = [c.encode_deliver_us[n] * us for n in CODEC_NAMES]
         self.step_s = c.per_recipient_send_us * us
+        self.batch_s = c.per_batch_loop_us * us
         self.burn_s = burn_us * us if self.s.sim.cpu else 0.0
 
     def _init_processes(self, s: Scenario) -> None:
@@ -596,8 +597,11 @@ class _Model:
         busy = proc.busy_until
         begin = cursor = now if now > busy else busy
         dedup, reply_s, cpu_codec = proc.dedup, self.reply_s, self.cpu_codec
+        share_s = self.batch_s / len(batch.writes)  # the batch's own loop cost, split
         for write in batch.writes:
             msg = write.msg
+            cursor += share_s
+            cpu_codec[msg.codec] += share_s
             if dedup.get(msg) is write:
                 if msg.finished:
                     del dedup[msg]

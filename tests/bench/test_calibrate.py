@@ -3,6 +3,7 @@ whose file the model's loader reads back. Figures are checked for sign and scale
 never for speed."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,14 @@ import pytest
 from bench import calibrate
 from bench.calibrate import (
     BATCH_SIZES,
+    LONE_WINDOW,
     ROOM_SIZES,
     Point,
     body_of,
     fit_line,
     fit_loop_costs,
     loop_share,
+    per_batch_loop_us,
 )
 from sim.calibration import CODECS, CalibrationError, Costs, load_costs
 
@@ -47,6 +50,23 @@ def test_the_decomposition_recovers_fixed_and_per_recipient_exactly() -> None:
     fixed, per_recipient = fit_loop_costs(points, CODEC_COSTS)
     assert fixed == pytest.approx(40.0, abs=1e-9)
     assert per_recipient == pytest.approx(7.5, abs=1e-9)
+
+
+def test_lone_points_give_the_per_batch_cost_and_stay_out_of_the_fit() -> None:
+    windowed = [exact_point(c, k, 40.0, 7.5) for c in CODECS for k in (1, 2, 21)]
+    lone = [
+        replace(p, loop_us_per_msg=p.loop_us_per_msg + extra, window=LONE_WINDOW)
+        for p, extra in zip(
+            [exact_point(c, 1, 40.0, 7.5) for c in CODECS for _ in range(3)],
+            (300.0, 310.0, 290.0, 305.0, 295.0, 500.0),
+            strict=True,
+        )
+    ]
+    fixed, per_recipient = fit_loop_costs(windowed + lone, CODEC_COSTS)
+    assert (fixed, per_recipient) == (pytest.approx(40.0), pytest.approx(7.5))
+    fitted = replace(CODEC_COSTS, per_send_fixed_us=fixed, per_recipient_send_us=per_recipient)
+    assert per_batch_loop_us(windowed + lone, fitted) == pytest.approx(302.5)  # the median
+    assert per_batch_loop_us(windowed, fitted) == 0.0
 
 
 def test_codec_costs_are_subtracted_not_fitted() -> None:

@@ -285,6 +285,30 @@ def test_cpu_costs_add_up_per_stage_and_recipients_follow_one_send_apart() -> No
     )
 
 
+def test_the_per_batch_loop_cost_is_charged_once_per_batch_before_the_fan_out() -> None:
+    base = dict(
+        workload__users=4,
+        workload__rooms=1,
+        workload__room_size__size=4,
+        workload__codec_mix={"json": 1},
+        sim__store_service="deterministic",
+        sim__store_service_ms=1.0,
+        server__store__max_in_flight_batches=1,
+    )
+    plain = Costs(per_batch_loop_us=0.0)
+    batched = Costs(per_batch_loop_us=50.0)
+    lone = script([(1.0, 0, 0, "json")])
+    a = sim.run(scenario(**base), replay=lone, costs=plain)
+    b = sim.run(scenario(**base), replay=lone, costs=batched)
+    assert b.cpu_window_s - a.cpu_window_s == pytest.approx(50e-6)
+    assert b.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(50e-6)
+    # three sends at once: the first is cut alone, the other two wait and share a batch
+    three = script([(1.0, 0, 0, "json"), (1.0, 1, 0, "json"), (1.0, 2, 0, "json")])
+    a3 = sim.run(scenario(**base), replay=three, costs=plain)
+    b3 = sim.run(scenario(**base), replay=three, costs=batched)
+    assert b3.cpu_window_s - a3.cpu_window_s == pytest.approx(2 * 50e-6)
+
+
 def test_a_codec_only_the_sender_speaks_is_not_encoded() -> None:
     s = scenario(
         workload__users=3,
