@@ -1663,6 +1663,15 @@ def latency_figures(run_dir: str | Path, measured: pd.DataFrame) -> tuple[str, l
     return "No histograms in `points/*/chat.json`: the summary's percentiles instead.", figs
 
 
+def with_calibration(scenario: Scenario, calibration: str | Path | None) -> Scenario:
+    """``scenario`` costed by ``calibration``: None keeps what the scenario names, ``""``
+    the model's built-in costs, a path that file (relative to the repository root)."""
+    if calibration is None:
+        return scenario
+    value = str(resolve(calibration)) if str(calibration) else ""
+    return scenario.with_overrides({"sim.calibration": value})
+
+
 def load_scenario_file(path: str | Path) -> Scenario:
     """``chatcap.scenario.load_scenario`` with the path taken from the repository root."""
     return load_scenario(resolve(path))

@@ -68,7 +68,12 @@ NOTEBOOKS = (
 
 MEASURED_PARAM = {"json-vs-protobuf": "measured_dir", "model-vs-measured": "measured_dir"}
 OUTAGE_PARAM = {"breakers-and-retries": "measured_outage_dir"}
-CALIBRATION_PARAM = {"model-vs-measured": "calibration"}
+CALIBRATION_PARAM = {
+    "model-vs-measured": "calibration",
+    "capacity-planning": "calibration",
+    "json-vs-protobuf": "calibration",
+}
+CODECS_PARAM = {"json-vs-protobuf": "codecs_csv"}
 
 
 class NotebookError(ValueError):
@@ -278,6 +283,7 @@ def plan_parameters(
     measured: Path | None,
     outage: Path | None,
     calibration: Path | None,
+    codecs_csv: Path | None = None,
 ) -> dict[str, Any]:
     """The parameters the command line gives notebook ``name``."""
     params: dict[str, Any] = {"quick": True} if quick else {}
@@ -287,6 +293,8 @@ def plan_parameters(
         params[OUTAGE_PARAM[name]] = str(outage)
     if calibration is not None and name in CALIBRATION_PARAM:
         params[CALIBRATION_PARAM[name]] = str(calibration)
+    if codecs_csv is not None and name in CODECS_PARAM:
+        params[CODECS_PARAM[name]] = str(codecs_csv)
     return params
 
 
@@ -298,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", choices=NOTEBOOKS, help="run only NAME")
     p.add_argument("--measured", type=Path, help="measured run folder (python -m bench run)")
     p.add_argument("--measured-outage", type=Path, help="measured run of the store outage")
-    p.add_argument("--calibration", type=Path, help="calibration JSON for model-vs-measured")
+    p.add_argument("--calibration", type=Path, help="calibration JSON for the model's costs")
+    p.add_argument("--codecs-csv", type=Path, help="codecs.csv of bench codecs (json-vs-protobuf)")
     p.add_argument("--out", type=Path, help="output folder (default results/notebooks/<id>)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML export")
     p.add_argument("--check", action="store_true", help="list committed notebooks with outputs")
@@ -310,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.check or args.strip:
         return _check_or_strip(args.strip)
-    for opt in ("measured", "measured_outage", "calibration"):
+    for opt in ("measured", "measured_outage", "calibration", "codecs_csv"):
         value = getattr(args, opt)
         if value is not None and not value.exists():
             print(f"error: --{opt.replace('_', '-')} {value}: no such path", file=sys.stderr)
@@ -331,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             measured=measured,
             outage=args.measured_outage.resolve() if args.measured_outage else None,
             calibration=args.calibration.resolve() if args.calibration else None,
+            codecs_csv=args.codecs_csv.resolve() if args.codecs_csv else None,
         )
         print(f"[notebooks] {name} {params or ''} …", end="", flush=True)
         run = execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out, params, html=not args.no_html)

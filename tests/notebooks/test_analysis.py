@@ -626,3 +626,11 @@ def test_overlay_plots_render_for_each_planned_metric() -> None:
         {"variant": "v", "t_s": np.arange(3.0), "acked_per_s_mean": 1.0, "sent_per_s_mean": 2.0}
     )
     _renders(an.plot_retry_storm(bands, [(0.5, 1.5)]))
+
+
+def test_with_calibration_keeps_sets_or_clears_the_models_costs() -> None:
+    base = an.load_scenario_file("scenarios/smoke.toml")
+    assert an.with_calibration(base, None) is base
+    assert an.with_calibration(base, "").sim.calibration == ""
+    named = an.with_calibration(base, "results/calibration/vm.json").sim.calibration
+    assert Path(named).is_absolute() and named.endswith("results/calibration/vm.json")

@@ -112,8 +112,21 @@ def test_inject_parameters_refuses_unknown_names_and_non_literals() -> None:
 
 
 def test_the_command_line_gives_each_notebook_its_own_parameters() -> None:
-    kw = {"measured": Path("/m"), "outage": Path("/o"), "calibration": Path("/c.json")}
-    assert notebooks.plan_parameters("capacity-planning", quick=True, **kw) == {"quick": True}
+    kw = {
+        "measured": Path("/m"),
+        "outage": Path("/o"),
+        "calibration": Path("/c.json"),
+        "codecs_csv": Path("/codecs.csv"),
+    }
+    assert notebooks.plan_parameters("capacity-planning", quick=True, **kw) == {
+        "quick": True,
+        "calibration": "/c.json",
+    }
+    assert notebooks.plan_parameters("json-vs-protobuf", quick=False, **kw) == {
+        "measured_dir": "/m",
+        "calibration": "/c.json",
+        "codecs_csv": "/codecs.csv",
+    }
     assert notebooks.plan_parameters("breakers-and-retries", quick=False, **kw) == {
         "measured_outage_dir": "/o"
     }
