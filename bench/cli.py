@@ -10,7 +10,8 @@ Sub-commands:
   (:mod:`bench.server_overhead`; ``--help`` there);
 * ``run …`` — measured runs of the server under Locust (:mod:`bench.run`);
 * ``generator …`` — the load generator's own capacity (:mod:`bench.genbench`);
-* ``demo`` — what ``make demo`` runs: grows as the project does.
+* ``demo …`` — what ``make demo`` runs: calibrate, measure, predict, notebooks, summary
+  (:mod:`bench.demo`);
 
 Errors in input (a bad scenario, a bad override) print one line and exit with status 2;
 no traceback.
@@ -79,12 +80,6 @@ def cmd_codecs(args: argparse.Namespace) -> int:
     return codecs.main(argv)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from bench import demo
-
-    return demo.main(quick=args.quick)
-
-
 def cmd_scenario_reference(args: argparse.Namespace) -> int:
     from chatcap.scenario import reference_markdown
 
@@ -119,9 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     # sub-commands with their own parsers: listed here, their options passed through
     for name, help_text in PASS_THROUGH_HELP.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    p = sub.add_parser("demo", help="what `make demo` runs")
-    p.add_argument("--quick", action="store_true", help="shorter benchmarks")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -134,6 +126,7 @@ PASS_THROUGH = {
     "calibrate": "bench.calibrate",
     "regress": "bench.regress",
     "reliability": "bench.reliability",
+    "demo": "bench.demo",
 }
 PASS_THROUGH_HELP = {
     "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
@@ -144,6 +137,7 @@ PASS_THROUGH_HELP = {
     "calibrate": "measure per-operation costs for the model → results/calibration/<host>.json",
     "regress": "statistical regression gate (Mann-Whitney + 10 % floor); --run, --quality",
     "reliability": "the reliability suite at full size → results/reliability/<run-id>.md",
+    "demo": "what `make demo` runs: calibrate, measure, predict, notebooks, summary",
 }
 
 
