@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from chatcap import wiring
 from chatcap.policy import CircuitBreaker, KeyedLimiter, make_limiter
 from chatcap.protocol import SUBPROTOCOLS
-from chatcap.scenario import Scenario
+from chatcap.scenario import Scenario, ServerConfig
 from server.auth import Authenticator, TokenIssuer, UserStore, load_secret
 from server.dedup import Deduper
 from server.errors import StoreReadError
@@ -59,6 +59,25 @@ def raise_nofile_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def websocket_options(cfg: ServerConfig) -> dict[str, Any]:
+    """The ``serve(...)`` settings that shape the WebSocket protocol on the chat port:
+    frame size, compression, keepalive pings, opening and closing deadlines.
+
+    The conformance echo endpoint (:mod:`server.echo`) serves with the same dict, so an
+    Autobahn run against it checks the settings the chat server really uses. Ping and
+    close values are the library's defaults, named here so both endpoints state them.
+    """
+    return {
+        "compression": "deflate" if cfg.compression else None,
+        "max_size": cfg.max_message_bytes,
+        "open_timeout": cfg.open_timeout_s,
+        "ping_interval": 20.0,
+        "ping_timeout": 20.0,
+        "close_timeout": 10.0,
+        "logger": logging.getLogger("websockets.server"),
+    }
 
 
 class ChatServer:
@@ -139,10 +158,7 @@ class ChatServer:
             process_request=self.router.process_request,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
             origins=list(cfg.origins) or None,  # type: ignore[arg-type]
-            compression="deflate" if cfg.compression else None,
-            max_size=cfg.max_message_bytes,
-            open_timeout=cfg.open_timeout_s,
-            logger=logging.getLogger("websockets.server"),
+            **websocket_options(cfg),
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
