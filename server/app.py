@@ -305,7 +305,12 @@ class ChatServer:
                 await asyncio.gather(*closes, return_exceptions=True)
                 await self._server.wait_closed()
         except TimeoutError:
-            event(self.log, "server.drain_timeout", logging.WARNING)
+            # A peer that never answers our close (it stopped reading) would otherwise
+            # hold the process for websockets' close_timeout: the deadline is the limit.
+            unclosed = [c for c in self.hub.clients if c.conn.transport is not None]
+            event(self.log, "server.drain_timeout", logging.WARNING, aborted=len(unclosed))
+            for client in unclosed:
+                client.conn.transport.abort()
         await self.pool.close()
         event(self.log, "server.stopped", seconds=round(self.loop.time() - started, 3))
         self._stopped.set()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from chatcap.protocol import CODECS, Ack, Deliver, Envelope, Error, HistoryPage, Join, Joined, Send
 from tests.server.chat import ChatClient, ServerProcess
@@ -42,6 +43,29 @@ from tests.server.conftest import scaled
 RETRYABLE = frozenset({"unavailable", "overloaded", "store_busy", "internal", "rate_limited"})
 ABNORMAL_CLOSE = 1006  # the connection ended without a close frame (the server died)
 FILLER = "abcdefghij é✓ж𝄞 "  # multi-byte UTF-8 too: both codecs carry it
+RECV_QUEUE_FRAMES = 1 << 16  # see Client
+
+
+class Client(ChatClient):
+    """A :class:`ChatClient` whose receive buffer holds many more frames than the default 16.
+
+    The sync client stops reading its socket while 16 frames wait unread. A thread that is
+    then in ``send()`` on a connection the server is closing waits for the reading thread,
+    which waits for it, until ``close_timeout`` (10 s; websockets issue #1555): the
+    server's 1001 would never be read. Our threads read all they are sent and the loads
+    are bounded, so the buffer stays small anyway.
+    """
+
+    def __init__(self, server: ServerProcess, user: str, codec: str) -> None:
+        self.server, self.user, self.codec = server, user, CODECS[codec]
+        self.token = server.token(user)
+        self.ws = connect(
+            server.ws_url,
+            subprotocols=[self.codec.subprotocol],  # type: ignore[list-item]
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            open_timeout=10 * server.factor,
+            max_queue=RECV_QUEUE_FRAMES,
+        ).__enter__()
 
 
 def cid_of(sender: str, n: int) -> str:
@@ -127,7 +151,7 @@ class Sender:
         life = Life()
         self.lives.append(life)
         try:
-            client = server.client(self.name, self.codec)
+            client = Client(server, self.name, self.codec)
         except Exception as exc:  # the server was alive: connecting must work
             self.anomalies.append(f"connect failed: {exc!r}")
             ready.set()
@@ -247,7 +271,7 @@ class Receiver:
         life = Life()
         self.lives.append(life)
         try:
-            self.client = client = server.client(self.name, self.codec)
+            self.client = client = Client(server, self.name, self.codec)
         except Exception as exc:
             self.anomalies.append(f"connect failed: {exc!r}")
             ready.set()
