@@ -45,7 +45,11 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    µs per message less what the model already charges an echo (``per_send_fixed +
    decode + encode_ack + per_recipient``), median over codecs and repeats. The model
    charges it once per batch (split over the batch's messages), so it weighs on light
-   load — where batches are of one — and fades as batches grow.
+   load — where batches are of one — and fades as batches grow. The same points give
+   ``per_batch_wait_ms``: the server's own mean ack latency (Δ sum ÷ Δ count of its
+   ``chatcap_ack_latency_seconds`` histogram, read from ``/metrics`` around the point)
+   less what the model puts on that path (ingress, the batch's loop cost, a commit of
+   one, the Ack) — the thread hand-off's wall time, which the model adds to each commit.
 4. **The store** (``store_commit_*``, ``commit_samples_ms``):
    :meth:`server.store.StoreConnection.commit_batch` on a temporary SQLite file (WAL,
    ``synchronous=NORMAL``), batch sizes 1, 2, 4, … 256 taking turns within every repeat;
@@ -63,6 +67,7 @@ fits (``details``) go into the same file.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -81,6 +86,7 @@ import numpy as np
 from bench.bare_server import raise_nofile_limit
 from bench.codecs import CHAT_BODY, median_ns
 from bench.loadclient import server_cpu_s
+from bench.metrics_scrape import ACK_LATENCY, Scrape, fetch
 from bench.server_overhead import (
     JWT_SECRET,
     SCENARIO_OVERRIDES,
@@ -184,6 +190,7 @@ class Point:
     loop_share: float  # event-loop thread / process CPU over the client run
     loop_us_per_msg: float
     window: int = WINDOW  # sends in flight
+    server_ack_mean_ms: float = math.nan  # the server's own mean, frame in → Ack out
 
     @property
     def frames(self) -> int:
@@ -205,6 +212,28 @@ def fit_loop_costs(points: Sequence[Point], costs: Costs) -> tuple[float, float]
     windowed ``points`` (lone-message points are left to :func:`per_batch_loop_us`)."""
     used = [p for p in points if p.window == WINDOW]
     return fit_line([p.frames for p in used], [loop_residual_us(p, costs) for p in used])
+
+
+def per_batch_wait_ms(points: Sequence[Point], costs: Costs) -> float:
+    """Wall time per lone batch that neither the loop's CPU nor the commit explains:
+    each lone echo point's server-side mean ack latency less what the model puts on
+    that path (ingress, the batch's loop cost, a commit of one, the Ack); the median,
+    never below 0. 0 when no lone point has a server figure."""
+    lone = [p for p in points if p.window == LONE_WINDOW and math.isfinite(p.server_ack_mean_ms)]
+    if not lone:
+        return 0.0
+    extra = []
+    for p in lone:
+        c = p.codec
+        loop_us = (
+            costs.per_send_fixed_us
+            + costs.decode_us[c]
+            + costs.per_batch_loop_us
+            + costs.encode_ack_us[c]
+            + costs.per_recipient_send_us
+        )
+        extra.append(p.server_ack_mean_ms - loop_us / 1000.0 - costs.store_commit_fixed_ms)
+    return max(0.0, float(statistics.median(extra)))
 
 
 def per_batch_loop_us(points: Sequence[Point], costs: Costs) -> float:
@@ -323,16 +352,32 @@ def loop_share(loop_s: float, process_s: float) -> float:
     return min(1.0, loop_s / process_s)
 
 
+def http_base(ws_url: str) -> str:
+    """``ws://127.0.0.1:8765/api/v1/ws`` → ``http://127.0.0.1:8765``."""
+    rest = ws_url.split("://", 1)[1]
+    return "http://" + rest.split("/", 1)[0]
+
+
+def mean_ack_ms(delta: Scrape) -> float:
+    """The server's mean ack latency (ms) over a scrape difference: Δ sum ÷ Δ count of
+    its histogram — exact, unlike a quantile read from the buckets. NaN without acks."""
+    count = delta.total(ACK_LATENCY + "_count")
+    return delta.total(ACK_LATENCY + "_sum") / count * 1000.0 if count > 0 else math.nan
+
+
 def measure_point(
     server: ServerProc, codec: str, room_size: int, repeat: int, plan: Plan, window: int = WINDOW
 ) -> Point:
     pid = server.pid
+    base_url = http_base(server.url)
+    before = fetch(base_url)
     loop0, proc0 = loop_thread_cpu_s(pid), server_cpu_s(pid)
     tag = f"cal{repeat}-{codec}-{room_size}-w{window}"
     messages = plan.messages[room_size] if window == WINDOW else plan.lone_messages
     outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
     loop1, proc1 = loop_thread_cpu_s(pid), server_cpu_s(pid)
     share = loop_share(loop1 - loop0, proc1 - proc0)
+    ack_mean_ms = mean_ack_ms(fetch(base_url).minus(before))
     messages = int(outcome["messages"])
     process_us = float(outcome["server_cpu_s"]) / messages * 1e6
     return Point(
@@ -345,6 +390,7 @@ def measure_point(
         loop_share=share,
         loop_us_per_msg=process_us * share,
         window=window,
+        server_ack_mean_ms=ack_mean_ms,
     )
 
 
@@ -439,6 +485,8 @@ NOTES = (
     "commits run on the pool's threads and are charged by the model as store time, not "
     "loop CPU. per_batch_loop_us: the echo case at one send in flight (every message a "
     "batch of one), loop CPU per message less what the model charges an echo (median). "
+    "per_batch_wait_ms: the same points' server-side mean ack latency (histogram sum / "
+    "count) less the loop costs and the commit of one on that path (median). "
     "store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
@@ -470,6 +518,10 @@ def build_costs(
         partial, per_send_fixed_us=max(fixed, 0.0), per_recipient_send_us=max(per_recipient, 0.0)
     )
     per_batch = per_batch_loop_us(points, fitted)
+    wait_ms = per_batch_wait_ms(
+        points,
+        replace(fitted, per_batch_loop_us=per_batch, store_commit_fixed_ms=store.fixed_ms),
+    )
     details: dict[str, Any] = {
         "scenario": scenario.name,
         "body_bytes": scenario.workload.body_bytes,
@@ -498,6 +550,7 @@ def build_costs(
         per_send_fixed_us=max(fixed, 0.0),
         per_recipient_send_us=max(per_recipient, 0.0),
         per_batch_loop_us=per_batch,
+        per_batch_wait_ms=wait_ms,
         store_commit_fixed_ms=store.fixed_ms,
         store_commit_per_msg_ms=store.per_msg_ms,
         store_commit_ms_by_batch=dict(store.ms_by_batch),
@@ -521,6 +574,7 @@ def format_table(costs: Costs) -> str:
     lines.append(f"{'per_send_fixed_us':28}{costs.per_send_fixed_us:24.2f}  µs (loop)")
     lines.append(f"{'per_recipient_send_us':28}{costs.per_recipient_send_us:24.2f}  µs (loop)")
     lines.append(f"{'per_batch_loop_us':28}{costs.per_batch_loop_us:24.2f}  µs (loop)")
+    lines.append(f"{'per_batch_wait_ms':28}{costs.per_batch_wait_ms:24.4f}  ms (time)")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

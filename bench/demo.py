@@ -102,9 +102,10 @@ def capacity_per_core(
 ) -> pd.DataFrame:
     """Per codec, from aggregated measured rows (:func:`bench.analysis.aggregate`): the
     highest offered load whose server-side p99 ack latency and error rate meet the SLO
-    and that the server sustained (acked ≥ :data:`SUSTAINED` of offered), per server core (one process
-    = one core), in sends/s and in users at ``rate_per_user``. ``bounded`` is True when
-    the SLO held at every load run — the capacity is then at least that figure."""
+    and that the server sustained (acked ≥ :data:`SUSTAINED` of offered), per server
+    core (one process = one core), in sends/s and in users at ``rate_per_user``.
+    ``bounded`` is True when the SLO held at every load run — the capacity is then at
+    least that figure."""
     rows = []
     for codec, frame in measured.groupby("codec"):
         frame = frame.sort_values("offered_per_s")

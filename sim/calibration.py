@@ -26,6 +26,9 @@ key                        meaning
                            costs: handing the batch to the store thread, waking on its
                            result, the event-loop turn a lone message costs (optional;
                            0 when absent — files older than this key)
+``per_batch_wait_ms``      wall time a writer batch spends beyond its commit and the
+                           loop's CPU: the hand-off to a store thread and the loop's
+                           wake-up on the result (optional; 0 when absent)
 ``store_commit_fixed_ms``  measured mean commit of a batch of one message
 ``store_commit_per_msg_ms``  measured extra per further message in a batch
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
@@ -84,6 +87,7 @@ class Costs:
     per_send_fixed_us: float = 12.0
     per_recipient_send_us: float = 5.0
     per_batch_loop_us: float = 0.0
+    per_batch_wait_ms: float = 0.0
     store_commit_fixed_ms: float = 0.04
     store_commit_per_msg_ms: float = 0.015
     store_commit_ms_by_batch: dict[int, float] = field(default_factory=dict)
@@ -168,6 +172,7 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         "per_send_fixed_us",
         "per_recipient_send_us",
         "per_batch_loop_us",
+        "per_batch_wait_ms",
         "store_commit_fixed_ms",
         "store_commit_per_msg_ms",
     ):

@@ -151,6 +151,7 @@ class _Model:
         self.encode_deliver_s = [c.encode_deliver_us[n] * us for n in CODEC_NAMES]
         self.step_s = c.per_recipient_send_us * us
         self.batch_s = c.per_batch_loop_us * us
+        self.handoff_s = c.per_batch_wait_ms / 1000.0
         self.burn_s = burn_us * us if self.s.sim.cpu else 0.0
 
     def _init_processes(self, s: Scenario) -> None:
@@ -540,6 +541,7 @@ class _Model:
         service_s = self.service_base_s + self.service_per_msg_s * (n - 1)
         if self.unit_service is not None:
             service_s *= self.unit_service.next()
+        service_s += self.handoff_s  # to the store thread and back: time, not loop CPU
         free = self.store_free
         if free is None:
             start = now

@@ -3,6 +3,7 @@ whose file the model's loader reads back. Figures are checked for sign and scale
 never for speed."""
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from bench.calibrate import (
     fit_line,
     fit_loop_costs,
     loop_share,
+    mean_ack_ms,
     per_batch_loop_us,
+    per_batch_wait_ms,
 )
 from sim.calibration import CODECS, CalibrationError, Costs, load_costs
 
@@ -67,6 +70,49 @@ def test_lone_points_give_the_per_batch_cost_and_stay_out_of_the_fit() -> None:
     fitted = replace(CODEC_COSTS, per_send_fixed_us=fixed, per_recipient_send_us=per_recipient)
     assert per_batch_loop_us(windowed + lone, fitted) == pytest.approx(302.5)  # the median
     assert per_batch_loop_us(windowed, fitted) == 0.0
+
+
+def test_the_wait_per_batch_is_the_server_latency_the_costs_do_not_explain() -> None:
+    costs = replace(
+        CODEC_COSTS,
+        per_send_fixed_us=40.0,
+        per_recipient_send_us=7.5,
+        per_batch_loop_us=200.0,
+        store_commit_fixed_ms=0.05,
+    )
+    on_path_ms = {
+        c: (40.0 + CODEC_COSTS.decode_us[c] + 200.0 + CODEC_COSTS.encode_ack_us[c] + 7.5) / 1000
+        + 0.05
+        for c in CODECS
+    }
+    points = [
+        replace(exact_point(c, 1, 40.0, 7.5), window=LONE_WINDOW, server_ack_mean_ms=ms)
+        for c, ms in (
+            ("json", on_path_ms["json"] + 0.30),
+            ("protobuf", on_path_ms["protobuf"] + 0.40),
+            ("json", on_path_ms["json"] + 0.35),
+        )
+    ]
+    assert per_batch_wait_ms(points, costs) == pytest.approx(0.35)
+    # no server figure, or windowed points only: nothing to say
+    assert per_batch_wait_ms([replace(points[0], server_ack_mean_ms=float("nan"))], costs) == 0
+    assert per_batch_wait_ms([exact_point("json", 1, 40.0, 7.5)], costs) == 0
+
+
+def test_the_mean_ack_comes_from_the_histograms_sum_and_count() -> None:
+    from bench.metrics_scrape import parse
+
+    def text(total_s: float, count: int) -> str:
+        return (
+            "# TYPE chatcap_ack_latency_seconds histogram\n"
+            f'chatcap_ack_latency_seconds_bucket{{le="+Inf"}} {count}\n'
+            f"chatcap_ack_latency_seconds_count {count}\n"
+            f"chatcap_ack_latency_seconds_sum {total_s}\n"
+        )
+
+    delta = parse(text(0.9, 600)).minus(parse(text(0.4, 100)))
+    assert mean_ack_ms(delta) == pytest.approx(1.0)  # 0.5 s over 500 acks
+    assert math.isnan(mean_ack_ms(parse(text(0.4, 100)).minus(parse(text(0.4, 100)))))
 
 
 def test_codec_costs_are_subtracted_not_fitted() -> None:

@@ -309,6 +309,22 @@ def test_the_per_batch_loop_cost_is_charged_once_per_batch_before_the_fan_out() 
     assert b3.cpu_window_s - a3.cpu_window_s == pytest.approx(2 * 50e-6)
 
 
+def test_the_wait_per_batch_delays_the_ack_without_costing_cpu() -> None:
+    s = scenario(
+        workload__users=4,
+        workload__rooms=1,
+        workload__room_size__size=4,
+        workload__codec_mix={"json": 1},
+        sim__store_service="deterministic",
+        sim__store_service_ms=1.0,
+    )
+    lone = script([(1.0, 0, 0, "json")])
+    a = sim.run(s, replay=lone, costs=Costs())
+    b = sim.run(s, replay=lone, costs=Costs(per_batch_wait_ms=0.5))
+    assert b.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(0.5e-3)
+    assert b.cpu_window_s == pytest.approx(a.cpu_window_s)
+
+
 def test_a_codec_only_the_sender_speaks_is_not_encoded() -> None:
     s = scenario(
         workload__users=3,
