@@ -277,6 +277,7 @@ class Router:
         self.app = app
         self.groups = groups
         self.not_found = request_log(count(_not_found))
+        self.wrong_method = request_log(count(_method_not_allowed))
 
     async def process_request(
         self, connection: ServerConnection, request: Request
@@ -292,6 +293,8 @@ class Router:
                 match = route.pattern.match(split.path)
                 if match:
                     ctx.route, ctx.params = route.name, match.groupdict()
+                    if request.method != "GET":  # every route, the upgrade included, is GET
+                        return await self.wrong_method(ctx)
                     resp = await route.handler(ctx)
                     if resp is None:
                         connection.username = ctx.user or ""
@@ -301,6 +304,13 @@ class Router:
 
 async def _not_found(ctx: HttpContext) -> Response:
     return error_response(404, "not_found", f"no route for {ctx.path}")
+
+
+async def _method_not_allowed(ctx: HttpContext) -> Response:
+    method = ctx.request.method[:16]
+    return error_response(
+        405, "method_not_allowed", f"{method} is not allowed on {ctx.path}; use GET", Allow="GET"
+    )
 
 
 # ---------------------------------------------------------------------------- handlers
