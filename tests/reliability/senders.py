@@ -345,8 +345,12 @@ class Load:
         return sorted({s.room for s in self.senders})
 
     @property
+    def participants(self) -> list[Sender | Receiver]:
+        return [*self.senders, *self.receivers]
+
+    @property
     def anomalies(self) -> list[str]:
-        return [f"{p.name}: {a}" for p in (*self.senders, *self.receivers) for a in p.anomalies]
+        return [f"{p.name}: {a}" for p in self.participants for a in p.anomalies]
 
     def start(self, server: ServerProcess, timeout_s: float = 10.0) -> None:
         """Receivers (re)join first and catch up (replay), then senders join; returns then."""
@@ -508,6 +512,18 @@ def median(values: Iterable[float]) -> float:
     data = list(values)
     assert data, "no samples"
     return statistics.median(data)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident set (VmHWM), MiB; 0.0 where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def last_seqs(history: dict[str, list[Deliver]]) -> dict[str, int]:

@@ -33,6 +33,7 @@ from tests.reliability.senders import (
     audit,
     cid_of,
     last_seqs,
+    peak_rss_mib,
     read_history,
     store_snapshot,
 )
@@ -54,16 +55,18 @@ def test_kill_9_under_load_loses_no_acked_message(
     load = Load.build(rng, "crash", ROOMS, SENDERS_PER_ROOM, WINDOW)
     ambiguous: set[str] = set()  # client_msg_ids in flight at a kill
     committed_unacked = 0
+    rss_mib = 0.0
     for kill in range(scale.kills):
         server = start_server(OVERRIDES, db=db)
         load.start(server)
         moment = rng.randint(*KILL_AFTER_ACKS)
         assert load.wait_acks(moment), f"life {kill}: {moment} acks never came"
+        rss_mib = max(rss_mib, peak_rss_mib(server.proc.pid))
         server.proc.kill()
         server.proc.wait()
         load.join()
         assert load.anomalies == []
-        closes = {p.name: p.lives[-1].close_code for p in (*load.senders, *load.receivers)}
+        closes = {p.name: p.lives[-1].close_code for p in load.participants}
         assert set(closes.values()) == {ABNORMAL_CLOSE}, closes
 
         snap = store_snapshot(db)
@@ -93,6 +96,7 @@ def test_kill_9_under_load_loses_no_acked_message(
     record("in_flight_at_kill", len(ambiguous))
     record("committed_unacked", committed_unacked)
     record("replayed", sum(r.replayed for r in load.receivers))
+    record("crash_server_rss_mib", round(rss_mib, 1))
 
     assert result.lost == []
     unexplained = [

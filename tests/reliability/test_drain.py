@@ -29,7 +29,15 @@ from websockets.exceptions import ConnectionClosed
 
 from chatcap.protocol import Ack
 from tests.reliability.conftest import Record, Scale
-from tests.reliability.senders import Load, audit, cid_of, last_seqs, read_history, store_snapshot
+from tests.reliability.senders import (
+    Load,
+    audit,
+    cid_of,
+    last_seqs,
+    peak_rss_mib,
+    read_history,
+    store_snapshot,
+)
 from tests.server.chat import ChatClient, ServerProcess
 from tests.server.conftest import scaled
 
@@ -60,6 +68,7 @@ def test_sigterm_under_load_drains_with_1001_and_loses_nothing(
     db = tmp_path / "drain.db"
     load = Load.build(rng, "drain", ROOMS, SENDERS_PER_ROOM, WINDOW)
     drain_s: list[float] = []
+    rss_mib = 0.0
     refused = 0  # messages answered `unavailable` while the server drained (retried later)
     for drain in range(scale.drains):
         server = start_server(OVERRIDES, db=db)
@@ -68,6 +77,7 @@ def test_sigterm_under_load_drains_with_1001_and_loses_nothing(
         moment = rng.randint(*DRAIN_AFTER_ACKS)
         answers_before = len(load.tally.answers)
         assert load.wait_acks(moment), f"drain {drain}: {moment} acks never came"
+        rss_mib = max(rss_mib, peak_rss_mib(server.proc.pid))
         sent_at = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         try:
@@ -82,7 +92,7 @@ def test_sigterm_under_load_drains_with_1001_and_loses_nothing(
         assert status == 0
         assert "event=server.stopped" in server.log()
         assert load.anomalies == []
-        closes = {p.name: p.lives[-1].close_code for p in (*load.senders, *load.receivers)}
+        closes = {p.name: p.lives[-1].close_code for p in load.participants}
         assert set(closes.values()) | set(idle_codes) == {GOING_AWAY}, (closes, idle_codes)
         refused += len(
             {(a.sender, a.n) for a in load.tally.since(answers_before) if a.outcome != "ack"}
@@ -121,6 +131,7 @@ def test_sigterm_under_load_drains_with_1001_and_loses_nothing(
     record("duplicated", len(result.duplicated))
     record("refused_while_draining", refused)
     record("drain_s_max", round(max(drain_s), 3))
+    record("drain_server_rss_mib", round(rss_mib, 1))
 
     assert result.lost == []
     assert (result.duplicated, result.gaps, result.foreign, result.unacked) == ([], [], [], [])
