@@ -7,7 +7,8 @@ Every step is its own command (shown as it starts, so any of them can be re-run 
 writing under one run folder ``results/<run-id>-demo/`` (``--out`` to choose):
 
 1. every shipped scenario is loaded and checked;
-2. ``codecs/`` — the codec benchmark (JSON vs Protobuf beside the bare library paths);
+2. ``codecs/`` — the codec benchmark at its quick size (JSON vs Protobuf beside the bare
+   library paths);
 3. ``theory-mmc/`` — the model on a classic M/M/c queue, held against Erlang C;
 4. ``calibration/<host>.json`` — ``bench calibrate``: this machine's per-operation costs;
 5. ``measured/`` — ``bench run``: the real server under Locust, both codecs, at each load;
@@ -59,11 +60,18 @@ class DemoSize:
     calibrate_args: tuple[str, ...]
     gate_trials: int
     replications: int
-    notebooks_quick: bool
+    notebook_params: tuple[str, ...]  # bench notebooks -p …
 
 
-FULL = DemoSize((100.0, 200.0, 400.0, 800.0), 12.0, ("--repeat", "1"), 5, 3, False)
-QUICK = DemoSize((10.0, 20.0, 40.0, 80.0), 4.0, ("--quick",), 3, 2, True)
+FULL = DemoSize(
+    (100.0, 200.0, 400.0, 800.0),
+    12.0,
+    ("--repeat", "1"),
+    5,
+    3,
+    ("replications=2", "capacity-planning:duration_s=3.0"),
+)
+QUICK = DemoSize((10.0, 20.0, 40.0, 80.0), 4.0, ("--quick",), 3, 2, ("quick=True",))
 
 
 def _step(n: int, total: int, text: str) -> None:
@@ -304,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _step(2, total, "codec benchmark (JSON vs Protobuf; bare library paths as reference)")
     quick_flag = ["--quick"] if args.quick else []
-    if _run(["-m", "bench", "codecs", "--out", str(run_dir / "codecs"), *quick_flag]):
+    # the quick sizes: the full benchmark is `make bench-codecs`, a minute on its own
+    if _run(["-m", "bench", "codecs", "--out", str(run_dir / "codecs"), "--quick"]):
         failures.append("codecs")
     codecs_csv = _newest("*/codecs.csv", run_dir / "codecs")
 
@@ -354,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _step(8, total, "the notebooks, executed with this run's files → HTML and PNG")
     nb = ["-m", "bench", "notebooks", "--measured", str(measured_dir)]
-    nb += ["--calibration", str(calibration), "--out", str(run_dir / "notebooks"), *quick_flag]
+    nb += ["--calibration", str(calibration), "--out", str(run_dir / "notebooks")]
+    for param in size.notebook_params:
+        nb += ["-p", param]
     if codecs_csv is not None:
         nb += ["--codecs-csv", str(codecs_csv)]
     if _run(nb):

@@ -19,7 +19,10 @@ for seconds. ``--measured DIR`` is the measured run (``python -m bench run``) th
 ``json-vs-protobuf`` and ``model-vs-measured`` read; without it they use the newest one
 under ``results/`` (``model-vs-measured`` is skipped when there is none).
 ``--measured-outage DIR`` is a measured run of the store outage for
-``breakers-and-retries``.
+``breakers-and-retries``. ``--calibration FILE`` costs the model in every notebook that
+runs it; ``--codecs-csv FILE`` gives ``json-vs-protobuf`` a codec benchmark.
+``-p NAME=VALUE`` (repeatable) sets any parameter, as a Python literal, in every notebook
+whose parameters cell has ``NAME``; ``-p NOTEBOOK:NAME=VALUE`` in that one only.
 
 **Committed notebooks carry no outputs**: ``python -m bench notebooks --check`` lists
 any that do (exit status 1) — :func:`check_no_outputs`, also run by the test suite — and
@@ -298,6 +301,34 @@ def plan_parameters(
     return params
 
 
+def parse_params(texts: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["replications=2", "capacity-planning:duration_s=3.0"]`` → per notebook of
+    ``names``, the parameters it gets: an unqualified NAME goes to every notebook whose
+    parameters cell assigns it. Raises :class:`NotebookError` for a bad form, a value that
+    is not a Python literal, an unknown notebook, or a NAME that no notebook has."""
+    known = {n: parameter_names(nbformat.read(NOTEBOOK_DIR / f"{n}.ipynb", as_version=4))
+             for n in names}  # fmt: skip
+    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for text in texts:
+        target, eq, raw = text.partition("=")
+        book, colon, key = target.rpartition(":")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise NotebookError(f"--param {text!r}: expected [NOTEBOOK:]NAME=VALUE")
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            raise NotebookError(f"--param {text!r}: {raw!r} is not a Python literal") from None
+        if colon and book not in known:
+            raise NotebookError(f"--param {text!r}: no notebook {book!r} in this run")
+        books = [book] if colon else [n for n in names if key in known[n]]
+        if not books or any(key not in known[b] for b in books):
+            raise NotebookError(f"--param {text!r}: no notebook in this run has {key!r}")
+        for b in books:
+            out[b][key] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench notebooks", description="run the notebooks headless"
@@ -309,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, help="calibration JSON for the model's costs")
     p.add_argument("--codecs-csv", type=Path, help="codecs.csv of bench codecs (json-vs-protobuf)")
     p.add_argument("--out", type=Path, help="output folder (default results/notebooks/<id>)")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="[NOTEBOOK:]NAME=VALUE",
+        help="a parameter (Python literal) for every notebook that has NAME, or for one",
+    )
     p.add_argument("--no-html", action="store_true", help="skip the HTML export")
     p.add_argument("--check", action="store_true", help="list committed notebooks with outputs")
     p.add_argument("--strip", action="store_true", help="strip outputs of committed notebooks")
@@ -329,8 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     measured = args.measured.resolve() if args.measured else newest_measured_run()
     created = datetime.now(UTC)
     out = args.out or ROOT / "results" / "notebooks" / new_run_id(created, "quick" * args.quick)
+    names = list(args.only or NOTEBOOKS)
+    try:
+        extra = parse_params(args.param, names)
+    except NotebookError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     runs = []
-    for name in args.only or NOTEBOOKS:
+    for name in names:
         if name == "model-vs-measured" and measured is None:
             print(f"[notebooks] {name}: skipped — no measured run (python -m bench run)")
             continue
@@ -342,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibration=args.calibration.resolve() if args.calibration else None,
             codecs_csv=args.codecs_csv.resolve() if args.codecs_csv else None,
         )
+        params.update(extra[name])
         print(f"[notebooks] {name} {params or ''} …", end="", flush=True)
         run = execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out, params, html=not args.no_html)
         runs.append(run)

@@ -186,3 +186,23 @@ def test_model_vs_measured_runs_and_states_where_the_model_fails(tmp_path: Path)
     assert "accuracy checks pass**" in text
     assert "off by" in text  # the synthetic server is far slower than the model
     assert len(result.figures) == 6  # 2 server-side, 2 client-side, goodput, generator gap
+
+
+def test_params_go_to_every_notebook_that_has_the_name_or_to_the_one_named() -> None:
+    names = ["capacity-planning", "model-vs-measured", "breakers-and-retries"]
+    got = notebooks.parse_params(
+        ["replications=2", "capacity-planning:duration_s=3.0", "model_duration_s=None"], names
+    )
+    assert got["capacity-planning"] == {"replications": 2, "duration_s": 3.0}
+    assert got["model-vs-measured"] == {"replications": 2, "model_duration_s": None}
+    assert got["breakers-and-retries"] == {"replications": 2}
+    for bad, why in (
+        ("replications", "NAME=VALUE"),
+        ("replications=two", "not a Python literal"),
+        ("nope:replications=2", "no notebook 'nope'"),
+        ("breakers-and-retries:duration_s=3", "has 'duration_s'"),
+        ("no_such=1", "has 'no_such'"),
+    ):
+        with pytest.raises(notebooks.NotebookError, match=why):
+            notebooks.parse_params([bad], names)
+    assert notebooks.main(["-p", "no_such=1", "--only", "capacity-planning"]) == 2
