@@ -400,6 +400,9 @@ def summary_from_folder(run_dir: Path) -> dict[str, Any]:
     """What a finished demo folder holds (for tests and for a later look)."""
     return {
         "summary": (run_dir / "summary.md").read_text(),
-        "accuracy": pd.read_csv(run_dir / "model" / "accuracy.csv"),
+        # "n/a" is a status here, not a missing value
+        "accuracy": pd.read_csv(
+            run_dir / "model" / "accuracy.csv", keep_default_na=False, na_values=[""]
+        ),
         "predicted": pd.read_csv(run_dir / "model" / "predicted.csv"),
     }
