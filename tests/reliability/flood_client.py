@@ -1,0 +1,181 @@
+"""One user flooding Sends as fast as it can, in a process of its own.
+
+``python -m tests.reliability.flood_client --url WS_URL --room ROOM --count N`` (the token
+comes on ``CHATCAP_FLOOD_TOKEN``) connects, joins ROOM, says ``ready`` and waits for a
+line ``go`` on stdin; then it writes all N Sends to the socket at once — framed and
+masked beforehand by the sans-I/O ``websockets`` client, so the flood goes out as fast as
+the kernel takes it and costs this process almost no CPU — while its main thread reads
+and tallies every reply (so the flooder never becomes a slow consumer). The run has a
+deadline (``--deadline-s``), so it always stops by itself.
+
+Stdout, one JSON object per line: ``ready``; ``progress`` with the replies so far, every
+``--progress-every`` replies (the test paces its own traffic by it); then ``done`` with
+the acked ``client_msg_id`` s, the count of ``rate_limited`` errors, the range of their
+``retry_after_ms`` and any other reply; or ``failed`` with the reason. Exit status 0 when
+every send got its reply.
+
+Its own process keeps the flood's client-side work away from the interpreter lock of the
+test, which meanwhile times another user's acks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+from chatcap.protocol import CODECS, Ack, Error, Join, Joined, Send
+
+TOKEN_ENV = "CHATCAP_FLOOD_TOKEN"
+CODEC = CODECS["json"]
+
+
+def say(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+class Connection:
+    """A WebSocket client on a plain blocking socket: frames via the sans-I/O protocol."""
+
+    def __init__(self, url: str, token: str, timeout_s: float) -> None:
+        uri = parse_uri(url)
+        self.sock = socket.create_connection((uri.host, uri.port), timeout=timeout_s)
+        self.protocol = ClientProtocol(uri, subprotocols=[Subprotocol(CODEC.subprotocol)])
+        self.events: deque[Any] = deque()
+        request = self.protocol.connect()
+        request.headers["Authorization"] = f"Bearer {token}"
+        self.protocol.send_request(request)
+        self.flush()
+        response = self.next_event()
+        if not isinstance(response, Response) or response.status_code != 101:
+            raise RuntimeError(f"handshake refused: {response!r}"[:300])
+
+    def flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                self.sock.sendall(data)
+
+    def next_event(self) -> Any:
+        while not self.events:
+            data = self.sock.recv(262144)
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            self.events.extend(self.protocol.events_received())
+            if not data and not self.events:
+                raise EOFError("the server closed the connection")
+        return self.events.popleft()
+
+    def next_message(self) -> Any:
+        while True:
+            event = self.next_event()
+            if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                return CODEC.decode(bytes(event.data))
+            if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+                raise EOFError(f"closed by the server: {self.protocol.close_rcvd}")
+
+    def framed(self, payloads: list[bytes]) -> bytes:
+        """The masked frames of ``payloads``, to be written later in one go."""
+        for payload in payloads:
+            self.protocol.send_text(payload)
+        return b"".join(self.protocol.data_to_send())
+
+
+class Tally:
+    def __init__(self, progress_every: int) -> None:
+        self.progress_every = max(1, progress_every)
+        self.count = 0
+        self.acked: list[str] = []
+        self.limited = 0
+        self.retry_after_ms: list[int] = []
+        self.foreign_ids = 0
+        self.other: list[str] = []
+
+    def take(self, msg: Any) -> None:
+        self.count += 1
+        if isinstance(msg, Ack):
+            self.acked.append(msg.client_msg_id)
+        elif isinstance(msg, Error) and msg.code == "rate_limited":
+            self.limited += 1
+            self.retry_after_ms.append(msg.retry_after_ms)
+            self.foreign_ids += not msg.client_msg_id.startswith("f-")
+        else:
+            self.other.append(repr(msg)[:200])
+        if self.count % self.progress_every == 0:
+            say("progress", replies=self.count)
+
+
+def main(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.deadline_s
+    conn = Connection(args.url, os.environ.get(TOKEN_ENV, ""), args.deadline_s)
+    conn.flush()
+    conn.sock.sendall(conn.framed([CODEC.encode(Join(room=args.room))]))
+    joined = conn.next_message()
+    if not isinstance(joined, Joined):
+        say("failed", error=f"expected Joined, got {joined!r}"[:300])
+        return 1
+    flood = conn.framed(
+        [
+            CODEC.encode(Send(client_msg_id=f"f-{i}", room=args.room, body=f"flood {i}"))
+            for i in range(args.count)
+        ]
+    )
+    say("ready", flood_bytes=len(flood))
+    if sys.stdin.readline().strip() != "go":
+        say("failed", error="no go")
+        return 1
+    tally = Tally(args.progress_every)
+    started = time.monotonic()
+    writer = threading.Thread(target=conn.sock.sendall, args=(flood,), daemon=True)
+    writer.start()  # sendall releases the interpreter lock while the kernel takes the bytes
+    conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
+    while tally.count < args.count:
+        tally.take(conn.next_message())
+    seconds = time.monotonic() - started
+    writer.join(timeout=max(0.0, deadline - time.monotonic()))
+    conn.protocol.send_close(1000)
+    conn.flush()
+    conn.sock.close()
+    say(
+        "done",
+        sent=args.count,
+        seconds=round(seconds, 3),
+        acked=tally.acked,
+        rate_limited=tally.limited,
+        retry_after_ms_min=min(tally.retry_after_ms, default=0),
+        retry_after_ms_max=max(tally.retry_after_ms, default=0),
+        foreign_ids=tally.foreign_ids,
+        other=tally.other[:5],
+    )
+    return 0
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--room", default="flood")
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--progress-every", type=int, default=100)
+    parser.add_argument("--deadline-s", type=float, default=120.0)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(parse(sys.argv[1:])))
+    except Exception as exc:  # reported on stdout, where the test reads
+        say("failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        sys.exit(1)
