@@ -86,7 +86,7 @@ import numpy as np
 from bench.bare_server import raise_nofile_limit
 from bench.codecs import CHAT_BODY, median_ns
 from bench.loadclient import server_cpu_s
-from bench.metrics_scrape import ACK_LATENCY, Scrape, fetch
+from bench.metrics_scrape import ACK_LATENCY, Scrape, fetch, histogram_quantile
 from bench.server_overhead import (
     JWT_SECRET,
     SCENARIO_OVERRIDES,
@@ -191,6 +191,7 @@ class Point:
     loop_us_per_msg: float
     window: int = WINDOW  # sends in flight
     server_ack_mean_ms: float = math.nan  # the server's own mean, frame in → Ack out
+    server_ack_buckets: tuple[tuple[float, float], ...] = ()  # (le s, cumulative count)
 
     @property
     def frames(self) -> int:
@@ -214,6 +215,42 @@ def fit_loop_costs(points: Sequence[Point], costs: Costs) -> tuple[float, float]
     return fit_line([p.frames for p in used], [loop_residual_us(p, costs) for p in used])
 
 
+WAIT_QUANTILES = tuple((i + 0.5) / 200 for i in range(200))
+
+
+def _on_path_ms(point: Point, costs: Costs) -> float:
+    """What the model puts on a lone echo's server-side path: ingress, the batch's loop
+    cost, a commit of one, the Ack (ms)."""
+    c = point.codec
+    loop_us = (
+        costs.per_send_fixed_us
+        + costs.decode_us[c]
+        + costs.per_batch_loop_us
+        + costs.encode_ack_us[c]
+        + costs.per_recipient_send_us
+    )
+    return loop_us / 1000.0 + costs.store_commit_fixed_ms
+
+
+def per_batch_wait_samples_ms(points: Sequence[Point], costs: Costs) -> tuple[float, ...]:
+    """The wait's distribution: 200 evenly spaced quantiles of each lone point's server
+    ack latency (read from its histogram's buckets, interpolated as Prometheus does) less
+    that point's modelled path, clipped at 0; the median over points, quantile by
+    quantile. Empty when no lone point has buckets or every quantile is 0."""
+    lone = [p for p in points if p.window == LONE_WINDOW and p.server_ack_buckets]
+    if not lone:
+        return ()
+    rows = [
+        [
+            max(0.0, histogram_quantile(q, p.server_ack_buckets) * 1000.0 - _on_path_ms(p, costs))
+            for q in WAIT_QUANTILES
+        ]
+        for p in lone
+    ]
+    samples = tuple(float(v) for v in np.median(np.asarray(rows), axis=0))
+    return samples if any(v > 0 for v in samples) else ()
+
+
 def per_batch_wait_ms(points: Sequence[Point], costs: Costs) -> float:
     """Wall time per lone batch that neither the loop's CPU nor the commit explains:
     each lone echo point's server-side mean ack latency less what the model puts on
@@ -222,17 +259,7 @@ def per_batch_wait_ms(points: Sequence[Point], costs: Costs) -> float:
     lone = [p for p in points if p.window == LONE_WINDOW and math.isfinite(p.server_ack_mean_ms)]
     if not lone:
         return 0.0
-    extra = []
-    for p in lone:
-        c = p.codec
-        loop_us = (
-            costs.per_send_fixed_us
-            + costs.decode_us[c]
-            + costs.per_batch_loop_us
-            + costs.encode_ack_us[c]
-            + costs.per_recipient_send_us
-        )
-        extra.append(p.server_ack_mean_ms - loop_us / 1000.0 - costs.store_commit_fixed_ms)
+    extra = [p.server_ack_mean_ms - _on_path_ms(p, costs) for p in lone]
     return max(0.0, float(statistics.median(extra)))
 
 
@@ -377,7 +404,8 @@ def measure_point(
     outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
     loop1, proc1 = loop_thread_cpu_s(pid), server_cpu_s(pid)
     share = loop_share(loop1 - loop0, proc1 - proc0)
-    ack_mean_ms = mean_ack_ms(fetch(base_url).minus(before))
+    delta = fetch(base_url).minus(before)
+    ack_mean_ms = mean_ack_ms(delta)
     messages = int(outcome["messages"])
     process_us = float(outcome["server_cpu_s"]) / messages * 1e6
     return Point(
@@ -391,6 +419,7 @@ def measure_point(
         loop_us_per_msg=process_us * share,
         window=window,
         server_ack_mean_ms=ack_mean_ms,
+        server_ack_buckets=tuple(delta.buckets(ACK_LATENCY)) if window == LONE_WINDOW else (),
     )
 
 
@@ -486,12 +515,28 @@ NOTES = (
     "loop CPU. per_batch_loop_us: the echo case at one send in flight (every message a "
     "batch of one), loop CPU per message less what the model charges an echo (median). "
     "per_batch_wait_ms: the same points' server-side mean ack latency (histogram sum / "
-    "count) less the loop costs and the commit of one on that path (median). "
+    "count) less the loop costs and the commit of one on that path (median); "
+    "per_batch_wait_samples_ms: the same from the histogram's buckets, 200 quantiles. "
     "store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
     "commits."
 )
+
+
+def _plain(value: Any) -> Any:
+    """Strict-JSON data: NaN → None, ±inf → "+Inf"/"-Inf" (as Prometheus writes ``le``)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def build_costs(
@@ -518,17 +563,16 @@ def build_costs(
         partial, per_send_fixed_us=max(fixed, 0.0), per_recipient_send_us=max(per_recipient, 0.0)
     )
     per_batch = per_batch_loop_us(points, fitted)
-    wait_ms = per_batch_wait_ms(
-        points,
-        replace(fitted, per_batch_loop_us=per_batch, store_commit_fixed_ms=store.fixed_ms),
-    )
+    on_path = replace(fitted, per_batch_loop_us=per_batch, store_commit_fixed_ms=store.fixed_ms)
+    wait_ms = per_batch_wait_ms(points, on_path)
+    wait_samples = per_batch_wait_samples_ms(points, on_path)
     details: dict[str, Any] = {
         "scenario": scenario.name,
         "body_bytes": scenario.workload.body_bytes,
         "window": WINDOW,
         "lone_window": LONE_WINDOW,
         "plan": {**asdict(plan), "messages": {str(k): v for k, v in plan.messages.items()}},
-        "server_points": [{**asdict(p), "frames": p.frames} for p in points],
+        "server_points": [_plain({**asdict(p), "frames": p.frames}) for p in points],
         "loop_fit_by_codec": {
             c: {"per_send_fixed_us": f, "per_recipient_send_us": r}
             for c, (f, r) in by_codec.items()
@@ -551,6 +595,7 @@ def build_costs(
         per_recipient_send_us=max(per_recipient, 0.0),
         per_batch_loop_us=per_batch,
         per_batch_wait_ms=wait_ms,
+        per_batch_wait_samples_ms=wait_samples,
         store_commit_fixed_ms=store.fixed_ms,
         store_commit_per_msg_ms=store.per_msg_ms,
         store_commit_ms_by_batch=dict(store.ms_by_batch),
@@ -575,6 +620,12 @@ def format_table(costs: Costs) -> str:
     lines.append(f"{'per_recipient_send_us':28}{costs.per_recipient_send_us:24.2f}  µs (loop)")
     lines.append(f"{'per_batch_loop_us':28}{costs.per_batch_loop_us:24.2f}  µs (loop)")
     lines.append(f"{'per_batch_wait_ms':28}{costs.per_batch_wait_ms:24.4f}  ms (time)")
+    waits = costs.per_batch_wait_samples_ms
+    if waits:
+        lines.append(
+            f"per_batch_wait_samples_ms    {len(waits)} quantiles, median "
+            f"{statistics.median(waits):.4f} ms, p99 {waits[int(0.99 * len(waits))]:.4f} ms"
+        )
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

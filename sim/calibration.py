@@ -29,6 +29,8 @@ key                        meaning
 ``per_batch_wait_ms``      wall time a writer batch spends beyond its commit and the
                            loop's CPU: the hand-off to a store thread and the loop's
                            wake-up on the result (optional; 0 when absent)
+``per_batch_wait_samples_ms``  optional: that wait's distribution (quantiles); when
+                           present the model draws each batch's wait from it
 ``store_commit_fixed_ms``  measured mean commit of a batch of one message
 ``store_commit_per_msg_ms``  measured extra per further message in a batch
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
@@ -88,6 +90,7 @@ class Costs:
     per_recipient_send_us: float = 5.0
     per_batch_loop_us: float = 0.0
     per_batch_wait_ms: float = 0.0
+    per_batch_wait_samples_ms: tuple[float, ...] = ()
     store_commit_fixed_ms: float = 0.04
     store_commit_per_msg_ms: float = 0.015
     store_commit_ms_by_batch: dict[int, float] = field(default_factory=dict)
@@ -120,6 +123,7 @@ class Costs:
             str(k): v for k, v in sorted(self.store_commit_ms_by_batch.items())
         }
         data["commit_samples_ms"] = list(self.commit_samples_ms)
+        data["per_batch_wait_samples_ms"] = list(self.per_batch_wait_samples_ms)
         return {"schema_version": SCHEMA_VERSION, **data}
 
 
@@ -182,10 +186,9 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         values["store_commit_ms_by_batch"] = _batch_table(
             data["store_commit_ms_by_batch"], f"{source}: store_commit_ms_by_batch"
         )
-    if "commit_samples_ms" in data:
-        values["commit_samples_ms"] = _samples(
-            data["commit_samples_ms"], f"{source}: commit_samples_ms"
-        )
+    for name in ("commit_samples_ms", "per_batch_wait_samples_ms"):
+        if name in data:
+            values[name] = _samples(data[name], f"{source}: {name}")
     for name in ("host", "created_utc", "git_sha", "python", "notes"):
         if name in data:
             if not isinstance(data[name], str):

@@ -198,6 +198,9 @@ class _Model:
                 )
             unit = np.asarray(costs.commit_samples_ms) / np.mean(costs.commit_samples_ms)
             self.unit_service = Draws(lambda n: rng.choice(unit, n))
+        waits = np.asarray(costs.per_batch_wait_samples_ms) / 1000.0
+        # each batch's hand-off wait: drawn from the measured shape, else the mean
+        self.handoff_draws = Draws(lambda n: rng.choice(waits, n)) if len(waits) else None
 
     def _init_faults(self, s: Scenario, rng: Random) -> None:
         f = s.server.faults
@@ -541,7 +544,9 @@ class _Model:
         service_s = self.service_base_s + self.service_per_msg_s * (n - 1)
         if self.unit_service is not None:
             service_s *= self.unit_service.next()
-        service_s += self.handoff_s  # to the store thread and back: time, not loop CPU
+        # to the store thread and back: time, not loop CPU
+        draws = self.handoff_draws
+        service_s += draws.next() if draws is not None else self.handoff_s
         free = self.store_free
         if free is None:
             start = now

@@ -4,6 +4,7 @@ never for speed."""
 
 import json
 import math
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from bench.calibrate import (
     mean_ack_ms,
     per_batch_loop_us,
     per_batch_wait_ms,
+    per_batch_wait_samples_ms,
 )
 from sim.calibration import CODECS, CalibrationError, Costs, load_costs
 
@@ -189,3 +191,31 @@ def test_provenance_keys_are_optional_and_checked(tmp_path: Path) -> None:
     path.write_text('{"packages": {"numpy": 2}}')
     with pytest.raises(CalibrationError, match="packages: must be an object"):
         load_costs(path)
+
+
+def test_the_wait_distribution_is_the_latency_histogram_less_the_modelled_path() -> None:
+    costs = replace(
+        CODEC_COSTS, per_send_fixed_us=0.0, per_recipient_send_us=0.0, store_commit_fixed_ms=0.0
+    )
+    on_path = {c: (CODEC_COSTS.decode_us[c] + CODEC_COSTS.encode_ack_us[c]) / 1000 for c in CODECS}
+    # half the acks under 1 ms, half between 1 and 2 ms (cumulative buckets, seconds)
+    buckets = ((0.001, 50.0), (0.002, 100.0), (math.inf, 100.0))
+    points = [
+        replace(exact_point(c, 1, 0.0, 0.0), window=LONE_WINDOW, server_ack_buckets=buckets)
+        for c in CODECS
+    ]
+    samples = per_batch_wait_samples_ms(points, costs)
+    assert len(samples) == 200 and list(samples) == sorted(samples)
+    path = statistics.median(on_path.values())
+    assert samples[99] == pytest.approx(0.995 - path, abs=0.01)  # the median rank
+    assert samples[-1] == pytest.approx(1.9975 - path, abs=0.01)
+    assert per_batch_wait_samples_ms([exact_point("json", 1, 0.0, 0.0)], costs) == ()
+
+
+def test_the_model_draws_each_batchs_wait_from_the_samples() -> None:
+    from sim.calibration import costs_from_data
+
+    costs = costs_from_data({"per_batch_wait_samples_ms": [0.0, 2.0]}, "t")
+    assert costs.per_batch_wait_samples_ms == (0.0, 2.0)
+    with pytest.raises(CalibrationError, match="per_batch_wait_samples_ms"):
+        costs_from_data({"per_batch_wait_samples_ms": ["x"]}, "t")

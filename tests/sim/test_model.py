@@ -323,6 +323,11 @@ def test_the_wait_per_batch_delays_the_ack_without_costing_cpu() -> None:
     b = sim.run(s, replay=lone, costs=Costs(per_batch_wait_ms=0.5))
     assert b.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(0.5e-3)
     assert b.cpu_window_s == pytest.approx(a.cpu_window_s)
+    # a measured shape, when there is one, replaces the mean
+    c = sim.run(
+        s, replay=lone, costs=Costs(per_batch_wait_ms=0.5, per_batch_wait_samples_ms=(2.0,))
+    )
+    assert c.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(2e-3)
 
 
 def test_a_codec_only_the_sender_speaks_is_not_encoded() -> None:
