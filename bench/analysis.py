@@ -62,6 +62,7 @@ from matplotlib.figure import Figure
 from chatcap.results import read_manifest, read_run
 from chatcap.scenario import Scenario, load_scenario, load_scenario_data
 from sim.api import replication_seed, run_task, summarize_runs
+from sim.calibration import load_costs
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -322,8 +323,10 @@ def predict_measured(
     """The model at each (codec, offered load) of a measured run: the run's resolved
     scenario, the same users and per-user rate, every user on that codec, the same
     duration and warm-up (unless given), costs from ``calibration`` (None: the model's
-    built-in defaults). Rows carry the measured ``offered_per_s`` exactly (for
-    :func:`join`) and ``source = "sim"``."""
+    built-in defaults) — its store commit figures too (``sim.store_service_ms`` and
+    ``sim.store_per_msg_ms``: the batch-of-one mean and the per-message slope). Rows
+    carry the measured ``offered_per_s`` exactly (for :func:`join`) and ``source =
+    "sim"``."""
     path = resolve(run_dir)
     manifest = read_manifest(path)
     scenario = _manifest_scenario(manifest, path)
@@ -331,13 +334,16 @@ def predict_measured(
     warmup = warmup_s if warmup_s is not None else manifest.get("warmup_s")
     if warmup is None:
         warmup = scenario.workload.warmup_s * duration / scenario.workload.duration_s
-    base = scenario.with_overrides(
-        {
-            "workload.duration_s": float(duration),
-            "workload.warmup_s": float(warmup),
-            "sim.calibration": str(resolve(calibration)) if calibration else "",
-        }
-    )
+    overrides: dict[str, Any] = {
+        "workload.duration_s": float(duration),
+        "workload.warmup_s": float(warmup),
+        "sim.calibration": str(resolve(calibration)) if calibration else "",
+    }
+    if calibration:  # the store's mean as measured too, not the scenario's planning figure
+        costs = load_costs(resolve(calibration))
+        overrides["sim.store_service_ms"] = costs.store_commit_fixed_ms
+        overrides["sim.store_per_msg_ms"] = costs.store_commit_per_msg_ms
+    base = scenario.with_overrides(overrides)
     points: list[Point] = []
     for p in measured_points(path).itertuples(index=False):
         overrides = workload_overrides(
@@ -1260,8 +1266,6 @@ def calibration_text(path: str | Path | None) -> str:
             "The model uses its **built-in costs** (no calibration file): run "
             "`python -m bench calibrate` on this machine for figures that match it."
         )
-    from sim.calibration import load_costs
-
     costs = load_costs(resolve(path))
     when = f", measured {costs.created_utc}" if costs.created_utc else ""
     return f"The model uses the calibration `{_shown(resolve(path))}` (host {costs.host}{when})."

@@ -172,6 +172,13 @@ def test_predict_measured_runs_the_model_at_the_measured_points(tmp_path: Path) 
     assert len(rows) == 8
     assert "host test" in an.calibration_text(cal)
     assert "built-in costs" in an.calibration_text(None)
+    # the calibration's store figures replace the scenario's planning ones
+    slow = save_costs(Costs(store_commit_fixed_ms=30.0, host="slow"), tmp_path / "slow.json")
+    slow_rows = an.predict_measured(
+        run, calibration=slow, replications=1, duration_s=2.0, warmup_s=0.5
+    )
+    assert (slow_rows["ack_p50_ms"] >= 30.0).all()
+    assert (rows["ack_p50_ms"] < 30.0).all()
 
 
 # ---------------------------------------------------------------------------- comparison
