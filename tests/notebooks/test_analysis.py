@@ -319,6 +319,13 @@ def test_explain_names_each_miss_with_its_numbers_and_a_cause() -> None:
     assert "the model is above the measurement at every load judged" in text
     assert "The load generator adds 1 ms to the median ack" in text
     assert "under 1 ms" in text
+    assert "CPU per message that the model charges" not in text  # no CPU columns here
+    cpu = joined.assign(
+        server_cpu_us_per_msg_mean_measured=600.0, server_cpu_us_per_msg_mean_predicted=200.0
+    )
+    assert "used ×3 the CPU per message that the model charges" in an.explain(
+        an.accuracy(cpu), an.relative_error(cpu), cpu
+    )
 
 
 # ---------------------------------------------------------------------------- capacity
