@@ -12,7 +12,7 @@ from simcase import outcomes, scenario, script
 
 import sim
 from chatcap import wiring
-from chatcap.scenario import load_scenario_data
+from chatcap.scenario import Scenario, load_scenario_data
 from sim.calibration import Costs
 from sim.model import user_key
 from sim.workload import build_layout, codec_counts
@@ -285,8 +285,9 @@ def test_cpu_costs_add_up_per_stage_and_recipients_follow_one_send_apart() -> No
     )
 
 
-def test_the_per_batch_loop_cost_is_charged_once_per_batch_before_the_fan_out() -> None:
-    base = dict(
+def one_room_of_four() -> Scenario:
+    """Four json users in one room, a 1 ms deterministic store, one batch at a time."""
+    return scenario(
         workload__users=4,
         workload__rooms=1,
         workload__room_size__size=4,
@@ -295,29 +296,26 @@ def test_the_per_batch_loop_cost_is_charged_once_per_batch_before_the_fan_out() 
         sim__store_service_ms=1.0,
         server__store__max_in_flight_batches=1,
     )
+
+
+def test_the_per_batch_loop_cost_is_charged_once_per_batch_before_the_fan_out() -> None:
+    s = one_room_of_four()
     plain = Costs(per_batch_loop_us=0.0)
     batched = Costs(per_batch_loop_us=50.0)
     lone = script([(1.0, 0, 0, "json")])
-    a = sim.run(scenario(**base), replay=lone, costs=plain)
-    b = sim.run(scenario(**base), replay=lone, costs=batched)
+    a = sim.run(s, replay=lone, costs=plain)
+    b = sim.run(s, replay=lone, costs=batched)
     assert b.cpu_window_s - a.cpu_window_s == pytest.approx(50e-6)
     assert b.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(50e-6)
     # three sends at once: the first is cut alone, the other two wait and share a batch
     three = script([(1.0, 0, 0, "json"), (1.0, 1, 0, "json"), (1.0, 2, 0, "json")])
-    a3 = sim.run(scenario(**base), replay=three, costs=plain)
-    b3 = sim.run(scenario(**base), replay=three, costs=batched)
+    a3 = sim.run(s, replay=three, costs=plain)
+    b3 = sim.run(s, replay=three, costs=batched)
     assert b3.cpu_window_s - a3.cpu_window_s == pytest.approx(2 * 50e-6)
 
 
 def test_the_wait_per_batch_delays_the_ack_without_costing_cpu() -> None:
-    s = scenario(
-        workload__users=4,
-        workload__rooms=1,
-        workload__room_size__size=4,
-        workload__codec_mix={"json": 1},
-        sim__store_service="deterministic",
-        sim__store_service_ms=1.0,
-    )
+    s = one_room_of_four()
     lone = script([(1.0, 0, 0, "json")])
     a = sim.run(s, replay=lone, costs=Costs())
     b = sim.run(s, replay=lone, costs=Costs(per_batch_wait_ms=0.5))
