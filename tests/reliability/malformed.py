@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import sys
 import time
@@ -974,6 +975,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--rate", type=float, default=0.0, help="cases per second in all; 0 = unpaced")
     a.add_argument("--max-frame-bytes", type=int, required=True)
     a.add_argument("--deadline-s", type=float, default=600.0, help="the whole attack")
+    a.add_argument("--nice", type=int, default=0, help="lower this process's priority")
     b = sub.add_parser("bystanders", help="a room chatting at a steady rate")
     b.add_argument("--members", required=True, help="user:codec,user:codec,…")
     b.add_argument("--room", default="bystanders")
@@ -981,6 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--warmup-acks", type=int, required=True)
     b.add_argument("--baseline-acks", type=int, required=True)
     args = p.parse_args(argv)
+    if getattr(args, "nice", 0):
+        os.nice(args.nice)  # a load generator on the server's machine: let the server go first
     run = attack if args.command == "attack" else bystanders
     print(json.dumps(asyncio.run(run(args))), flush=True)
     return 0

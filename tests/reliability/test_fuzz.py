@@ -3,27 +3,28 @@
 ``scale.fuzz_per_codec`` malformed inputs per codec (``malformed.py``: broken JSON, wrong
 types, unknown kinds, huge numbers, deep nesting, invalid UTF-8, lone surrogates, frames
 of the wrong type, truncated and bit-flipped Protobuf, hand-built wire data, over-size
-frames) are sent by an attack process over two connections per codec. Every answer is
+frames) are sent by an attack process over one connection per codec. Every answer is
 classified and must be the one the README documents for that input (and for that input
 class): ``Error{bad_frame}`` or ``Error{bad_request}`` with the session going on, close
 1007 or 1009, or — for a mutation that still decodes — the normal answer to that
 message. The server must stay up and log no traceback, no websockets handler failure and
 no ERROR line; its ``chatcap_bad_frames_total`` must count exactly the bad frames seen.
 
-Meanwhile a room of bystanders sends at a steady rate and receives. Their ack and
-delivery p99 during the attack must stay within 2× of their p99 before it, measured in
-this test: the median over one-second windows of each window's p99, so that one noisy
-second on a shared two-core machine does not decide. The attack is paced
-(``ATTACK_RATE_PER_S``) rather than run flat out, so that it does not take the server's
-whole core; every bystander message must be acked and delivered to every other member
-exactly once.
+Meanwhile a room of bystanders (six members, both codecs, 15 sends/s each) chats and
+receives. Their ack and delivery p99 during the attack must stay within 2× of their p99
+before it, both measured in this test, as the median over half-second windows of each
+window's p99 — so that one noisy second on a shared two-core machine does not decide.
+The attack is paced at ``ATTACK_RATE_PER_S`` rather than run flat out (unpaced it
+reaches about 3,000 cases/s and takes the server's whole core, and the bystanders' p99
+then grows well past 2×), and its process runs at a lower priority so that the load
+generator's own CPU on this machine does not pass for server slowdown. Every bystander
+message must be acked and delivered to every other member exactly once, in seq order.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import queue
 import statistics
 import subprocess
@@ -47,16 +48,16 @@ SERVER = {
     "server.handshake_rate_per_s": 2_000.0,
     "server.handshake_burst": 2_000,
 }
-ATTACK_RATE_PER_S = 1_200.0  # cases per second, both codecs together
+ATTACK_RATE_PER_S = 1_000.0  # cases per second, both codecs together
 ATTACK_CONNECTIONS = 1  # per codec
 ATTACK_NICE = 10  # the generator yields the CPU to the server it measures (2 cores)
 BYSTANDERS = [(f"by-{i}", ("json", "protobuf")[i % 2]) for i in range(6)]
 BYSTANDER_ROOM = "bystanders"
 SEND_INTERVAL_S = 1 / 15  # per bystander: under the default 20/s per-user limit
-WINDOW_S = 1.0
+WINDOW_S = 0.5
 WARMUP_ACKS = 30
-BASELINE_WINDOWS = {"ci": 5, "full": 10}
-MIN_WINDOW_SAMPLES = 20  # a window with fewer samples (a stall in the test) is skipped
+BASELINE_WINDOWS = {"ci": 10, "full": 20}
+MIN_WINDOW_SAMPLES = 10  # a p99 of fewer samples says little (a window normally has 45)
 P99_RATIO_MAX = 2.0
 LOG_FAILURES = (
     "Traceback",
@@ -88,7 +89,7 @@ def window_p99s(samples: list[tuple[float, float]], start: float, end: float) ->
 class Driver:
     """``python -m tests.reliability.malformed …`` in its own process, one JSON line at a time."""
 
-    def __init__(self, server: ServerProcess, *args: str, nice: int = 0) -> None:
+    def __init__(self, server: ServerProcess, *args: str) -> None:
         self.name = args[0]
         command = [sys.executable, "-m", "tests.reliability.malformed"]
         command += [f"--port={server.port}", f"--timeout-s={scaled(10)}", *args]
@@ -98,7 +99,6 @@ class Driver:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -157,6 +157,7 @@ def test_malformed_frames_get_documented_answers_while_bystanders_keep_chatting(
         server,
         "bystanders",
         "--members=" + ",".join(f"{user}:{codec}" for user, codec in BYSTANDERS),
+        f"--room={BYSTANDER_ROOM}",
         f"--interval-s={SEND_INTERVAL_S}",
         f"--warmup-acks={WARMUP_ACKS}",
         f"--baseline-acks={baseline_acks}",
@@ -174,7 +175,7 @@ def test_malformed_frames_get_documented_answers_while_bystanders_keep_chatting(
             f"--rate={ATTACK_RATE_PER_S}",
             f"--max-frame-bytes={MAX_FRAME_BYTES}",
             f"--deadline-s={scaled(60 + 3 * attack_s)}",
-            nice=ATTACK_NICE,
+            f"--nice={ATTACK_NICE}",
         )
         started_at = attack.next_json(60)["started_at"]
         result = attack.next_json(90 + 3 * attack_s)
@@ -244,7 +245,7 @@ def check_the_bystanders(
         samples = [(sent, seconds) for sent, seconds in chat[f"{kind}_samples"]]
         before = window_p99s(samples, warm_at, started_at)
         during = window_p99s(samples, started_at, ended_at)
-        assert len(before) >= BASELINE_WINDOWS[scale.name] and len(during) >= 2, (before, during)
+        assert len(before) >= BASELINE_WINDOWS[scale.name] and len(during) >= 5, (before, during)
         base_ms, attack_ms = statistics.median(before) * 1e3, statistics.median(during) * 1e3
         record(f"bystander_{kind}_p99_baseline_ms", round(base_ms, 2))
         record(f"bystander_{kind}_p99_attack_ms", round(attack_ms, 2))
