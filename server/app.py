@@ -10,7 +10,9 @@ Shutdown (SIGTERM / SIGINT, or :meth:`ChatServer.shutdown`), within
 1. ``/readyz`` answers 503 and the listening socket closes (no new connections);
 2. the writer stops taking sends (``unavailable``) and commits what is queued — every
    queued send gets its Ack (or its error);
-3. every connection is closed with 1001 (going away);
+3. every connection is closed with 1001 (going away); sessions held back by read
+   throttling (:mod:`server.session`) stop waiting first, so their peers' closing
+   frames are read at once;
 4. the store pool closes; the process exits 0.
 """
 
@@ -135,6 +137,8 @@ class ChatServer:
         self.deduper = Deduper()
         self.router = build_router(self)
         self.draining = False
+        # set when connections are being closed: throttled sessions stop holding frames
+        self.going_away = asyncio.Event()
         self.room_last_seq: dict[str, int] = {}
         self._timeouts_seen = 0
         self.burn_cpu = burn_cpu
@@ -307,6 +311,7 @@ class ChatServer:
         self._server.close(close_connections=False)
         await self.writer.drain(started + cfg.drain_timeout_s * 0.8)
         left = max(0.1, started + cfg.drain_timeout_s - self.loop.time())
+        self.going_away.set()
         for client in list(self.hub.clients):
             if client.dropped and client.conn.transport is not None:
                 client.conn.transport.abort()  # a slow consumer would not read our 1001

@@ -14,6 +14,16 @@ A frame travels the DESIGN pipeline:
 Sends are pipelined: the session never waits for one ack before reading the next
 frame; the Ack is written from a future callback. Join (store reads, replay) runs as a
 task owned by the session and cancelled when the client goes away.
+
+Read throttling: once a Send is refused with ``rate_limited``, the session processes no
+further frame of that connection (of any kind) until the ``retry_after`` it just sent
+has passed (at most :data:`THROTTLE_MAX_S`). A client that honours ``retry_after`` never
+notices; one that floods stops being read: websockets' receive queue fills, it pauses
+the socket, and TCP backpressure slows the sender instead of the server's event loop.
+The wait ends early when the connection stops being open or the server goes away
+(shutdown), so it never holds up a 1001 drain; the frames still held back then are
+dropped unprocessed (no answer could reach the client any more), which lets websockets
+read on to the peer's closing frame at once.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from time import perf_counter
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from chatcap.protocol import DecodeError, Envelope, Join, Joined, Leave, Send
 from chatcap.protocol.messages import (
@@ -54,6 +65,11 @@ FrameMiddleware = Callable[["Session", FrameHandler], FrameHandler]
 # frames: without a yield a client that floods (even with frames the rate limiter
 # refuses) held the loop for ~100 ms per read, stalling every other connection.
 FAIR_SHARE_FRAMES = 16
+
+# The longest a session holds a connection's frames back after a ``rate_limited``
+# answer. Token buckets refill within 1/rate_per_s, so this bounds only slow window
+# algorithms (and the "never" refusal, whose retry_after is infinite).
+THROTTLE_MAX_S = 1.0
 
 
 def retry_ms(seconds: float) -> int:
@@ -85,6 +101,7 @@ def limit_sends(session: Session, inner: FrameHandler) -> FrameHandler:
             decision = limiter.try_acquire(user, t_in)
             if not decision.allowed:
                 rate_limited.inc()
+                session.resume_at = t_in + min(decision.retry_after_s, THROTTLE_MAX_S)
                 session.error(
                     RATE_LIMITED,
                     "send rate limit exceeded",
@@ -120,18 +137,23 @@ class Session:
         self.handle = frame_chain(self, self.dispatch)
         self.max_body_bytes = app.scenario.server.max_message_bytes - 512
         self.log = app.log
+        # perf_counter() before which no frame is processed (set by a rate_limited refusal)
+        self.resume_at = 0.0
 
     async def run(self) -> None:
         conn = self.client.conn
         text_codec = self.client.codec.text
         tally = self.tally
         since_yield = 0
+        dropping = False  # a hold was cut short by the close: the rest goes unread
         try:
             async for frame in conn:
                 since_yield += 1
                 if since_yield >= FAIR_SHARE_FRAMES:
                     since_yield = 0
                     await asyncio.sleep(0)  # let other connections and the writer run
+                if dropping:
+                    continue
                 t_in = perf_counter()  # µs resolution (uvloop's loop.time() has ms)
                 tally[1] += len(frame)
                 if isinstance(frame, str) != text_codec:
@@ -147,11 +169,35 @@ class Session:
                     self.bad_frame(exc.reason, "decode")
                     continue
                 self.handle(msg, t_in)
+                if self.resume_at > t_in:  # refused as rate_limited: read throttling
+                    dropping = not await self.hold_back()
         except ConnectionClosed:
             pass
         finally:
             for task in self.tasks:
                 task.cancel()
+
+    async def hold_back(self) -> bool:
+        """Process nothing more until ``resume_at``, the moment the limiter admits a send
+        again (True); False as soon as the connection leaves OPEN or the server goes away.
+        """
+        conn, going_away = self.client.conn, self.app.going_away
+        wakers: tuple[asyncio.Task[Any], ...] = ()
+        try:
+            while conn.state is State.OPEN and not going_away.is_set():
+                wait_s = self.resume_at - perf_counter()
+                if wait_s <= 0:  # timers may fire a little early: re-check on our clock
+                    return True
+                if not wakers:
+                    wakers = (
+                        self.loop.create_task(conn.wait_closed()),
+                        self.loop.create_task(going_away.wait()),
+                    )
+                await asyncio.wait(wakers, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in wakers:
+                task.cancel()
+        return False
 
     # ---------------------------------------------------------------- dispatch
 
