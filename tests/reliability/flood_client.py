@@ -8,11 +8,18 @@ the kernel takes it and costs this process almost no CPU — while its main thre
 and tallies every reply (so the flooder never becomes a slow consumer). The run has a
 deadline (``--deadline-s``), so it always stops by itself.
 
+The server throttles a client that goes on sending after ``rate_limited`` (it reads
+nothing more until the ``retry_after`` it sent), so N Sends over the limit are answered
+at the limiter's pace: ``--duration-s`` ends the run that long after ``go`` instead of at
+the last reply. The connection is then cut (its unsent and unread frames cannot make way
+for a closing handshake), which also ends a write still blocked by the server's
+backpressure.
+
 Stdout, one JSON object per line: ``ready``; ``progress`` with the replies so far, every
 ``--progress-every`` replies (the test paces its own traffic by it); then ``done`` with
-the acked ``client_msg_id`` s, the count of ``rate_limited`` errors, the range of their
-``retry_after_ms`` and any other reply; or ``failed`` with the reason. Exit status 0 when
-every send got its reply.
+the acked and the refused ``client_msg_id`` s, the count of ``rate_limited`` errors, the
+range of their ``retry_after_ms`` and any other reply; or ``failed`` with the reason.
+Exit status 0 when every send got its reply, or when ``--duration-s`` ended the run.
 
 Its own process keeps the flood's client-side work away from the interpreter lock of the
 test, which meanwhile times another user's acks.
@@ -28,6 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import suppress
 from typing import Any
 
 from websockets.client import ClientProtocol
@@ -100,6 +108,7 @@ class Tally:
         self.count = 0
         self.acked: list[str] = []
         self.limited = 0
+        self.refused: list[str] = []
         self.retry_after_ms: list[int] = []
         self.foreign_ids = 0
         self.other: list[str] = []
@@ -110,12 +119,33 @@ class Tally:
             self.acked.append(msg.client_msg_id)
         elif isinstance(msg, Error) and msg.code == "rate_limited":
             self.limited += 1
+            self.refused.append(msg.client_msg_id)
             self.retry_after_ms.append(msg.retry_after_ms)
             self.foreign_ids += not msg.client_msg_id.startswith("f-")
         else:
             self.other.append(repr(msg)[:200])
         if self.count % self.progress_every == 0:
             say("progress", replies=self.count)
+
+
+def write_all(sock: socket.socket, data: bytes) -> None:
+    """The writer thread: the whole flood, until the kernel takes it or the socket is cut."""
+    with suppress(OSError):  # cut at the end of a --duration-s run
+        sock.sendall(data)  # releases the interpreter lock while the kernel takes the bytes
+
+
+def read_replies(conn: Connection, tally: Tally, count: int, stop_at: float) -> bool:
+    """Tally replies until all ``count`` came (True) or ``stop_at`` passed (False)."""
+    while tally.count < count:
+        left = stop_at - time.monotonic()
+        if left <= 0:
+            return False
+        conn.sock.settimeout(left)
+        try:
+            tally.take(conn.next_message())
+        except TimeoutError:
+            return False
+    return True
 
 
 def main(args: argparse.Namespace) -> int:
@@ -139,21 +169,29 @@ def main(args: argparse.Namespace) -> int:
         return 1
     tally = Tally(args.progress_every)
     started = time.monotonic()
-    writer = threading.Thread(target=conn.sock.sendall, args=(flood,), daemon=True)
-    writer.start()  # sendall releases the interpreter lock while the kernel takes the bytes
-    conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
-    while tally.count < args.count:
-        tally.take(conn.next_message())
+    writer = threading.Thread(target=write_all, args=(conn.sock, flood), daemon=True)
+    writer.start()
+    stop_at = min(deadline, started + args.duration_s) if args.duration_s else deadline
+    complete = read_replies(conn, tally, args.count, stop_at)
     seconds = time.monotonic() - started
-    writer.join(timeout=max(0.0, deadline - time.monotonic()))
-    conn.protocol.send_close(1000)
-    conn.flush()
+    if complete:
+        writer.join(timeout=max(0.0, deadline - time.monotonic()))
+        conn.protocol.send_close(1000)
+        conn.flush()
+    elif not args.duration_s:
+        say("failed", error=f"{tally.count} of {args.count} replies by the deadline")
+        return 1
+    else:
+        conn.sock.shutdown(socket.SHUT_RDWR)  # wakes a sendall still blocked
+        writer.join(timeout=max(0.0, deadline - time.monotonic()))
     conn.sock.close()
     say(
         "done",
         sent=args.count,
         seconds=round(seconds, 3),
+        replies=tally.count,
         acked=tally.acked,
+        refused=tally.refused,
         rate_limited=tally.limited,
         retry_after_ms_min=min(tally.retry_after_ms, default=0),
         retry_after_ms_max=max(tally.retry_after_ms, default=0),
@@ -170,6 +208,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--progress-every", type=int, default=100)
     parser.add_argument("--deadline-s", type=float, default=120.0)
+    parser.add_argument("--duration-s", type=float, default=0.0, help="0: until all replies")
     return parser.parse_args(argv)
 
 
