@@ -34,17 +34,13 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from contextlib import suppress
 from typing import Any
 
-from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
-from websockets.typing import Subprotocol
-from websockets.uri import parse_uri
 
 from chatcap.protocol import CODECS, Ack, Error, Join, Joined, Send
+from tests.reliability.rawws import RawClient
 
 TOKEN_ENV = "CHATCAP_FLOOD_TOKEN"
 CODEC = CODECS["json"]
@@ -54,38 +50,16 @@ def say(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-class Connection:
-    """A WebSocket client on a plain blocking socket: frames via the sans-I/O protocol."""
+class Connection(RawClient):
+    """The flooder's connection: a raw client whose socket a writer thread also uses, so
+    replies are read without answering control frames from this thread."""
 
     def __init__(self, url: str, token: str, timeout_s: float) -> None:
-        uri = parse_uri(url)
-        self.sock = socket.create_connection((uri.host, uri.port), timeout=timeout_s)
-        self.protocol = ClientProtocol(uri, subprotocols=[Subprotocol(CODEC.subprotocol)])
-        self.events: deque[Any] = deque()
-        request = self.protocol.connect()
-        request.headers["Authorization"] = f"Bearer {token}"
-        self.protocol.send_request(request)
-        self.flush()
-        response = self.next_event()
-        if not isinstance(response, Response) or response.status_code != 101:
-            raise RuntimeError(f"handshake refused: {response!r}"[:300])
-
-    def flush(self) -> None:
-        for data in self.protocol.data_to_send():
-            if data:
-                self.sock.sendall(data)
-
-    def next_event(self) -> Any:
-        while not self.events:
-            data = self.sock.recv(262144)
-            if data:
-                self.protocol.receive_data(data)
-            else:
-                self.protocol.receive_eof()
-            self.events.extend(self.protocol.events_received())
-            if not data and not self.events:
-                raise EOFError("the server closed the connection")
-        return self.events.popleft()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        super().__init__(
+            sock, url, token, CODEC.subprotocol, recv_bytes=262144, answer_control=False
+        )
 
     def next_message(self) -> Any:
         while True:

@@ -31,24 +31,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from types import SimpleNamespace
 from typing import Any, cast
 
-from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
-from websockets.typing import Subprotocol
-from websockets.uri import parse_uri
 
 from chatcap.protocol import CODECS, Ack, Deliver, Join, Joined, Leave
 from chatcap.scenario import Scenario, load_scenario
 from server.hub import Client, Hub
 from server.session import FAIR_SHARE_FRAMES, Session
 from tests.reliability.conftest import Record, Scale
+from tests.reliability.rawws import RawClient
 from tests.server.chat import ChatClient, ServerProcess
 from tests.server.conftest import ROOT, scaled
 
@@ -138,7 +134,7 @@ def history(server: ServerProcess, room: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------ a: slow consumer
 
 
-class StalledReader:
+class StalledReader(RawClient):
     """A member on a raw socket that reads its handshake and its Joined, then stops.
 
     Its receive buffer is shrunk before connecting (the TCP window is fixed at the SYN),
@@ -147,44 +143,14 @@ class StalledReader:
     """
 
     def __init__(self, server: ServerProcess, user: str, room: str) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.settimeout(scaled(10))
-        self.sock.connect(("127.0.0.1", server.port))
-        self.protocol = ClientProtocol(
-            parse_uri(server.ws_url),
-            subprotocols=[Subprotocol(JSON.subprotocol)],
-            max_size=None,
-        )
-        self.events: deque[Any] = deque()
-        request = self.protocol.connect()
-        request.headers["Authorization"] = f"Bearer {server.token(user)}"
-        self.protocol.send_request(request)
-        self.flush()
-        response = self.next_event()
-        assert isinstance(response, Response) and response.status_code == 101, response
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(scaled(10))
+        super().__init__(sock, server.ws_url, server.token(user), JSON.subprotocol)
         self.protocol.send_text(JSON.encode(Join(room=room)))
         self.flush()
         joined = JSON.decode(bytes(self.next_event().data))
         assert isinstance(joined, Joined), joined
-
-    def flush(self) -> None:
-        for data in self.protocol.data_to_send():
-            if data:
-                self.sock.sendall(data)
-
-    def next_event(self) -> Any:
-        while not self.events:
-            data = self.sock.recv(65536)
-            if data:
-                self.protocol.receive_data(data)
-            else:
-                self.protocol.receive_eof()
-            self.events.extend(self.protocol.events_received())
-            self.flush()
-            if not data and not self.events:
-                raise EOFError("the server closed the connection")
-        return self.events.popleft()
 
     def read_to_end(self) -> tuple[int, int | None]:
         """Read until the connection ends: (Deliver frames read, close code or None).
@@ -203,9 +169,6 @@ class StalledReader:
             pass
         close = self.protocol.close_rcvd
         return delivers, close.code if close is not None else None
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_a_reader_that_stops_reading_is_dropped_and_the_room_goes_on(
