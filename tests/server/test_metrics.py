@@ -175,13 +175,15 @@ def test_legal_breaker_transitions_are_shown_at_zero() -> None:
     )
 
 
-def test_latency_buckets_run_from_50_microseconds_to_10_seconds_three_per_decade() -> None:
+def test_latency_buckets_run_from_50_microseconds_ten_per_decade_to_1_second_then_to_10() -> None:
     assert LATENCY_BUCKETS_S[0] == 50e-6
-    assert LATENCY_BUCKETS_S[-1] == 10.0
-    decades = math.log10(LATENCY_BUCKETS_S[-1] / LATENCY_BUCKETS_S[0])
-    assert len(LATENCY_BUCKETS_S) == round(3 * decades) + 1
-    ratios = [b / a for a, b in itertools.pairwise(LATENCY_BUCKETS_S)]
-    assert all(2.0 <= ratio <= 2.5 for ratio in ratios)
+    assert LATENCY_BUCKETS_S[-4:] == (1.0, 2.0, 5.0, 10.0)
+    fine = LATENCY_BUCKETS_S[: LATENCY_BUCKETS_S.index(1.0) + 1]
+    decades = math.log10(fine[-1] / fine[0])
+    assert len(fine) == round(10 * decades) + 1
+    ratios = [b / a for a, b in itertools.pairwise(fine)]
+    assert all(1.24 <= ratio <= 1.28 for ratio in ratios)  # ±13 % inside a bucket at most
+    assert 0.0005 in LATENCY_BUCKETS_S and 0.001 in LATENCY_BUCKETS_S  # round bounds kept
 
 
 def test_batch_buckets_are_powers_of_two_up_to_1024() -> None:
