@@ -45,7 +45,10 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    µs per message less what the model already charges an echo (``per_send_fixed +
    decode + encode_ack + per_recipient``), median over codecs and repeats. The model
    charges it once per batch (split over the batch's messages), so it weighs on light
-   load — where batches are of one — and fades as batches grow. The same points give
+   load — where batches are of one — and fades as batches grow. ``per_batch_thread_us``
+   is the same points' process CPU less the loop thread's, less the commit itself: the
+   store thread's Python around each call, which holds the interpreter lock (the model
+   charges it to the loop too). The same points give
    ``per_batch_wait_ms``: the server's own mean ack latency (Δ sum ÷ Δ count of its
    ``chatcap_ack_latency_seconds`` histogram, read from ``/metrics`` around the point)
    less what the model puts on that path (ingress, the batch's loop cost, a commit of
@@ -260,6 +263,18 @@ def per_batch_wait_ms(points: Sequence[Point], costs: Costs) -> float:
     if not lone:
         return 0.0
     extra = [p.server_ack_mean_ms - _on_path_ms(p, costs) for p in lone]
+    return max(0.0, float(statistics.median(extra)))
+
+
+def per_batch_thread_us(points: Sequence[Point], costs: Costs) -> float:
+    """CPU outside the loop per lone batch, less SQLite's commit itself (done with the
+    interpreter lock released): each lone echo point's process − loop µs per message less
+    ``store_commit_fixed_ms``; the median, never below 0. 0 without lone points."""
+    lone = [p for p in points if p.window == LONE_WINDOW and p.room_size == 1]
+    if not lone:
+        return 0.0
+    commit_us = costs.store_commit_fixed_ms * 1000.0
+    extra = [p.process_us_per_msg - p.loop_us_per_msg - commit_us for p in lone]
     return max(0.0, float(statistics.median(extra)))
 
 
@@ -514,8 +529,9 @@ NOTES = (
     "commits run on the pool's threads and are charged by the model as store time, not "
     "loop CPU. per_batch_loop_us: the echo case at one send in flight (every message a "
     "batch of one), loop CPU per message less what the model charges an echo (median). "
-    "per_batch_wait_ms: the same points' server-side mean ack latency (histogram sum / "
-    "count) less the loop costs and the commit of one on that path (median); "
+    "per_batch_thread_us: the same points' process CPU less the loop's, less the commit "
+    "itself (median). per_batch_wait_ms: the same points' server-side mean ack latency "
+    "(histogram sum / count) less the loop costs and the commit of one on that path (median); "
     "per_batch_wait_samples_ms: the same from the histogram's buckets, 200 quantiles. "
     "store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
@@ -563,7 +579,12 @@ def build_costs(
         partial, per_send_fixed_us=max(fixed, 0.0), per_recipient_send_us=max(per_recipient, 0.0)
     )
     per_batch = per_batch_loop_us(points, fitted)
-    on_path = replace(fitted, per_batch_loop_us=per_batch, store_commit_fixed_ms=store.fixed_ms)
+    thread_us = per_batch_thread_us(points, replace(fitted, store_commit_fixed_ms=store.fixed_ms))
+    on_path = replace(
+        fitted,
+        per_batch_loop_us=per_batch + thread_us,
+        store_commit_fixed_ms=store.fixed_ms,
+    )
     wait_ms = per_batch_wait_ms(points, on_path)
     wait_samples = per_batch_wait_samples_ms(points, on_path)
     details: dict[str, Any] = {
@@ -594,6 +615,7 @@ def build_costs(
         per_send_fixed_us=max(fixed, 0.0),
         per_recipient_send_us=max(per_recipient, 0.0),
         per_batch_loop_us=per_batch,
+        per_batch_thread_us=thread_us,
         per_batch_wait_ms=wait_ms,
         per_batch_wait_samples_ms=wait_samples,
         store_commit_fixed_ms=store.fixed_ms,
@@ -619,6 +641,7 @@ def format_table(costs: Costs) -> str:
     lines.append(f"{'per_send_fixed_us':28}{costs.per_send_fixed_us:24.2f}  µs (loop)")
     lines.append(f"{'per_recipient_send_us':28}{costs.per_recipient_send_us:24.2f}  µs (loop)")
     lines.append(f"{'per_batch_loop_us':28}{costs.per_batch_loop_us:24.2f}  µs (loop)")
+    lines.append(f"{'per_batch_thread_us':28}{costs.per_batch_thread_us:24.2f}  µs (thread)")
     lines.append(f"{'per_batch_wait_ms':28}{costs.per_batch_wait_ms:24.4f}  ms (time)")
     waits = costs.per_batch_wait_samples_ms
     if waits:

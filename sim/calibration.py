@@ -26,6 +26,10 @@ key                        meaning
                            costs: handing the batch to the store thread, waking on its
                            result, the event-loop turn a lone message costs (optional;
                            0 when absent — files older than this key)
+``per_batch_thread_us``    CPU a store thread spends per batch outside SQLite's own
+                           commit (the executor hand-off, Python around the call): it
+                           holds the interpreter lock, so the model charges it to the
+                           loop (optional; 0 when absent)
 ``per_batch_wait_ms``      wall time a writer batch spends beyond its commit and the
                            loop's CPU: the hand-off to a store thread and the loop's
                            wake-up on the result (optional; 0 when absent)
@@ -89,6 +93,7 @@ class Costs:
     per_send_fixed_us: float = 12.0
     per_recipient_send_us: float = 5.0
     per_batch_loop_us: float = 0.0
+    per_batch_thread_us: float = 0.0
     per_batch_wait_ms: float = 0.0
     per_batch_wait_samples_ms: tuple[float, ...] = ()
     store_commit_fixed_ms: float = 0.04
@@ -114,6 +119,7 @@ class Costs:
             per_send_fixed_us=0.0,
             per_recipient_send_us=0.0,
             per_batch_loop_us=0.0,
+            per_batch_thread_us=0.0,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -176,6 +182,7 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         "per_send_fixed_us",
         "per_recipient_send_us",
         "per_batch_loop_us",
+        "per_batch_thread_us",
         "per_batch_wait_ms",
         "store_commit_fixed_ms",
         "store_commit_per_msg_ms",

@@ -150,7 +150,9 @@ class _Model:
         self.reply_s = [(c.encode_ack_us[n] + c.per_recipient_send_us) * us for n in CODEC_NAMES]
         self.encode_deliver_s = [c.encode_deliver_us[n] * us for n in CODEC_NAMES]
         self.step_s = c.per_recipient_send_us * us
-        self.batch_s = c.per_batch_loop_us * us
+        # the loop's own cost of a batch, and the store thread's Python around the commit
+        # (it holds the interpreter lock, so the loop waits for it)
+        self.batch_s = (c.per_batch_loop_us + c.per_batch_thread_us) * us
         self.handoff_s = c.per_batch_wait_ms / 1000.0
         self.burn_s = burn_us * us if self.s.sim.cpu else 0.0
 

@@ -22,6 +22,7 @@ from bench.calibrate import (
     loop_share,
     mean_ack_ms,
     per_batch_loop_us,
+    per_batch_thread_us,
     per_batch_wait_ms,
     per_batch_wait_samples_ms,
 )
@@ -219,3 +220,17 @@ def test_the_model_draws_each_batchs_wait_from_the_samples() -> None:
     assert costs.per_batch_wait_samples_ms == (0.0, 2.0)
     with pytest.raises(CalibrationError, match="per_batch_wait_samples_ms"):
         costs_from_data({"per_batch_wait_samples_ms": ["x"]}, "t")
+
+
+def test_the_thread_cost_is_process_less_loop_less_the_commit_on_lone_points() -> None:
+    costs = replace(CODEC_COSTS, store_commit_fixed_ms=0.04)
+    lone = [
+        replace(exact_point(c, 1, 40.0, 7.5), window=LONE_WINDOW, process_us_per_msg=p)
+        for c, p in (("json", 300.0), ("protobuf", 320.0), ("json", 310.0))
+    ]
+    loop = lone[0].loop_us_per_msg, lone[1].loop_us_per_msg, lone[2].loop_us_per_msg
+    expected = statistics.median(
+        [300.0 - loop[0] - 40.0, 320.0 - loop[1] - 40.0, 310.0 - loop[2] - 40.0]
+    )
+    assert per_batch_thread_us(lone, costs) == pytest.approx(expected)
+    assert per_batch_thread_us([exact_point("json", 1, 40.0, 7.5)], costs) == 0.0

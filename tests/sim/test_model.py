@@ -312,6 +312,9 @@ def test_the_per_batch_loop_cost_is_charged_once_per_batch_before_the_fan_out() 
     a3 = sim.run(s, replay=three, costs=plain)
     b3 = sim.run(s, replay=three, costs=batched)
     assert b3.cpu_window_s - a3.cpu_window_s == pytest.approx(2 * 50e-6)
+    # the store thread's share holds the interpreter lock: charged to the loop alike
+    t = sim.run(s, replay=lone, costs=Costs(per_batch_loop_us=20.0, per_batch_thread_us=30.0))
+    assert t.cpu_window_s - a.cpu_window_s == pytest.approx(50e-6)
 
 
 def test_the_wait_per_batch_delays_the_ack_without_costing_cpu() -> None:
