@@ -66,7 +66,7 @@ class DemoSize:
 FULL = DemoSize(
     (100.0, 200.0, 400.0, 800.0),
     12.0,
-    ("--repeat", "1"),
+    (),  # the default: three repeats, medians
     5,
     3,
     ("replications=2", "capacity-planning:duration_s=3.0"),
