@@ -38,6 +38,12 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    K · per_recipient`` (K frames written), and the two figures are the least-squares
    line through every (K, y) point — both codecs, every repeat. The codec costs are
    subtracted because the model adds them separately: nothing is counted twice.
+   The fit's slope is the cost of a frame to a *busy* reader. A lone fan-out point (a
+   room of :data:`LONE_ROOM` at one send in flight, members asleep between messages, as
+   chat members at a few messages per second are) gives the cost of a frame that wakes
+   its reader — on loopback the wake-up happens inside the writer's ``write()`` — and,
+   when measured, that slope (:func:`per_recipient_lone_us`) is ``per_recipient_send_us``;
+   the windowed one is kept in ``details``.
 3. **A lone message** (``per_batch_loop_us``): the same echo case with **one** send in
    flight, so that every message is a writer batch of its own and nothing is amortised:
    the batch hand-off to the store thread, the wake-up on its result and the event-loop
@@ -126,6 +132,7 @@ ROOM_SIZES = (1, 2, 21)  # 1 = echo
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WINDOW = 20  # sends in flight, the same for every point: batching stays comparable
 LONE_WINDOW = 1  # one send in flight: every message a batch of its own
+LONE_ROOM = 21  # the lone fan-out point's room: members asleep between messages
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -240,7 +247,9 @@ def per_batch_wait_samples_ms(points: Sequence[Point], costs: Costs) -> tuple[fl
     ack latency (read from its histogram's buckets, interpolated as Prometheus does) less
     that point's modelled path, clipped at 0; the median over points, quantile by
     quantile. Empty when no lone point has buckets or every quantile is 0."""
-    lone = [p for p in points if p.window == LONE_WINDOW and p.server_ack_buckets]
+    lone = [
+        p for p in points if p.window == LONE_WINDOW and p.room_size == 1 and p.server_ack_buckets
+    ]
     if not lone:
         return ()
     rows = [
@@ -259,11 +268,36 @@ def per_batch_wait_ms(points: Sequence[Point], costs: Costs) -> float:
     each lone echo point's server-side mean ack latency less what the model puts on
     that path (ingress, the batch's loop cost, a commit of one, the Ack); the median,
     never below 0. 0 when no lone point has a server figure."""
-    lone = [p for p in points if p.window == LONE_WINDOW and math.isfinite(p.server_ack_mean_ms)]
+    lone = [
+        p
+        for p in points
+        if p.window == LONE_WINDOW and p.room_size == 1 and math.isfinite(p.server_ack_mean_ms)
+    ]
     if not lone:
         return 0.0
     extra = [p.server_ack_mean_ms - _on_path_ms(p, costs) for p in lone]
     return max(0.0, float(statistics.median(extra)))
+
+
+def per_recipient_lone_us(points: Sequence[Point], costs: Costs) -> float | None:
+    """The cost of one frame to a member that sleeps between messages: per codec and
+    repeat, the lone fan-out point (a room of :data:`LONE_ROOM`, one send in flight) less
+    the lone echo point, less the one Deliver encode, over the ``LONE_ROOM − 1`` extra
+    frames; the median, never below 0. None without such pairs.
+
+    A write to a socket whose reader is asleep wakes it, which on loopback is done inside
+    the writer's own ``write()`` — dearer than the windowed fan-out's writes, whose
+    reader is busy. Chat members at a few messages per second are asleep between them.
+    """
+    echo = {(p.codec, p.repeat): p for p in points if p.window == LONE_WINDOW and p.room_size == 1}
+    slopes = []
+    for p in points:
+        if p.window != LONE_WINDOW or p.room_size != LONE_ROOM or (p.codec, p.repeat) not in echo:
+            continue
+        base = echo[(p.codec, p.repeat)]
+        extra = p.loop_us_per_msg - base.loop_us_per_msg - costs.encode_deliver_us[p.codec]
+        slopes.append(extra / (LONE_ROOM - 1))
+    return max(0.0, float(statistics.median(slopes))) if slopes else None
 
 
 def per_batch_thread_us(points: Sequence[Point], costs: Costs) -> float:
@@ -415,7 +449,10 @@ def measure_point(
     before = fetch(base_url)
     loop0, proc0 = loop_thread_cpu_s(pid), server_cpu_s(pid)
     tag = f"cal{repeat}-{codec}-{room_size}-w{window}"
-    messages = plan.messages[room_size] if window == WINDOW else plan.lone_messages
+    if window == WINDOW:
+        messages = plan.messages[room_size]
+    else:  # a lone fan-out writes a frame per member: fewer messages take as long
+        messages = plan.lone_messages if room_size == 1 else plan.lone_messages // 2
     outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
     loop1, proc1 = loop_thread_cpu_s(pid), server_cpu_s(pid)
     share = loop_share(loop1 - loop0, proc1 - proc0)
@@ -444,7 +481,7 @@ def measure_server_points(scenario: Scenario, plan: Plan, workdir: Path) -> list
     scenario_path = workdir / "scenario.toml"
     scenario_path.write_text(to_toml(scenario, comments=False))
     jobs = [(c, k, WINDOW) for k in ROOM_SIZES for c in CODEC_NAMES]
-    jobs += [(c, 1, LONE_WINDOW) for c in CODEC_NAMES]
+    jobs += [(c, k, LONE_WINDOW) for k in (1, LONE_ROOM) for c in CODEC_NAMES]
     points: list[Point] = []
     for repeat in range(plan.repeat):
         server = start_our_server(scenario_path, workdir, f"cal{repeat}")
@@ -575,6 +612,10 @@ def build_costs(
     }
     windowed = [p for p in points if p.window == WINDOW]
     process_fit = fit_line([p.frames for p in windowed], [p.process_us_per_msg for p in windowed])
+    per_recipient_windowed = per_recipient
+    lone_slope = per_recipient_lone_us(points, partial)
+    if lone_slope is not None:
+        per_recipient = lone_slope  # the regime of chat members (see the function)
     fitted = replace(
         partial, per_send_fixed_us=max(fixed, 0.0), per_recipient_send_us=max(per_recipient, 0.0)
     )
@@ -594,6 +635,8 @@ def build_costs(
         "lone_window": LONE_WINDOW,
         "plan": {**asdict(plan), "messages": {str(k): v for k, v in plan.messages.items()}},
         "server_points": [_plain({**asdict(p), "frames": p.frames}) for p in points],
+        "per_recipient_windowed_us": per_recipient_windowed,
+        "per_recipient_lone_us": lone_slope,
         "loop_fit_by_codec": {
             c: {"per_send_fixed_us": f, "per_recipient_send_us": r}
             for c, (f, r) in by_codec.items()

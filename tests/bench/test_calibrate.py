@@ -13,6 +13,7 @@ import pytest
 from bench import calibrate
 from bench.calibrate import (
     BATCH_SIZES,
+    LONE_ROOM,
     LONE_WINDOW,
     ROOM_SIZES,
     Point,
@@ -25,6 +26,7 @@ from bench.calibrate import (
     per_batch_thread_us,
     per_batch_wait_ms,
     per_batch_wait_samples_ms,
+    per_recipient_lone_us,
 )
 from sim.calibration import CODECS, CalibrationError, Costs, load_costs
 
@@ -234,3 +236,21 @@ def test_the_thread_cost_is_process_less_loop_less_the_commit_on_lone_points() -
     )
     assert per_batch_thread_us(lone, costs) == pytest.approx(expected)
     assert per_batch_thread_us([exact_point("json", 1, 40.0, 7.5)], costs) == 0.0
+
+
+def test_the_lone_fan_out_gives_the_cost_of_a_frame_that_wakes_its_reader() -> None:
+    def lone(codec: str, k: int, repeat: int, loop: float) -> Point:
+        return replace(
+            exact_point(codec, k, 0.0, 0.0), window=LONE_WINDOW, repeat=repeat, loop_us_per_msg=loop
+        )
+
+    enc = CODEC_COSTS.encode_deliver_us
+    points = [
+        lone("json", 1, 0, 300.0),
+        lone("json", LONE_ROOM, 0, 300.0 + enc["json"] + 20 * 25.0),
+        lone("protobuf", 1, 0, 320.0),
+        lone("protobuf", LONE_ROOM, 0, 320.0 + enc["protobuf"] + 20 * 27.0),
+        lone("json", LONE_ROOM, 1, 999.0),  # no echo of its repeat: not paired
+    ]
+    assert per_recipient_lone_us(points, CODEC_COSTS) == pytest.approx(26.0)
+    assert per_recipient_lone_us(points[:1], CODEC_COSTS) is None
