@@ -52,12 +52,18 @@ def test_pool_never_lends_more_than_size_connections(tmp_path: Path) -> None:
     async def main() -> None:
         pool = StorePool(PoolRules(size=3), connector(tmp_path))
         holding, most = 0, 0
+        full = asyncio.Event()  # three connections lent at once
 
         async def borrower() -> None:
             nonlocal holding, most
             async with pool.connection() as conn:
                 holding += 1
                 most = max(most, holding)
+                if holding == 3:
+                    full.set()
+                # the first three wait for each other (a pool lending fewer times out),
+                # so the count cannot depend on how fast the first ones finish
+                await asyncio.wait_for(full.wait(), 10)
                 await pool.run(conn, StoreConnection.last_seq, "a")
                 holding -= 1
 
