@@ -1456,6 +1456,22 @@ def plot_knee(
     return fig
 
 
+UNITS = (
+    ("_us_per_msg", "µs per message"),
+    ("_per_s", "per second"),
+    ("_ms", "ms"),
+    ("_rate", "share"),
+)
+
+
+def axis_label(column: str) -> str:
+    """``server_ack_p99_ms`` → ``server ack p99 (ms)``: words and the unit in brackets."""
+    for suffix, unit in UNITS:
+        if column.endswith(suffix):
+            return f"{column.removesuffix(suffix).replace('_', ' ')} ({unit})"
+    return column.replace("_", " ")
+
+
 def plot_overlay(
     joined: pd.DataFrame,
     measured: str,
@@ -1470,6 +1486,7 @@ def plot_overlay(
     predicted = predicted or measured
     fig, axes = _figure(figsize=(7, 4.2))
     ax: Axes = axes[0][0]
+    bound_labelled = False
     for i, (codec, g) in enumerate(joined.groupby("codec", sort=True)):
         c = _color(str(codec), i)
         x = g["offered_per_s"]
@@ -1478,17 +1495,20 @@ def plot_overlay(
         ep = g.get(f"{predicted}_ci95_predicted", pd.Series(0.0, index=g.index)).fillna(0.0)
         ax.errorbar(x, ym, yerr=em, fmt="o", color=c, capsize=3, label=f"{codec} measured")
         ax.plot(x, yp, "-", color=c, label=f"{codec} model")
-        ax.fill_between(x, yp - ep, yp + ep, color=c, alpha=0.2, lw=0)
+        low = (yp - ep).clip(lower=yp * 0.05) if logy else yp - ep  # a log axis has no 0
+        ax.fill_between(x, low, yp + ep, color=c, alpha=0.2, lw=0)
         bound = g.get("generator_bound_measured", pd.Series(False, index=g.index)).eq(True)
         if bool(bound.any()):
-            ax.plot(x[bound], ym[bound], "x", color="k", ms=9, label="generator-bound")
+            label = None if bound_labelled else "generator-bound"
+            ax.plot(x[bound], ym[bound], "x", color="k", ms=9, label=label)
+            bound_labelled = True
     if diagonal:
         lim = float(joined["offered_per_s"].max())
         ax.plot([0, lim], [0, lim], ":", color="grey", lw=1, label="= offered")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("offered load (sends/s)")
-    ax.set_ylabel(measured)
+    ax.set_ylabel(axis_label(measured))
     ax.set_title(title or f"{measured}: measured vs model")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -69,7 +69,8 @@ FULL = DemoSize(
     (),  # the default: three repeats, medians
     5,
     3,
-    ("replications=2", "capacity-planning:duration_s=3.0"),
+    # 2 replications each, 4 where the CIs are drawn against the measurement
+    ("replications=2", "model-vs-measured:replications=4", "capacity-planning:duration_s=3.0"),
 )
 QUICK = DemoSize((10.0, 20.0, 40.0, 80.0), 4.0, ("--quick",), 3, 2, ("quick=True",))
 

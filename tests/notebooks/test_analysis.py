@@ -648,3 +648,10 @@ def test_with_calibration_keeps_sets_or_clears_the_models_costs() -> None:
     assert an.with_calibration(base, "").sim.calibration == ""
     named = an.with_calibration(base, "results/calibration/vm.json").sim.calibration
     assert Path(named).is_absolute() and named.endswith("results/calibration/vm.json")
+
+
+def test_axis_labels_name_the_metric_and_its_unit() -> None:
+    assert an.axis_label("server_ack_p99_ms") == "server ack p99 (ms)"
+    assert an.axis_label("acked_per_s") == "acked (per second)"
+    assert an.axis_label("server_cpu_us_per_msg") == "server cpu (µs per message)"
+    assert an.axis_label("error_rate") == "error (share)"
