@@ -20,6 +20,7 @@ from protocol_strategies import sample_envelopes
 
 from chatcap.protocol.codec import CODECS, Codec, DecodeError
 from chatcap.protocol.messages import KINDS, Envelope
+from tests.protowire import tag, varint
 
 JSON = CODECS["json"]
 PROTOBUF = CODECS["protobuf"]
@@ -167,33 +168,19 @@ def _json_input(rng: random.Random) -> bytes | str:
 # --- Protobuf wire construction --------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _tag(field: int, wire_type: int) -> bytes:
-    return _varint((field << 3) | wire_type)
-
-
 def _random_field(rng: random.Random, depth: int) -> bytes:
     field = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 99, 536870911, 0])
     wire_type = rng.choice([0, 1, 2, 2, 2, 3, 4, 5, 6, 7])
     if wire_type == 0:
         value = rng.choice([0, 1, -1, 2**63, 2**64 - 1, rng.getrandbits(64)])
-        body = _varint(value)
+        body = varint(value)
         if rng.random() < 0.1:  # overlong / unterminated varint
             body = b"\xff" * rng.randint(9, 12) + rng.choice([b"", b"\x01", b"\x7f"])
-        return _tag(field, 0) + body
+        return tag(field, 0) + body
     if wire_type == 1:
-        return _tag(field, 1) + rng.randbytes(rng.choice([8, 8, 3]))
+        return tag(field, 1) + rng.randbytes(rng.choice([8, 8, 3]))
     if wire_type == 5:
-        return _tag(field, 5) + rng.randbytes(rng.choice([4, 4, 1]))
+        return tag(field, 5) + rng.randbytes(rng.choice([4, 4, 1]))
     if wire_type == 2:
         if depth < 4 and rng.random() < 0.5:
             payload = b"".join(_random_field(rng, depth + 1) for _ in range(rng.randint(0, 4)))
@@ -202,8 +189,8 @@ def _random_field(rng: random.Random, depth: int) -> bytes:
                 [b"", b"lobby", "大家好 🎉".encode(), rng.randbytes(5), *_INVALID_UTF8]
             )
         length = len(payload) + rng.choice([0, 0, 0, 0, -1, 1, 1000, 2**62])
-        return _tag(field, 2) + _varint(max(length, 0)) + payload
-    return _tag(field, wire_type)  # group start/end, reserved wire types
+        return tag(field, 2) + varint(max(length, 0)) + payload
+    return tag(field, wire_type)  # group start/end, reserved wire types
 
 
 def _deep_protobuf(rng: random.Random, depth: int) -> bytes:
@@ -211,11 +198,11 @@ def _deep_protobuf(rng: random.Random, depth: int) -> bytes:
         prefixes = []
         length = 0
         for _ in range(depth):  # from the innermost out; join once (no quadratic copying)
-            prefix = _tag(rng.choice([2, 8]), 2) + _varint(length)
+            prefix = tag(rng.choice([2, 8]), 2) + varint(length)
             prefixes.append(prefix)
             length += len(prefix)
         return b"".join(reversed(prefixes))
-    return _tag(8, 3) * depth + _tag(8, 4) * depth  # nested groups
+    return tag(8, 3) * depth + tag(8, 4) * depth  # nested groups
 
 
 # Built once: a 10,000-level frame costs milliseconds to build, microseconds to reject.
@@ -242,7 +229,7 @@ def _protobuf_input(rng: random.Random) -> bytes | str:
         return rng.choice(_JSON_CORPUS)
     kind = rng.randint(1, 8)  # a known oneof case holding random fields
     payload = b"".join(_random_field(rng, 1) for _ in range(rng.randint(0, 5)))
-    return _tag(kind, 2) + _varint(len(payload)) + payload
+    return tag(kind, 2) + varint(len(payload)) + payload
 
 
 # --- the loop ----------------------------------------------------------------------------

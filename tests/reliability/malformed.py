@@ -57,6 +57,7 @@ from chatcap.protocol.messages import (
     Leave,
     Send,
 )
+from tests.protowire import tag, varint
 
 # ---------------------------------------------------------------------------- outcomes
 
@@ -184,23 +185,9 @@ def send_answers(joined: bool, body_too_large: bool) -> frozenset[str]:
 # ---------------------------------------------------------------------------- generator
 
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _tag(field_number: int, wire_type: int) -> bytes:
-    return _varint((field_number << 3) | wire_type)
-
-
 def _ld(field_number: int, payload: bytes) -> bytes:
     """A length-delimited field."""
-    return _tag(field_number, 2) + _varint(len(payload)) + payload
+    return tag(field_number, 2) + varint(len(payload)) + payload
 
 
 class MalformedInputs:
@@ -466,22 +453,22 @@ class MalformedInputs:
         wire_type = rng.choice([0, 1, 2, 2, 2, 3, 4, 5, 6, 7])
         if wire_type == 0:
             if rng.random() < 0.1:  # overlong or unterminated varint
-                return _tag(number, 0) + b"\xff" * rng.randint(9, 12)
-            return _tag(number, 0) + _varint(
+                return tag(number, 0) + b"\xff" * rng.randint(9, 12)
+            return tag(number, 0) + varint(
                 rng.choice([0, 1, 2**63, 2**64 - 1, rng.getrandbits(64)])
             )
         if wire_type == 1:
-            return _tag(number, 1) + rng.randbytes(rng.choice([8, 8, 3]))
+            return tag(number, 1) + rng.randbytes(rng.choice([8, 8, 3]))
         if wire_type == 5:
-            return _tag(number, 5) + rng.randbytes(rng.choice([4, 4, 1]))
+            return tag(number, 5) + rng.randbytes(rng.choice([4, 4, 1]))
         if wire_type == 2:
             if depth < 3 and rng.random() < 0.5:
                 inner = b"".join(self._random_field(depth + 1) for _ in range(rng.randint(0, 4)))
             else:
                 inner = rng.choice([b"", b"lobby", b"fuzz", rng.randbytes(5), *INVALID_UTF8])
             length = len(inner) + rng.choice([0, 0, 0, 0, -1, 1, 1000, 2**62])
-            return _tag(number, 2) + _varint(max(length, 0)) + inner
-        return _tag(number, wire_type)  # a group start or end, or a reserved wire type
+            return tag(number, 2) + varint(max(length, 0)) + inner
+        return tag(number, wire_type)  # a group start or end, or a reserved wire type
 
     def _protobuf_random_wire(self) -> Case:
         fields = [self._random_field(0) for _ in range(self.rng.randint(1, 4))]
@@ -495,9 +482,9 @@ class MalformedInputs:
             [
                 b"",
                 _ld(rng.choice([9, 15, 99]), b"lobby"),  # unknown fields only
-                _tag(rng.randint(1, 8), 0) + _varint(5),  # a kind with a scalar wire type
-                _tag(rng.randint(1, 8), 5) + rng.randbytes(4),
-                _tag(rng.randint(1, 8), 3) + _tag(rng.randint(1, 8), 4),  # an empty group
+                tag(rng.randint(1, 8), 0) + varint(5),  # a kind with a scalar wire type
+                tag(rng.randint(1, 8), 5) + rng.randbytes(4),
+                tag(rng.randint(1, 8), 3) + tag(rng.randint(1, 8), 4),  # an empty group
             ]
         )
         return self._pb("no_kind", payload)
@@ -542,7 +529,7 @@ class MalformedInputs:
 
     def _protobuf_deep_nesting(self) -> Case:
         rng = self.rng
-        start, end = _tag(99, 3), _tag(99, 4)
+        start, end = tag(99, 3), tag(99, 4)
         depth = min(rng.randint(MIN_DEEP_PB, 5_000), (self.max_frame_bytes - 64) // 4)
         nested = start * depth + end * rng.choice([depth, depth // 2, 0])
         if rng.random() < 0.5:  # after a valid envelope: the whole frame is still refused

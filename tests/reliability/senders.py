@@ -441,6 +441,16 @@ def store_snapshot(db: Path) -> StoreSnapshot:
     return StoreSnapshot(integrity, rows)
 
 
+def acked_not_stored(load: Load, snap: StoreSnapshot) -> list[str]:
+    """``sender#n`` of every acked message the store does not hold under its ack's seq."""
+    return [
+        f"{s.name}#{n}"
+        for s in load.senders
+        for n, seq in s.acked.items()
+        if snap.rows.get(cid_of(s.name, n)) != (s.room, seq)
+    ]
+
+
 @dataclass
 class Audit:
     """What the history says about the ledgers; every list names its offenders."""

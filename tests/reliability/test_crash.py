@@ -30,6 +30,7 @@ from tests.reliability.conftest import Record, Scale
 from tests.reliability.senders import (
     ABNORMAL_CLOSE,
     Load,
+    acked_not_stored,
     audit,
     cid_of,
     last_seqs,
@@ -71,12 +72,7 @@ def test_kill_9_under_load_loses_no_acked_message(
 
         snap = store_snapshot(db)
         assert snap.integrity == "ok", f"after kill {kill}: {snap.integrity}"
-        lost = [
-            f"{s.name}#{n}"
-            for s in load.senders
-            for n, seq in s.acked.items()
-            if snap.rows.get(cid_of(s.name, n)) != (s.room, seq)
-        ]
+        lost = acked_not_stored(load, snap)
         assert lost == [], f"after kill {kill} (moment {moment} acks): acked but not stored"
         in_flight = {cid_of(s.name, n) for s in load.senders for n in s.lives[-1].unanswered}
         committed_unacked += len(in_flight & snap.rows.keys())

@@ -31,6 +31,7 @@ from chatcap.protocol import Ack
 from tests.reliability.conftest import Record, Scale
 from tests.reliability.senders import (
     Load,
+    acked_not_stored,
     audit,
     cid_of,
     last_seqs,
@@ -100,12 +101,7 @@ def test_sigterm_under_load_drains_with_1001_and_loses_nothing(
 
         snap = store_snapshot(db)
         assert snap.integrity == "ok"
-        lost = [
-            f"{s.name}#{n}"
-            for s in load.senders
-            for n, seq in s.acked.items()
-            if snap.rows.get(cid_of(s.name, n)) != (s.room, seq)
-        ]
+        lost = acked_not_stored(load, snap)
         assert lost == [], f"drain {drain} (moment {moment} acks): acked but not stored"
         ambiguous = [
             cid
