@@ -33,7 +33,9 @@ from chatcap.policy.budget import BUDGETS
 from chatcap.policy.ratelimit import LIMITERS
 
 INF = math.inf
-CODEC_NAMES = ("json", "protobuf")
+CODEC_NAMES = ("json", "protobuf")  # every codec, in the order rows and columns use
+# The codec label of a row that pools every codec of a run (a mixed workload's total).
+CODEC_MIX = "mix"
 
 
 class ScenarioError(ValueError):
