@@ -1,0 +1,121 @@
+"""Idempotency: the same ``(user, client_msg_id)`` gets the same answer, never a second
+message.
+
+Theory of operation. A key moves through three states::
+
+    unknown ──begin(handle)──► in flight ──settle(handle, ack)──► stored
+       ▲                          │                                  │
+       └────────fail(handle)──────┘          evicted (LRU) / discard ┘──► unknown
+
+and a Send whose key is known gets, instead of a new write:
+
+=============  ==========  ============================================================
+state          answer      what the driver does
+=============  ==========  ============================================================
+unknown        ``NEW``     submit a write; ``begin(key, handle)`` with its handle
+in flight      ``JOIN``    wait on :meth:`DedupTable.in_flight`'s handle: the first
+                           attempt's outcome is this one's too
+stored         ``REPLAY``  answer at once with :meth:`DedupTable.stored`'s ack (same seq,
+                           same ts), no commit
+=============  ==========  ============================================================
+
+* A failed (or cancelled) first attempt is forgotten, so a retry is tried afresh.
+* ``settle`` and ``fail`` act only if the entry is still the handle they name: a key
+  evicted and begun again by a newer attempt is not touched by the old one's outcome.
+* With ``max_entries`` the table is LRU-bounded (a hit refreshes its key); a key that
+  fell out — or one from before a restart — reaches the store, whose unique index on
+  ``(sender, client_msg_id)`` is the durable backstop. ``None`` keeps every key until
+  :meth:`DedupTable.discard` (the model drops a message once its client is done).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final, Generic, Literal, TypeVar, cast
+
+__all__ = ["JOIN", "NEW", "REPLAY", "Answer", "DedupTable", "Stored"]
+
+K = TypeVar("K")
+H = TypeVar("H")
+A = TypeVar("A")
+
+Answer = Literal["new", "join", "replay"]
+NEW: Final = "new"
+JOIN: Final = "join"
+REPLAY: Final = "replay"
+
+
+class Stored(Generic[A]):
+    """The entry of a committed message: what its duplicate answer needs."""
+
+    __slots__ = ("ack",)
+
+    def __init__(self, ack: A) -> None:
+        self.ack = ack
+
+
+class DedupTable(Generic[K, H, A]):
+    """``key -> in-flight handle | Stored(ack)``; see the module docstring."""
+
+    __slots__ = ("_entries", "hits", "max_entries")
+
+    def __init__(self, max_entries: int | None = None) -> None:
+        if max_entries is not None and max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1 or None, got {max_entries!r}")
+        self.max_entries = max_entries
+        self.hits = 0  # Sends that found their key known (JOIN or REPLAY)
+        self._entries: OrderedDict[K, H | Stored[A]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def answer(self, key: K) -> Answer:
+        """What a Send with ``key`` gets: ``NEW``, ``JOIN`` or ``REPLAY``."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return NEW
+        self.hits += 1
+        if self.max_entries is not None:
+            self._entries.move_to_end(key)
+        return REPLAY if type(entry) is Stored else JOIN
+
+    def in_flight(self, key: K) -> H:
+        """The handle of ``key``'s first attempt (after ``JOIN``); KeyError otherwise."""
+        entry = self._entries[key]
+        if type(entry) is Stored:
+            raise KeyError(f"{key!r} is stored, not in flight")
+        return cast(H, entry)
+
+    def stored(self, key: K) -> A:
+        """The ack of ``key``'s stored message (after ``REPLAY``); KeyError otherwise."""
+        entry = self._entries[key]
+        if type(entry) is not Stored:
+            raise KeyError(f"{key!r} is in flight, not stored")
+        return cast(Stored[A], entry).ack
+
+    def begin(self, key: K, handle: H) -> None:
+        """``key``'s first attempt is in flight as ``handle``."""
+        entries = self._entries
+        entries[key] = handle
+        if self.max_entries is not None:
+            entries.move_to_end(key)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
+
+    def settle(self, key: K, handle: H, ack: A) -> bool:
+        """``handle`` committed: keep only ``ack``. False if the entry moved on."""
+        if self._entries.get(key) is not handle:
+            return False
+        self._entries[key] = Stored(ack)
+        return True
+
+    def fail(self, key: K, handle: H) -> bool:
+        """``handle`` failed: forget ``key`` so a retry is new. False if it moved on."""
+        if self._entries.get(key) is not handle:
+            return False
+        del self._entries[key]
+        return True
+
+    def discard(self, key: K) -> None:
+        """Forget ``key`` whatever its state (no error if unknown)."""
+        self._entries.pop(key, None)
