@@ -35,6 +35,7 @@ from chatcap.policy import CircuitBreaker, KeyedLimiter, make_limiter
 from chatcap.protocol import SUBPROTOCOLS
 from chatcap.scenario import Scenario, ServerConfig
 from server.auth import Authenticator, TokenIssuer, UserStore, load_secret
+from server.clock import now_s
 from server.dedup import Deduper
 from server.errors import StoreReadError
 from server.faults import FaultInjector, burn_cpu
@@ -42,8 +43,8 @@ from server.http import build_router
 from server.hub import Client, Hub
 from server.logs import event
 from server.metrics import BREAKER_STATE_VALUES, Metrics
-from server.session import Session
-from server.store import StoreConnection, StoredMessage, StoreError
+from server.session import SendPath, Session
+from server.store import StoreConnection, StoreError
 from server.storepool import PoolTimeout, StorePool, pool_rules
 from server.writer import Writer
 
@@ -142,6 +143,8 @@ class ChatServer:
         self.room_last_seq: dict[str, int] = {}
         self._timeouts_seen = 0
         self.burn_cpu = burn_cpu
+        # the one clock of every latency, deadline, breaker and fault timing (server.clock)
+        self.clock = now_s
         self._server: Server | None = None
         self._stopped = asyncio.Event()
 
@@ -151,24 +154,37 @@ class ChatServer:
         raise_nofile_limit()
         cfg = self.scenario.server
         self.loop = asyncio.get_running_loop()
-        self.faults = FaultInjector(
-            cfg.faults, started_at=self.loop.time(), seed=self.scenario.seed
-        )
+        self.faults = FaultInjector(cfg.faults, started_at=self.clock(), seed=self.scenario.seed)
         self.breaker = self._make_breaker()
         rules = pool_rules(cfg.pool)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
-        self.pool = StorePool(rules, self._connect, log=self.log)
+        self.pool = StorePool(rules, self._connect, log=self.log, clock=self.clock)
         await self.pool.start()
         self.writer = Writer(
             cfg.store,
             self.breaker,
             self.pool,
             self.faults,
-            clock=self.loop.time,
+            clock=self.clock,
             on_batch=self._on_batch,
             max_in_flight_batches=cfg.store.max_in_flight_batches,
         )
         await self.writer.start()
+        self.send_path = SendPath(
+            config=cfg,
+            hub=self.hub,
+            writer=self.writer,
+            limiter=self.send_limiter,
+            deduper=self.deduper,
+            metrics=self.metrics,
+            faults=self.faults,
+            reads=self,
+            going_away=self.going_away,
+            log=self.log,
+            room_last_seq=self.room_last_seq,
+            clock=self.clock,
+            burn_cpu=self.burn_cpu,
+        )
         self._server = await serve(
             self._handle,
             self.host,
@@ -227,16 +243,6 @@ class ChatServer:
         except TimeoutError:
             raise StoreReadError("store call deadline exceeded") from None
 
-    def fan_out_committed(self, sender: Client, fut: asyncio.Future[StoredMessage]) -> None:
-        """Future callback: a fresh commit is delivered to its room (a duplicate is not)."""
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        stored = fut.result()
-        if stored.seq > self.room_last_seq.get(stored.room, 0):
-            self.room_last_seq[stored.room] = stored.seq
-        if not stored.duplicate:
-            self.hub.fan_out((stored,), sender)
-
     async def last_seq(self, room: str) -> int:
         """The room's highest seq: from memory once known (this process writes every
         message of its rooms), from the store the first time."""
@@ -284,7 +290,7 @@ class ChatServer:
         self.metrics.by_codec[codec.name].connections_opened.inc()
         event(self.log, "ws.open", user=client.user, codec=codec.name, ip=client.ip)
         try:
-            await Session(self, client).run()
+            await Session(self.send_path, client).run()
         except ConnectionClosed:
             pass
         finally:
@@ -300,7 +306,7 @@ class ChatServer:
             return
         self.draining = True
         cfg = self.scenario.server
-        started = self.loop.time()
+        started = self.clock()
         event(
             self.log,
             "server.draining",
@@ -310,7 +316,7 @@ class ChatServer:
         assert self._server is not None
         self._server.close(close_connections=False)
         await self.writer.drain(started + cfg.drain_timeout_s * 0.8)
-        left = max(0.1, started + cfg.drain_timeout_s - self.loop.time())
+        left = max(0.1, started + cfg.drain_timeout_s - self.clock())
         self.going_away.set()
         for client in list(self.hub.clients):
             if client.dropped and client.conn.transport is not None:
@@ -332,7 +338,7 @@ class ChatServer:
             for client in unclosed:
                 client.conn.transport.abort()
         await self.pool.close()
-        event(self.log, "server.stopped", seconds=round(self.loop.time() - started, 3))
+        event(self.log, "server.stopped", seconds=round(self.clock() - started, 3))
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

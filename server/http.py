@@ -41,6 +41,7 @@ from websockets.http11 import Request, Response
 from chatcap.protocol import SUBPROTOCOLS, HistoryPage
 from chatcap.protocol.messages import ROOM_MAX_CHARS
 from server.auth import AuthError, bearer_token
+from server.clock import now_s
 from server.errors import StoreReadError
 from server.hub import deliver_frame
 from server.logs import event
@@ -106,8 +107,7 @@ def request_log(inner: Handler) -> Handler:
     async def handle(ctx: HttpContext) -> Response | None:
         offered = ctx.request.headers.get("X-Request-Id", "")
         ctx.request_id = offered if _SAFE_ID.match(offered) else f"r{next(_ids):x}"
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = now_s()
         resp = await inner(ctx)
         status = resp.status_code if resp is not None else 101
         if resp is not None:
@@ -122,7 +122,7 @@ def request_log(inner: Handler) -> Handler:
                 route=ctx.route,
                 status=status,
                 ip=ctx.ip,
-                ms=round((loop.time() - started) * 1000, 3),
+                ms=round((now_s() - started) * 1000, 3),
             )
         return resp
 
@@ -231,7 +231,7 @@ def handshake_guard(inner: Handler) -> Handler:
             return error_response(
                 429, "too_many_connections", "per-IP connection limit reached", Retry_After="1"
             )
-        decision = app.handshake_limiter.try_acquire(ctx.ip, app.loop.time())
+        decision = app.handshake_limiter.try_acquire(ctx.ip, app.clock())
         if not decision.allowed:
             wait_s = max(1, int(decision.retry_after_s + 0.999))
             return error_response(
@@ -398,7 +398,7 @@ async def admin_faults(ctx: HttpContext) -> Response:
     if changes:
         faults.set_runtime(**changes)
     event(ctx.app.log, "admin.faults", id=ctx.request_id, **changes)
-    return json_response(200, faults.snapshot(ctx.app.loop.time()))
+    return json_response(200, faults.snapshot(ctx.app.clock()))
 
 
 async def websocket(ctx: HttpContext) -> None:

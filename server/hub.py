@@ -23,16 +23,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import broadcast as websockets_broadcast
 from websockets.protocol import State
 
 from chatcap.protocol import Codec, Deliver
 from server.logs import event
 from server.store import StoredMessage
+
+Broadcast = Callable[..., None]
+"""``websockets.broadcast``'s shape: ``(connections, payload, text=...)``; writes one frame
+to each connection's transport buffer without waiting."""
 
 SLOW_CONSUMER_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
@@ -73,9 +78,16 @@ class Hub:
     """Every client of this process, the rooms, and the non-blocking write path."""
 
     def __init__(
-        self, outbound_max_bytes: int, metrics: Any = None, log: logging.Logger | None = None
+        self,
+        outbound_max_bytes: int,
+        metrics: Any = None,
+        log: logging.Logger | None = None,
+        *,
+        broadcast: Broadcast = websockets_broadcast,
     ) -> None:
+        """``broadcast`` writes the frames (tests pass one that records them)."""
         self.outbound_max_bytes = outbound_max_bytes
+        self._broadcast = broadcast
         self.metrics = metrics
         self.log = log or logging.getLogger("chatcap.hub")
         self.clients: set[Client] = set()
@@ -144,7 +156,7 @@ class Hub:
         if client.buffered_bytes > self.outbound_max_bytes:
             self.drop_slow(client)
             return False
-        broadcast((client.conn,), payload, text=client.codec.text)
+        self._broadcast((client.conn,), payload, text=client.codec.text)
         return True
 
     def fan_out(self, messages: Iterable[StoredMessage], sender: Client | None = None) -> int:
@@ -187,7 +199,7 @@ class Hub:
                 self.drop_slow(client)
             else:
                 ready.append(client.conn)
-        broadcast(ready, payload, text=text)
+        self._broadcast(ready, payload, text=text)
         return len(ready)
 
     def drop_slow(self, client: Client) -> None:

@@ -9,11 +9,13 @@ A frame travels the DESIGN pipeline:
    ``retry_after_ms``), idempotency (a retry of an in-flight or stored message gets the
    same Ack, never a second message), the bounded write queue (``overloaded``);
 3. the writer batches, asks the breaker, takes a pool connection and commits;
-4. **after the commit** the Ack goes to the sender and the Deliver to every member.
+4. **after the commit** (:meth:`Session.after_commit`, the one place that says the
+   order) the Deliver goes to every other member of the room, then the Ack to the sender.
 
 Sends are pipelined: the session never waits for one ack before reading the next
 frame; the Ack is written from a future callback. Join (store reads, replay) runs as a
-task owned by the session and cancelled when the client goes away.
+task owned by the session and cancelled when the client goes away. What a session uses
+of the server is one typed bundle, :class:`SendPath`, built once by the app.
 
 Read throttling: once a Send is refused with ``rate_limited``, the session processes no
 further frame of that connection (of any kind) until the ``retry_after`` it just sent
@@ -31,14 +33,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from functools import partial
-from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from chatcap.policy import KeyedLimiter
 from chatcap.protocol import DecodeError, Envelope, Join, Joined, Leave, Send
 from chatcap.protocol.messages import (
     BAD_FRAME,
@@ -51,9 +54,14 @@ from chatcap.protocol.messages import (
     Ack,
     Error,
 )
+from chatcap.scenario import ServerConfig
+from server.clock import Clock, now_s
+from server.dedup import Deduper
 from server.errors import StoreReadError
-from server.hub import Client, deliver_frame
+from server.faults import FaultInjector, burn_cpu
+from server.hub import Client, Hub, deliver_frame
 from server.logs import event
+from server.metrics import Metrics
 from server.store import PendingSend, StoredMessage
 from server.writer import WriteRejected
 
@@ -79,6 +87,44 @@ def retry_ms(seconds: float) -> int:
     return max(1, min(2**32 - 1, math.ceil(seconds * 1000)))
 
 
+class WriteQueue(Protocol):
+    """The writer's side a session uses (:class:`server.writer.Writer`)."""
+
+    def submit(self, send: PendingSend) -> asyncio.Future[StoredMessage]: ...
+
+
+class RoomReads(Protocol):
+    """The store reads a Join needs (the app runs them on the pool, with a deadline)."""
+
+    async def last_seq(self, room: str) -> int: ...
+
+    async def read_store(self, op: str, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendPath:
+    """Everything a :class:`Session` uses of its server, built once by the app.
+
+    ``room_last_seq`` is the app's own map (room -> highest seq committed or read), moved
+    up by :meth:`Session.after_commit`; ``going_away`` is set when the server closes its
+    connections (read-throttled sessions stop holding frames).
+    """
+
+    config: ServerConfig
+    hub: Hub
+    writer: WriteQueue
+    limiter: KeyedLimiter
+    deduper: Deduper
+    metrics: Metrics
+    faults: FaultInjector
+    reads: RoomReads
+    going_away: asyncio.Event
+    log: logging.Logger
+    room_last_seq: dict[str, int] = field(default_factory=dict)
+    clock: Clock = now_s
+    burn_cpu: Callable[[float], None] = burn_cpu
+
+
 def count_frames(session: Session, inner: FrameHandler) -> FrameHandler:
     """Metrics middleware: frames in by codec."""
     tally = session.tally
@@ -92,9 +138,9 @@ def count_frames(session: Session, inner: FrameHandler) -> FrameHandler:
 
 def limit_sends(session: Session, inner: FrameHandler) -> FrameHandler:
     """Rate-limit middleware: a Send over the user's rate gets ``rate_limited``."""
-    limiter = session.app.send_limiter
+    limiter = session.path.limiter
     user = session.client.user
-    rate_limited = session.app.metrics.rate_limited
+    rate_limited = session.path.metrics.rate_limited
 
     def handle(msg: Envelope, t_in: float) -> None:
         if type(msg) is Send:
@@ -128,22 +174,24 @@ def frame_chain(session: Session, dispatch: FrameHandler) -> FrameHandler:
 class Session:
     """Reads one connection's frames until it closes; owns its Join tasks."""
 
-    def __init__(self, app: Any, client: Client) -> None:
-        self.app = app
+    def __init__(self, path: SendPath, client: Client) -> None:
+        self.path = path
         self.client = client
+        self.clock = path.clock
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.tally = app.metrics.tally(client.codec.name)
+        self.tally = path.metrics.tally(client.codec.name)
         self.handle = frame_chain(self, self.dispatch)
-        self.max_body_bytes = app.scenario.server.max_message_bytes - 512
-        self.log = app.log
-        # perf_counter() before which no frame is processed (set by a rate_limited refusal)
+        self.max_body_bytes = path.config.max_message_bytes - 512
+        self.log = path.log
+        # the time on self.clock before which no frame is processed (set by a
+        # rate_limited refusal)
         self.resume_at = 0.0
 
     async def run(self) -> None:
         conn = self.client.conn
         text_codec = self.client.codec.text
-        tally = self.tally
+        tally, clock = self.tally, self.clock
         since_yield = 0
         dropping = False  # a hold was cut short by the close: the rest goes unread
         try:
@@ -154,7 +202,7 @@ class Session:
                     await asyncio.sleep(0)  # let other connections and the writer run
                 if dropping:
                     continue
-                t_in = perf_counter()  # µs resolution (uvloop's loop.time() has ms)
+                t_in = clock()
                 tally[1] += len(frame)
                 if isinstance(frame, str) != text_codec:
                     kind = "text" if isinstance(frame, str) else "binary"
@@ -181,11 +229,11 @@ class Session:
         """Process nothing more until ``resume_at``, the moment the limiter admits a send
         again (True); False as soon as the connection leaves OPEN or the server goes away.
         """
-        conn, going_away = self.client.conn, self.app.going_away
+        conn, going_away = self.client.conn, self.path.going_away
         wakers: tuple[asyncio.Task[Any], ...] = ()
         try:
             while conn.state is State.OPEN and not going_away.is_set():
-                wait_s = self.resume_at - perf_counter()
+                wait_s = self.resume_at - self.clock()
                 if wait_s <= 0:  # timers may fire a little early: re-check on our clock
                     return True
                 if not wakers:
@@ -208,12 +256,12 @@ class Session:
         elif kind is Join:
             self.spawn(self.on_join(msg))  # type: ignore[arg-type]
         elif kind is Leave:
-            self.app.hub.leave(self.client, msg.room)  # type: ignore[union-attr]
+            self.path.hub.leave(self.client, msg.room)  # type: ignore[union-attr]
         else:
             self.error(BAD_REQUEST, f"{kind.__name__} is sent by the server, not by clients")
 
     def on_send(self, msg: Send, t_in: float) -> None:
-        app, client = self.app, self.client
+        path, client = self.path, self.client
         if msg.room not in client.rooms:
             self.error(
                 NOT_MEMBER, f"join room {msg.room!r} before sending to it", msg.client_msg_id
@@ -224,27 +272,51 @@ class Session:
         ):
             self.error(TOO_LARGE, f"body over {self.max_body_bytes} bytes", msg.client_msg_id)
             return
-        if app.faults.cpu_burn_us:
-            app.burn_cpu(app.faults.cpu_burn_us)
-        seen = app.deduper.lookup(client.user, msg.client_msg_id)
+        if path.faults.cpu_burn_us:
+            path.burn_cpu(path.faults.cpu_burn_us)
+        seen = path.deduper.lookup(client.user, msg.client_msg_id)
         if seen is not None:
-            app.metrics.dedup_hits.inc()
+            path.metrics.dedup_hits.inc()
             if isinstance(seen, StoredMessage):
                 self.ack(seen, t_in)
             else:
-                seen.add_done_callback(lambda fut: self.on_committed(fut, msg, t_in))
+                # the first attempt's after_commit was registered first: its fan-out
+                # still comes before this answer
+                seen.add_done_callback(partial(self.answer, msg, t_in))
             return
         pending = PendingSend(msg.room, client.user, msg.client_msg_id, msg.body, msg.sent_at_us)
         try:
-            fut = app.writer.submit(pending)
+            fut = path.writer.submit(pending)
         except WriteRejected as exc:
             self.reject(exc, msg.client_msg_id)
             return
-        app.deduper.remember(client.user, msg.client_msg_id, fut)
-        fut.add_done_callback(partial(app.fan_out_committed, client))
-        fut.add_done_callback(lambda f: self.on_committed(f, msg, t_in))
+        path.deduper.remember(client.user, msg.client_msg_id, fut)
+        fut.add_done_callback(partial(self.after_commit, msg, t_in))
 
-    def on_committed(self, fut: asyncio.Future[StoredMessage], msg: Send, t_in: float) -> None:
+    def after_commit(self, msg: Send, t_in: float, fut: asyncio.Future[StoredMessage]) -> None:
+        """The one step after a fresh Send's write settles, in this order:
+
+        1. committed: the room's last seq moves up (a Join reads it from memory);
+        2. committed and new: **fan-out** — the Deliver goes to every other member of the
+           room, encoded once per codec (:meth:`Hub.fan_out`); a duplicate the store
+           recognised was delivered when it was first stored, and is not again;
+        3. **the answer** to the sender (:meth:`answer`): the Ack, or the error.
+
+        Fan-out comes before the Ack, so by the time a sender holds its Ack every other
+        member's Deliver is already written; the model (``sim/``) relies on this order,
+        and ``tests/server/test_session.py`` checks it.
+        """
+        if not fut.cancelled() and fut.exception() is None:
+            stored = fut.result()
+            last_seq = self.path.room_last_seq
+            if stored.seq > last_seq.get(stored.room, 0):
+                last_seq[stored.room] = stored.seq
+            if not stored.duplicate:
+                self.path.hub.fan_out((stored,), self.client)
+        self.answer(msg, t_in, fut)
+
+    def answer(self, msg: Send, t_in: float, fut: asyncio.Future[StoredMessage]) -> None:
+        """The sender's answer once the write settled: Ack, its rejection, or internal."""
         if fut.cancelled():
             self.error(UNAVAILABLE, "server is shutting down", msg.client_msg_id, 1000)
             return
@@ -268,8 +340,8 @@ class Session:
             client_msg_id=stored.client_msg_id, room=stored.room, seq=stored.seq, ts_us=stored.ts_us
         )
         payload = self.client.codec.encode(frame)
-        if self.app.hub.send(self.client, payload):
-            self.app.metrics.ack_latency.observe(perf_counter() - t_in)
+        if self.path.hub.send(self.client, payload):
+            self.path.metrics.ack_latency.observe(self.clock() - t_in)
             self.tally[2] += 1
             self.tally[3] += len(payload)
 
@@ -281,21 +353,21 @@ class Session:
     # ---------------------------------------------------------------- join / replay
 
     async def on_join(self, msg: Join) -> None:
-        app, client, room = self.app, self.client, msg.room
-        app.hub.join(client, room)
+        path, client, room = self.path, self.client, msg.room
+        path.hub.join(client, room)
         try:
-            async with asyncio.timeout(app.scenario.server.request_timeout_s):
-                last_seq = await app.last_seq(room)
+            async with asyncio.timeout(path.config.request_timeout_s):
+                last_seq = await path.reads.last_seq(room)
                 self.send(Joined(room=room, last_seq=last_seq))
                 through = last_seq
                 if msg.since_seq is not None:
                     through = await self.replay(room, msg.since_seq, last_seq)
         except (TimeoutError, StoreReadError) as exc:
-            app.hub.leave(client, room)
+            path.hub.leave(client, room)
             self.error(UNAVAILABLE, f"could not join {room!r}: {exc or 'timeout'}", "", 1000)
             return
         except Exception as exc:  # a bug: the client still gets an answer, the log one line
-            app.hub.leave(client, room)
+            path.hub.leave(client, room)
             event(
                 self.log,
                 "join.failed",
@@ -307,16 +379,16 @@ class Session:
             )
             self.error(INTERNAL, f"could not join {room!r}: internal error")
             return
-        app.hub.caught_up(client, room, through)
+        path.hub.caught_up(client, room, through)
 
     async def replay(self, room: str, since_seq: int, last_seq: int) -> int:
         """Send messages ``since_seq < seq <= last_seq`` page by page; returns the last sent."""
-        page = self.app.scenario.server.history_page_max
+        page = self.path.config.history_page_max
         after = since_seq
-        for _ in range(self.app.scenario.server.replay_max_pages):
+        for _ in range(self.path.config.replay_max_pages):
             if after >= last_seq:
                 break
-            rows = await self.app.read_store("history", room, after, page)
+            rows = await self.path.reads.read_store("history", room, after, page)
             rows = [r for r in rows if r.seq <= last_seq]
             if not rows:
                 break
@@ -330,7 +402,7 @@ class Session:
 
     # ---------------------------------------------------------------- helpers
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -351,12 +423,12 @@ class Session:
             )
 
     def send(self, frame: Envelope) -> None:
-        self.app.hub.send(self.client, self.client.codec.encode(frame))
+        self.path.hub.send(self.client, self.client.codec.encode(frame))
 
     def error(
         self, code: str, message: str, client_msg_id: str = "", retry_after_ms: int = 0
     ) -> None:
-        self.app.metrics.errors_sent.labels(code=code).inc()
+        self.path.metrics.errors_sent.labels(code=code).inc()
         self.send(
             Error(
                 code=code,
@@ -367,5 +439,5 @@ class Session:
         )
 
     def bad_frame(self, reason: str, kind: str) -> None:
-        self.app.metrics.bad_frames.labels(reason=kind).inc()  # bounded label values
+        self.path.metrics.bad_frames.labels(reason=kind).inc()  # bounded label values
         self.error(BAD_FRAME, reason)

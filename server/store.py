@@ -8,8 +8,7 @@ has returned, i.e. after ``COMMIT``. In WAL mode with ``synchronous=NORMAL`` a c
 transaction is in the WAL file (the OS page cache at least), so it survives ``kill -9`` of
 the server; the last transactions before a *power loss* or OS crash may roll back.
 ``synchronous=FULL`` fsyncs the WAL on every commit and survives power loss too, at
-roughly ten times the commit cost (see ``/work/shared/ANCHORS.md``). ``OFF`` is for
-throw-away runs only.
+roughly ten times the commit cost. ``OFF`` is for throw-away runs only.
 
 Schema:
 
@@ -46,6 +45,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from server.clock import now_s
 
 __all__ = [
     "SCHEMA",
@@ -159,7 +160,7 @@ class StoreConnection:
         race is retried here for up to the busy timeout."""
         db = self._db
         db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        deadline = time.monotonic() + busy_timeout_ms / 1000
+        deadline = now_s() + busy_timeout_ms / 1000
         delay_s = 0.001
         while True:
             try:
@@ -168,7 +169,7 @@ class StoreConnection:
                 db.executescript(SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() + delay_s > deadline:
+                if "locked" not in str(exc) or now_s() + delay_s > deadline:
                     raise
                 time.sleep(delay_s)  # opening only: a blocking thread, never the event loop
                 delay_s = min(delay_s * 2, 0.05)

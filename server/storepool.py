@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar
 
 from chatcap import wiring
 from chatcap.policy.pool import Housekeeping, PoolLedger, PoolRules
+from server.clock import Clock, now_s
 from server.store import StoreConnection, StoreError
 
 __all__ = [
@@ -93,10 +94,6 @@ def housekeeping_period_s(rules: PoolRules) -> float:
     return max(period_s, HOUSEKEEPING_MIN_PERIOD_S)
 
 
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()
-
-
 def _consume(fut: asyncio.Future[Any]) -> None:
     """Mark a future's outcome as seen, so an abandoned one logs nothing at GC."""
     if not fut.cancelled():
@@ -113,7 +110,7 @@ class StorePool:
         *,
         executor_threads: int | None = None,
         log: logging.Logger | None = None,
-        clock: Callable[[], float] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.rules = rules
         self._ledger = PoolLedger(rules)
@@ -122,7 +119,7 @@ class StorePool:
             max_workers=executor_threads or rules.size, thread_name_prefix="chatcap-store"
         )
         self._log = log if log is not None else logging.getLogger(__name__)
-        self._clock = clock if clock is not None else _loop_time
+        self._clock = clock or now_s  # the server's one clock (server.clock)
         self._conns: dict[int, StoreConnection] = {}  # every open connection, by ledger id
         self._out: set[int] = set()  # ids the ledger counts as borrowed (handed or granted)
         self._borrowed: dict[StoreConnection, int] = {}  # handed to a caller

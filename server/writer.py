@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from chatcap.policy.breaker import CircuitBreaker
 from chatcap.protocol.messages import INTERNAL, OVERLOADED, STORE_BUSY, UINT32_MAX, UNAVAILABLE
 from chatcap.scenario import StoreConfig
+from server.clock import Clock, loop_deadline, now_s
 from server.faults import FaultInjector
 from server.store import PendingSend, StoreConnection, StoredMessage, StoreError
 from server.storepool import PoolClosed, PoolTimeout, StorePool
@@ -158,10 +159,6 @@ class _DrainRate:
 # -- the writer ---------------------------------------------------------------------
 
 
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()
-
-
 def _wall_clock_us() -> int:
     return time.time_ns() // 1000
 
@@ -176,7 +173,7 @@ class Writer:
         pool: StorePool,
         faults: FaultInjector,
         *,
-        clock: Callable[[], float] | None = None,
+        clock: Clock | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         max_in_flight_batches: int | None = None,
         wall_clock_us: Callable[[], int] = _wall_clock_us,
@@ -187,7 +184,7 @@ class Writer:
         self._breaker = breaker
         self._pool = pool
         self._faults = faults
-        self._clock = clock if clock is not None else _loop_time
+        self._clock = clock or now_s  # the server's one clock (server.clock)
         self._on_batch = on_batch
         self._wall_clock_us = wall_clock_us
         slots = max_in_flight_batches if max_in_flight_batches is not None else pool.rules.size
@@ -250,13 +247,14 @@ class Writer:
 
     async def drain(self, deadline_s: float) -> bool:
         """Refuse new sends, and wait until every queued send is committed or failed, at
-        the latest until ``deadline_s`` — a time on the event loop's clock (``loop.time()``),
-        like the rest of shutdown. True if all were; if not, the sends still queued fail
-        with :class:`Unavailable` (batches already running finish on their own).
+        the latest until ``deadline_s`` — a time on the writer's clock (the server's one
+        clock, :mod:`server.clock`), like the rest of shutdown. True if all were; if not,
+        the sends still queued fail with :class:`Unavailable` (batches already running
+        finish on their own).
         """
         self._accepting = False
         try:
-            async with asyncio.timeout_at(deadline_s):
+            async with asyncio.timeout_at(loop_deadline(deadline_s, self._clock)):
                 while self._queue or self._batches:
                     self._progress.clear()
                     await self._progress.wait()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from chatcap.scenario import load_scenario, to_toml
-from tests.server.chat import ServerProcess
+from tests.server.support_chat import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTOR = float(os.environ.get("CHATCAP_TIMING_FACTOR", "1"))

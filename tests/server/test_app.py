@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from chatcap.protocol import CODECS, Ack, Deliver, Error, HistoryPage, Join, Joined
-from tests.server.chat import ChatClient, ServerProcess
+from tests.server.support_chat import ChatClient, ServerProcess
 
 Start = Callable[..., ServerProcess]
 BOTH = ["json", "protobuf"]

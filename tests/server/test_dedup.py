@@ -9,7 +9,7 @@ import pytest
 
 from server.dedup import Deduper
 from server.store import StoredMessage
-from tests.server.conftest_writepath import run
+from tests.server.support_writepath import run
 
 MSG = StoredMessage("room", 7, "ann", "c1", "hi", ts_us=10, sent_at_us=5)
 

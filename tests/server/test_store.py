@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.store import PendingSend, StoreConnection, StoredMessage, StoreError
-from tests.server.conftest_writepath import open_store, scaled, send
+from tests.server.support_writepath import open_store, scaled, send
 
 ROOT = Path(__file__).resolve().parents[2]
 

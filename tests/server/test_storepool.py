@@ -21,7 +21,7 @@ from server.storepool import (
     housekeeping_period_s,
     pool_rules,
 )
-from tests.server.conftest_writepath import FakeClock, run, scaled, until
+from tests.server.support_writepath import FakeClock, run, scaled, until
 
 
 def connector(tmp_path: Path) -> Callable[[], StoreConnection]:

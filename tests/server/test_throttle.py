@@ -21,8 +21,8 @@ from websockets.exceptions import ConnectionClosed
 
 from chatcap.protocol import Ack, Error, Join, Joined
 from server.session import THROTTLE_MAX_S
-from tests.server.chat import ChatClient, ServerProcess
 from tests.server.conftest import scaled
+from tests.server.support_chat import ChatClient, ServerProcess
 
 Start = Callable[..., ServerProcess]
 # 2 tokens, one more every 0.5 s: a refusal's retry_after is about 500 ms, and the

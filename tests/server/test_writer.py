@@ -16,6 +16,7 @@ from chatcap.policy.breaker import BreakerConfig, BreakerState, CircuitBreaker, 
 from chatcap.policy.pool import PoolRules
 from chatcap.protocol.messages import UINT32_MAX
 from chatcap.scenario import FaultsConfig, StoreConfig
+from server.clock import now_s
 from server.faults import FaultInjector
 from server.store import PendingSend, StoreConnection, StoredMessage
 from server.storepool import StorePool
@@ -28,7 +29,7 @@ from server.writer import (
     WriteRejected,
     retry_after_ms,
 )
-from tests.server.conftest_writepath import FakeClock, run, scaled, send, until
+from tests.server.support_writepath import FakeClock, run, scaled, send, until
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
@@ -303,7 +304,7 @@ def test_drain_commits_everything_queued_then_refuses_new_sends(tmp_path: Path) 
     async def main() -> None:
         async with rig(tmp_path, batch_max=4, max_in_flight=1) as r:
             futures = [r.writer.submit(send("a", f"u{i}", "c")) for i in range(30)]
-            assert await r.writer.drain(asyncio.get_running_loop().time() + scaled(5.0))
+            assert await r.writer.drain(now_s() + scaled(5.0))
             assert all(f.done() and not f.exception() for f in futures)
             assert (r.writer.queue_depth, r.writer.in_flight) == (0, 0)
             with pytest.raises(Unavailable) as caught:
@@ -320,7 +321,7 @@ def test_drain_past_its_deadline_fails_what_is_still_queued(tmp_path: Path) -> N
             held = await r.pool.acquire()
             futures = [r.writer.submit(send("a", "u", f"c{i}")) for i in range(5)]
             await until(lambda: r.writer.in_flight == 1)
-            assert not await r.writer.drain(asyncio.get_running_loop().time() + scaled(0.02))
+            assert not await r.writer.drain(now_s() + scaled(0.02))
             left = [await outcome(f) for f in futures[2:]]
             assert all(isinstance(x, Unavailable) for x in left)
             r.pool.release(held)  # the batch already running still commits

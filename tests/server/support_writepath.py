@@ -1,6 +1,6 @@
 """Helpers shared by the write-path tests (store, pool, faults, dedup, writer).
 
-Imported explicitly (``from tests.server.conftest_writepath import …``); not a conftest.
+Imported explicitly (``from tests.server.support_writepath import …``).
 
 Timing: tests never sleep to let time pass. Where a real timeout has to fire (a pool
 acquire timeout), it is tiny and multiplied by ``CHATCAP_TIMING_FACTOR`` (default 1.0),

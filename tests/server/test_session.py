@@ -1,0 +1,165 @@
+"""The session's Send path in-process: a real Session, Hub, Deduper and limiter, a writer
+whose futures the test settles, and a hub whose writes are recorded in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, cast
+
+from websockets.protocol import State
+
+from chatcap import wiring
+from chatcap.protocol import CODECS, Ack, Deliver, Send
+from chatcap.scenario import FaultsConfig, ServerConfig
+from server.dedup import Deduper
+from server.faults import FaultInjector
+from server.hub import Client, Hub
+from server.metrics import Metrics
+from server.session import SendPath, Session
+from server.store import PendingSend, StoredMessage
+from tests.server.support_writepath import FakeClock, run
+
+JSON = CODECS["json"]
+
+
+@dataclass
+class Wire:
+    """Every frame the hub wrote, in order: ``(user, decoded frame)``."""
+
+    frames: list[tuple[str, Any]] = field(default_factory=list)
+    users: dict[int, str] = field(default_factory=dict)
+
+    def broadcast(self, conns: Iterable[Any], payload: bytes | str, text: bool = False) -> None:
+        for conn in conns:
+            self.frames.append((self.users[id(conn)], JSON.decode(payload)))
+
+
+class HeldWriter:
+    """A writer whose futures stay pending until the test settles them."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[PendingSend, asyncio.Future[StoredMessage]]] = []
+
+    def submit(self, send: PendingSend) -> asyncio.Future[StoredMessage]:
+        fut: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
+        self.pending.append((send, fut))
+        return fut
+
+
+def connection() -> Any:
+    return SimpleNamespace(
+        protocol=SimpleNamespace(state=State.OPEN),
+        transport=SimpleNamespace(get_write_buffer_size=lambda: 0),
+    )
+
+
+def send_path(wire: Wire, writer: HeldWriter, clock: FakeClock) -> SendPath:
+    config = ServerConfig()
+    metrics = Metrics()
+    return SendPath(
+        config=config,
+        hub=Hub(config.outbound_buffer_max_bytes, metrics, broadcast=wire.broadcast),
+        writer=writer,
+        limiter=wiring.keyed_limiter(config.rate_limit),
+        deduper=Deduper(),
+        metrics=metrics,
+        faults=FaultInjector(FaultsConfig(), started_at=0.0, seed=1),
+        reads=cast(Any, None),  # no Join in these tests
+        going_away=asyncio.Event(),
+        log=logging.getLogger("test_session"),
+        clock=clock,
+    )
+
+
+def member(path: SendPath, wire: Wire, user: str, room: str) -> Client:
+    client = Client(connection(), user, JSON, "127.0.0.1")
+    wire.users[id(client.conn)] = user
+    path.hub.add(client)
+    path.hub.join(client, room)
+    path.hub.caught_up(client, room, 0)
+    return client
+
+
+def stored(send: PendingSend, seq: int, *, duplicate: bool = False) -> StoredMessage:
+    return StoredMessage(
+        send.room, seq, send.sender, send.client_msg_id, send.body, 5, send.sent_at_us, duplicate
+    )
+
+
+def test_after_a_commit_every_deliver_is_written_before_the_senders_ack() -> None:
+    async def main() -> list[tuple[str, type]]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        member(path, wire, "bob", "r")
+        member(path, wire, "carol", "r")
+        session = Session(path, alice)
+        session.handle(Send(room="r", client_msg_id="c1", body="hi", sent_at_us=1), clock())
+        assert wire.frames == []  # nothing before the commit
+        sent, fut = writer.pending[0]
+        fut.set_result(stored(sent, 1))
+        await asyncio.sleep(0)  # future callbacks run on the next loop turn
+        assert path.room_last_seq == {"r": 1}
+        return [(user, type(frame)) for user, frame in wire.frames]
+
+    order = run(main())
+    assert sorted(order[:2]) == [("bob", Deliver), ("carol", Deliver)]
+    assert order[2:] == [("alice", Ack)]
+
+
+def test_a_retry_joining_an_in_flight_send_is_answered_after_the_fan_out() -> None:
+    async def main() -> list[tuple[str, type]]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        member(path, wire, "bob", "r")
+        session = Session(path, alice)
+        for _ in range(2):  # the second is a retry while the first is in flight
+            session.handle(Send(room="r", client_msg_id="c1", body="hi", sent_at_us=1), clock())
+        assert len(writer.pending) == 1 and path.deduper.hits == 1
+        sent, fut = writer.pending[0]
+        fut.set_result(stored(sent, 7))
+        await asyncio.sleep(0)
+        return [(user, type(frame)) for user, frame in wire.frames]
+
+    assert run(main()) == [("bob", Deliver), ("alice", Ack), ("alice", Ack)]
+
+
+def test_a_store_duplicate_is_acked_without_a_second_deliver() -> None:
+    async def main() -> list[tuple[str, Any]]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        member(path, wire, "bob", "r")
+        Session(path, alice).handle(Send(room="r", client_msg_id="c1", body="hi"), clock())
+        sent, fut = writer.pending[0]
+        fut.set_result(stored(sent, 3, duplicate=True))
+        await asyncio.sleep(0)
+        return wire.frames
+
+    frames = run(main())
+    assert [(user, type(frame)) for user, frame in frames] == [("alice", Ack)]
+    assert frames[0][1].seq == 3
+
+
+def test_ack_latency_is_measured_on_the_session_clock() -> None:
+    async def main() -> float:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock(50.0)
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        Session(path, alice).handle(Send(room="r", client_msg_id="c1", body="hi"), clock())
+        clock.advance(0.000_250)  # 250 µs: finer than uvloop's ms-resolution loop clock
+        sent, fut = writer.pending[0]
+        fut.set_result(stored(sent, 1))
+        await asyncio.sleep(0)
+        registry = path.metrics.registry
+        total_s = registry.get_sample_value("chatcap_ack_latency_seconds_sum")
+        assert registry.get_sample_value("chatcap_ack_latency_seconds_count") == 1
+        assert total_s is not None
+        return total_s
+
+    assert abs(run(main()) - 0.000_250) < 1e-9
