@@ -1144,8 +1144,8 @@ def measured_timeseries(run_dir: str | Path) -> pd.DataFrame:
 
 
 def envelope_sizes() -> pd.DataFrame:
-    """Encoded bytes of the codec benchmark's envelopes (``bench.codecs``), per codec."""
-    from bench.codecs import sample_envelopes
+    """Encoded bytes of the codec benchmark's envelopes (``bench.micro.codec_bench``), per codec."""
+    from bench.micro.codec_bench import sample_envelopes
     from chatcap.protocol import CODECS as WIRE
 
     records = [
@@ -1179,7 +1179,7 @@ def codec_costs(codecs_csv: str | Path | None, *, repeat: int = 3) -> tuple[pd.D
         frame = pd.read_csv(path)
         ours = frame[frame["is_ours"].astype(str).str.lower() == "true"]
         return ours[cols].reset_index(drop=True), _shown(path)
-    from bench.codecs import measure_codecs
+    from bench.micro.codec_bench import measure_codecs
 
     rows = [r for r in measure_codecs("notebook", repeat, 0.002) if r["is_ours"]]
     return pd.DataFrame(rows)[cols], f"timed now ({repeat} repeats of ~2 ms each)"
@@ -1197,7 +1197,7 @@ def latency_histograms(run_dir: str | Path, name: str = "ack") -> pd.DataFrame:
     """The ``name`` HdrHistograms (``ack``, ``deliver``, …) of a measured run's points
     (``points/*/chat.json``), merged over replications per (codec, offered load): one row
     per non-empty bucket, ``value_ms`` and ``count``. Empty when there are none."""
-    from bench.histo import LatencyHistogram
+    from bench._support.histo import LatencyHistogram
 
     path = resolve(run_dir)
     names = {p["point"]: p for p in read_manifest(path).get("points", [])}

@@ -15,11 +15,11 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
 1. **Codecs** (``decode_us``, ``encode_ack_us``, ``encode_deliver_us``): our
    ``CODECS[codec]`` on a ``Send`` / ``Ack`` / ``Deliver`` whose body has the scenario's
    ``workload.body_bytes``; median of repeats of timeit loops
-   (:func:`bench.codecs.median_ns`, the codecs interleaved).
+   (:func:`bench.micro.codec_bench.median_ns`, the codecs interleaved).
 2. **The server's event loop** (``per_send_fixed_us``, ``per_recipient_send_us``): our
    real server (``python -m server``, the scenario with
-   :data:`bench.server_overhead.SCENARIO_OVERRIDES`) under the load client of
-   ``bench server-overhead`` (:mod:`bench.loadclient`), per codec, in rooms of ``K``
+   :data:`bench._support.servers.SCENARIO_OVERRIDES`) under the load client of
+   ``bench server-overhead`` (:mod:`bench.micro.loadclient`), per codec, in rooms of ``K``
    members: ``K = 1`` is the echo case (Send → Ack; the sender gets no Deliver of its
    own), ``K = 2, 21`` the fan-out case (K − 1 Delivers per message). The CPU counted is
    the **event-loop thread's** (``/proc/<pid>/task/<pid>/stat``): the process's CPU of
@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
 import statistics
 import sys
@@ -92,24 +91,19 @@ from typing import Any
 
 import numpy as np
 
-from bench.bare_server import raise_nofile_limit
-from bench.codecs import CHAT_BODY, median_ns
-from bench.loadclient import server_cpu_s
-from bench.metrics_scrape import ACK_LATENCY, Scrape, fetch, histogram_quantile
-from bench.server_overhead import (
-    JWT_SECRET,
+from bench._support.clients import WINDOW, run_case
+from bench._support.host import raise_nofile_limit
+from bench._support.metrics_scrape import ACK_LATENCY, Scrape, fetch, histogram_quantile
+from bench._support.procstat import process_cpu_s, thread_cpu_s
+from bench._support.servers import (
     SCENARIO_OVERRIDES,
-    Job,
     ServerProc,
-    Sizes,
     bench_scenario,
-    client_argv,
-    run_client,
     sigterm_as_exit,
-    spawn_server,
+    start_our_server,
     stop_server,
-    wait_listening,
 )
+from bench.micro.codec_bench import CHAT_BODY, median_ns
 from chatcap.protocol.codec import CODECS
 from chatcap.protocol.messages import Ack, Deliver, Send
 from chatcap.results import git_sha, machine_info
@@ -130,10 +124,8 @@ __all__ = [
 CODEC_NAMES = ("json", "protobuf")
 ROOM_SIZES = (1, 2, 21)  # 1 = echo
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-WINDOW = 20  # sends in flight, the same for every point: batching stays comparable
 LONE_WINDOW = 1  # one send in flight: every message a batch of its own
 LONE_ROOM = 21  # the lone fan-out point's room: members asleep between messages
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -377,46 +369,6 @@ def measure_codec_costs(body_bytes: int, plan: Plan) -> dict[str, dict[str, floa
 # ----------------------------------------------------------------------------- server
 
 
-def start_our_server(scenario_path: Path, workdir: Path, tag: str) -> ServerProc:
-    """``python -m server`` on a free port with a fresh store; waits until it listens."""
-    env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
-    argv = [sys.executable, "-m", "server", "--scenario", str(scenario_path)]
-    argv += ["--port", "0", "--db", str(workdir / f"store-{tag}.db")]
-    server = spawn_server(f"ours-{tag}", argv, workdir, env)
-    try:
-        wait_listening(server)
-    except BaseException:
-        stop_server(server)
-        raise
-    return server
-
-
-def loop_thread_cpu_s(pid: int) -> float:
-    """utime + stime of the process's main thread (the event loop), seconds."""
-    with open(f"/proc/{pid}/task/{pid}/stat", "rb") as fh:
-        stat = fh.read()
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def run_case(
-    server: ServerProc,
-    codec: str,
-    room_size: int,
-    messages: int,
-    timeout_s: float,
-    tag: str,
-    window: int = WINDOW,
-) -> dict[str, Any]:
-    """One load-client run (echo when ``room_size`` is 1, else fan-out); its outcome."""
-    case = "echo" if room_size == 1 else "fanout"
-    sizes = Sizes(messages, window, messages, window, room_size, 1, 1, timeout_s)
-    outcome = run_client(client_argv(Job(case, "ours", codec), server, sizes, tag), timeout_s * 3)
-    if not outcome.get("ok"):
-        raise RuntimeError(f"{case} {codec} K={room_size}: {outcome.get('note')}")
-    return outcome
-
-
 def loop_share(loop_s: float, process_s: float) -> float:
     """The event-loop thread's share of the process CPU, in (0, 1].
 
@@ -447,14 +399,14 @@ def measure_point(
     pid = server.pid
     base_url = http_base(server.url)
     before = fetch(base_url)
-    loop0, proc0 = loop_thread_cpu_s(pid), server_cpu_s(pid)
+    loop0, proc0 = thread_cpu_s(pid), process_cpu_s(pid)
     tag = f"cal{repeat}-{codec}-{room_size}-w{window}"
     if window == WINDOW:
         messages = plan.messages[room_size]
     else:  # a lone fan-out writes a frame per member: fewer messages take as long
         messages = plan.lone_messages if room_size == 1 else plan.lone_messages // 2
     outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
-    loop1, proc1 = loop_thread_cpu_s(pid), server_cpu_s(pid)
+    loop1, proc1 = thread_cpu_s(pid), process_cpu_s(pid)
     share = loop_share(loop1 - loop0, proc1 - proc0)
     delta = fetch(base_url).minus(before)
     ack_mean_ms = mean_ack_ms(delta)

@@ -5,11 +5,11 @@ Sub-commands:
 * ``check-scenario FILE [--set KEY=VALUE …] [--json]`` — validate a scenario and print it
   fully resolved (every default filled in, each key commented);
 * ``scenario-reference`` — the Markdown table of every key (for scenarios/README.md);
-* ``codecs [--quick] [--out DIR]`` — the codec micro-benchmark (:mod:`bench.codecs`);
+* ``codecs [--quick] [--out DIR]`` — the codec micro-benchmark (:mod:`bench.micro.codec_bench`);
 * ``server-overhead [--quick] …`` — the server against a bare ``websockets`` server
-  (:mod:`bench.server_overhead`; ``--help`` there);
+  (:mod:`bench.micro.server_overhead`; ``--help`` there);
 * ``run …`` — measured runs of the server under Locust (:mod:`bench.run`);
-* ``generator …`` — the load generator's own capacity (:mod:`bench.genbench`);
+* ``generator …`` — the load generator's own capacity (:mod:`bench.micro.genbench`);
 * ``demo …`` — what ``make demo`` runs: calibrate, measure, predict, notebooks, summary
   (:mod:`bench.demo`);
 
@@ -23,24 +23,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from chatcap.scenario import Scenario, ScenarioError, load_scenario, parse_value, to_toml
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``server.pool.size=8`` → ``("server.pool.size", 8)``; the value is read as TOML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ScenarioError(f"override {text!r}: expected KEY=VALUE, e.g. server.pool.size=8")
-    return key.strip(), parse_value(raw)
-
-
-def load_with_overrides(path: str, sets: Sequence[str]) -> Scenario:
-    scenario = load_scenario(path)
-    if sets:
-        scenario = scenario.with_overrides(dict(parse_override(s) for s in sets))
-    return scenario
+from bench._support.args import load_with_overrides
+from chatcap.scenario import Scenario, ScenarioError, to_toml
 
 
 def describe(s: Scenario) -> str:
@@ -74,10 +59,10 @@ def cmd_check_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_codecs(args: argparse.Namespace) -> int:
-    from bench import codecs
+    from bench.micro import codec_bench
 
     argv = ["--out", args.out] + (["--quick"] if args.quick else [])
-    return codecs.main(argv)
+    return codec_bench.main(argv)
 
 
 def cmd_scenario_reference(args: argparse.Namespace) -> int:
@@ -118,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PASS_THROUGH = {
-    "server-overhead": "bench.server_overhead",
+    "server-overhead": "bench.micro.server_overhead",
     "run": "bench.run",
-    "generator": "bench.genbench",
-    "sim-speed": "bench.sim_speed",
+    "generator": "bench.micro.genbench",
+    "sim-speed": "bench.micro.sim_speed",
     "notebooks": "bench.notebooks",
     "calibrate": "bench.calibrate",
     "regress": "bench.regress",

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bare_server import raise_nofile_limit
+from bench._support.host import raise_nofile_limit
 from bench.probe import probe
 from bench.regress import (
     MIN_TRIALS,

@@ -22,7 +22,7 @@ send went out is recorded (``schedule_lag`` histogram, ``max_schedule_lag_ms``).
 ``arrival = "closed"`` is the classic closed loop instead — send, wait for the answer,
 think ``think_time_s``, send — kept to show what coordinated omission hides.
 
-**Latencies** (µs, into the process's :class:`bench.histo.HistogramSet`, and as Locust
+**Latencies** (µs, into the process's :class:`bench._support.histo.HistogramSet`, and as Locust
 ``request`` events of type ``WS`` so the web UI charts them): ``ack {codec}`` = Ack
 receipt − intended send time (``time.perf_counter_ns``); ``deliver {codec}`` =
 receipt − the sender's ``sent_at_us`` (both ``time.time_ns() // 1000``: same host);

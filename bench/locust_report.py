@@ -16,7 +16,7 @@ The ``--chat-out`` file (JSON), key by key:
 ``started_unix_s``  earliest test start among the parts (wall clock, s)
 ``stopped_unix_s``  latest test stop among the parts
 ``histograms``      ``{name: {codec: encoded}}``, HdrHistogram compressed base64, values
-                    in µs (:mod:`bench.histo`); names: ``ack`` (ack receipt − intended
+                    in µs (:mod:`bench._support.histo`); names: ``ack`` (ack receipt − intended
                     send time: the open-loop figure), ``ack_from_send`` (ack receipt −
                     actual first send: without the generator's own lateness),
                     ``deliver`` (receipt − sender's ``sent_at_us``), ``schedule_lag``
@@ -55,7 +55,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.histo import HistogramSet
+from bench._support.histo import HistogramSet
 from bench.loss import LossLedger, merge_reports
 
 __all__ = ["SCHEMA", "ProcessStats", "generator_bound", "merge_parts", "write_json"]

@@ -17,7 +17,7 @@
     first) and as many unchanged pairs; prints how many of each the gate flags.
 
 A **trial** (:func:`run_trial`) starts a fresh server (``python -m server``, the scenario
-with :data:`bench.server_overhead.SCENARIO_OVERRIDES`, then ``--set``) and measures, in
+with :data:`bench._support.servers.SCENARIO_OVERRIDES`, then ``--set``) and measures, in
 an order rotated by the trial index, with one run of the machine-speed probe
 (:mod:`bench.probe`) before each server case and one after:
 
@@ -26,10 +26,10 @@ an order rotated by the trial index, with one run of the machine-speed probe
   :data:`ROOM_SIZE`;
 * ``deliver_<codec>_bytes`` — our encoded chat ``Deliver`` (deterministic);
 * ``<codec>_encode_ratio`` / ``<codec>_decode_ratio`` — our codec's time over the bare
-  library path of the same format (:mod:`bench.codecs`), measured side by side.
+  library path of the same format (:mod:`bench.micro.codec_bench`), measured side by side.
 
 The server figures come from the machinery of ``bench server-overhead``
-(:mod:`bench.loadclient` reads the server's CPU from ``/proc``). A fresh server per
+(:mod:`bench.micro.loadclient` reads the server's CPU from ``/proc``). A fresh server per
 trial makes the trials independent, as the test assumes: one long-lived process would
 carry its own memory layout and state into every trial.
 
@@ -71,17 +71,18 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import mannwhitneyu  # type: ignore[import-untyped]
 
-from bench import codecs
-from bench.bare_server import raise_nofile_limit
-from bench.calibrate import run_case, start_our_server
-from bench.codecs import sample_envelopes
-from bench.probe import REFERENCE_CPU_S, probe, probe_once
-from bench.server_overhead import (
+from bench._support.clients import run_case
+from bench._support.host import raise_nofile_limit
+from bench._support.servers import (
     SCENARIO_OVERRIDES,
     bench_scenario,
     sigterm_as_exit,
+    start_our_server,
     stop_server,
 )
+from bench.micro import codec_bench
+from bench.micro.codec_bench import sample_envelopes
+from bench.probe import REFERENCE_CPU_S, probe, probe_once
 from chatcap.protocol.codec import CODECS
 from chatcap.protocol.messages import Envelope
 from chatcap.results import (
@@ -472,21 +473,21 @@ def run_trial(
 
 def codec_figures(sizes: TrialSizes) -> dict[str, Any]:
     """Bytes of our chat ``Deliver`` per codec, and our encode/decode time over the bare
-    library path of the same format (:data:`bench.codecs.BARE_REFERENCE`).
+    library path of the same format (:data:`bench.micro.codec_bench.BARE_REFERENCE`).
 
     Timed in CPU seconds (``time.process_time``), ours and bare taking turns within each
     repeat; the figure is the median of the per-repeat ratios. On a shared machine wall
     clock loops vary by ±30 % when the core is taken away; CPU time by ~1 %.
     """
     msg = sample_envelopes()["deliver_chat"]
-    impls = {impl.name: impl for impl in codecs._impls()}  # the benchmark's own rows
+    impls = {impl.name: impl for impl in codec_bench._impls()}  # the benchmark's own rows
     out: dict[str, Any] = {}
     for fmt in CODEC_NAMES:
         out[f"deliver_{fmt}_bytes"] = len(CODECS[fmt].encode(msg))
-        ours, bare = impls[f"ours {fmt}"], impls[codecs.BARE_REFERENCE[fmt]]
+        ours, bare = impls[f"ours {fmt}"], impls[codec_bench.BARE_REFERENCE[fmt]]
         for op in ("encode", "decode"):
             pair = [_op_timer(ours, op, msg), _op_timer(bare, op, msg)]
-            loops = [codecs._loops_for(t, sizes.codec_target_s) for t in pair]
+            loops = [codec_bench._loops_for(t, sizes.codec_target_s) for t in pair]
             ratios = []
             for _ in range(sizes.codec_repeat):
                 ours_s, bare_s = (t.timeit(n) / n for t, n in zip(pair, loops, strict=True))
@@ -495,7 +496,7 @@ def codec_figures(sizes: TrialSizes) -> dict[str, Any]:
     return out
 
 
-def _op_timer(impl: codecs.Impl, op: str, msg: Envelope) -> timeit.Timer:
+def _op_timer(impl: codec_bench.Impl, op: str, msg: Envelope) -> timeit.Timer:
     encode_input = impl.encode_input(msg)
     fn, arg = (
         (impl.encode, encode_input) if op == "encode" else (impl.decode, impl.encode(encode_input))

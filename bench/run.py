@@ -75,7 +75,6 @@ input (one line).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import math
@@ -92,16 +91,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from bench import metrics_scrape
-from bench.bare_server import raise_nofile_limit
-from bench.histo import HistogramSet, LatencyHistogram
-from bench.loadclient import server_cpu_s as process_cpu_s
-from bench.locust_plan import body_text
-from bench.locust_report import generator_bound
-from bench.metrics_scrape import ACK_LATENCY, Scrape
-from bench.server_overhead import (
+from bench._support import metrics_scrape
+from bench._support.args import BadInput, OneLineParser, csv_list, load_with_overrides
+from bench._support.histo import HistogramSet, LatencyHistogram
+from bench._support.host import raise_nofile_limit
+from bench._support.metrics_scrape import ACK_LATENCY, Scrape
+from bench._support.procstat import ProcessTree, machine_jiffies
+from bench._support.servers import (
     LISTEN_URL,
     ServerProc,
     sigterm_as_exit,
@@ -109,6 +107,8 @@ from bench.server_overhead import (
     stop_server,
     wait_listening,
 )
+from bench.locust_plan import body_text
+from bench.locust_report import generator_bound
 from chatcap.protocol import Deliver, get_codec
 from chatcap.results import ResultsError, new_manifest, new_run_id, write_run
 from chatcap.scenario import Scenario, ScenarioError, to_toml
@@ -143,10 +143,6 @@ FULL_SHARE = 0.95
 READY_TIMEOUT_S = 30.0
 LOCUST_START_ALLOWANCE_S = 60.0  # imports, spawning, and the distributed collect at the end
 NAN = math.nan
-
-
-class BadInput(ValueError):
-    """Bad command-line input: printed as one line, exit status 2."""
 
 
 class PointFailed(RuntimeError):
@@ -247,66 +243,6 @@ def deliver_bytes(codec: str, body_bytes: int, codec_mix: Mapping[str, float]) -
 
 
 # ----------------------------------------------------------------------------- /proc
-
-
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """Fields of ``/proc/<pid>/stat`` after ``pid (comm)``; None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()
-
-
-def machine_jiffies() -> tuple[float, float]:
-    """(busy, total) clock ticks of all CPUs since boot, from ``/proc/stat``."""
-    try:
-        with open("/proc/stat") as fh:
-            values = [float(v) for v in fh.readline().split()[1:]]
-    except OSError:
-        return (0.0, 0.0)
-    idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
-    total = sum(values[:8])
-    return (total - idle, total)
-
-
-class ProcessTree:
-    """A process this run started and its direct children (Locust ``--processes`` workers).
-
-    Children are remembered with their start time, so a later kill by PID never hits a
-    recycled PID.
-    """
-
-    def __init__(self, pid: int) -> None:
-        self.root = pid
-        self.children: dict[int, bytes] = {}  # pid → starttime field
-
-    def scan(self) -> None:
-        """Find the root's children (reads every ``/proc/<pid>/stat``)."""
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) not in self.children:
-                fields = _stat_fields(int(entry))
-                if fields is not None and int(fields[1]) == self.root:
-                    self.children[int(entry)] = fields[19]
-
-    def cpu_s(self) -> dict[int, float]:
-        """CPU seconds (user + system) of each live process of the tree."""
-        out: dict[int, float] = {}
-        for pid in (self.root, *self.children):
-            try:
-                out[pid] = process_cpu_s(pid)
-            except (OSError, IndexError, ValueError):
-                continue
-        return out
-
-    def kill_children(self) -> None:
-        """SIGKILL the children still alive (same PID *and* start time)."""
-        for pid, started in self.children.items():
-            fields = _stat_fields(pid)
-            if fields is not None and fields[19] == started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- samples
@@ -597,7 +533,7 @@ def stop_gracefully(server: ServerProc, drain_timeout_s: float) -> int:
     """SIGTERM by PID and wait out the drain (plus slack); SIGKILL if it lingers.
 
     Returns the exit status (negative: killed by that signal). Unlike
-    :func:`bench.server_overhead.stop_server`, the wait follows the scenario's drain.
+    :func:`bench._support.servers.stop_server`, the wait follows the scenario's drain.
     """
     proc = server.proc
     if proc.poll() is None:
@@ -869,13 +805,6 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are :class:`BadInput` (one line, exit 2), not usage."""
-
-    def error(self, message: str) -> NoReturn:
-        raise BadInput(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m bench run", description=__doc__.split("\n")[0])
     p.add_argument("--scenario", required=True, help="scenario TOML file")
@@ -895,15 +824,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def csv_list(text: str, kind: type[float] | type[str], what: str) -> list[Any]:
-    """``"1,2, 3"`` → ``[1.0, 2.0, 3.0]``; a bad item is :class:`BadInput` naming ``--what``."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise BadInput(f"--{what} {text!r}: expected comma-separated numbers") from None
-
-
 @dataclass(frozen=True)
 class Plan:
     settings: Settings
@@ -915,7 +835,6 @@ class Plan:
 
 def plan_run(args: argparse.Namespace, run_dir: Path) -> Plan:
     """Validate the arguments into a plan; raises BadInput or ScenarioError."""
-    from bench.cli import load_with_overrides
     from sim.api import replication_seed
 
     scenario = load_with_overrides(args.scenario, args.set)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main, parse_override
+from bench._support.args import parse_override
+from bench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -105,7 +105,7 @@ def test_the_wait_per_batch_is_the_server_latency_the_costs_do_not_explain() -> 
 
 
 def test_the_mean_ack_comes_from_the_histograms_sum_and_count() -> None:
-    from bench.metrics_scrape import parse
+    from bench._support.metrics_scrape import parse
 
     def text(total_s: float, count: int) -> str:
         return (

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench.histo import HistogramSet
+from bench._support.histo import HistogramSet
 from bench.locust_plan import RoomPlan, body_text, resolve_plan, send_gaps, user_name, user_rng
 from bench.locust_report import SCHEMA, ProcessStats, generator_bound, merge_parts, write_json
 from chatcap.scenario import Scenario, ScenarioError, load_scenario

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from bench.histo import HistogramSet
+from bench._support.histo import HistogramSet
 from chatcap.scenario import load_scenario, to_toml
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from bench import run
-from bench.histo import HistogramSet
-from bench.metrics_scrape import Scrape
+from bench._support.histo import HistogramSet
+from bench._support.metrics_scrape import Scrape
 from bench.run import (
     LoadShape,
     Point,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.histo import HistogramSet
+from bench._support.histo import HistogramSet
 from chatcap.results import new_manifest, write_run
 from chatcap.scenario import load_scenario
 

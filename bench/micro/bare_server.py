@@ -1,6 +1,6 @@
 """A bare ``websockets`` server: the baseline that ``bench server-overhead`` compares with.
 
-``python -m bench.bare_server --mode echo|broadcast [--host 127.0.0.1] [--port 0]``
+``python -m bench.micro.bare_server --mode echo|broadcast [--host 127.0.0.1] [--port 0]``
 
 * ``echo``: every message received goes back to its sender, unchanged;
 * ``broadcast``: every message received goes to every connected client (the sender too)
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,30 +28,9 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from bench._support.host import install_uvloop, raise_nofile_limit
+
 MODES = ("echo", "broadcast")
-
-
-def raise_nofile_limit() -> int:
-    """Lift the soft RLIMIT_NOFILE to the hard limit (thousands of sockets); returns it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass  # keep the soft limit we have; the run reports failed connections
-    return soft
-
-
-def install_uvloop() -> str:
-    """Same choice as the chat server (server/cli.py): uvloop when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -100,7 +78,7 @@ async def run(mode: str, host: str, port: int, loop_name: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.bare_server", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.micro.bare_server", description=__doc__)
     p.add_argument("--mode", choices=MODES, default="echo")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = any free port")

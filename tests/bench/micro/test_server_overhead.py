@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import server_overhead
-from bench.server_overhead import OVERHEAD_COLUMNS, TARGETS
+from bench.micro import server_overhead
+from bench.micro.server_overhead import OVERHEAD_COLUMNS, TARGETS
 from chatcap.results import read_manifest, read_table
 
 # Big enough that every case spends several clock ticks (10 ms) of server CPU, since

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import codecs
+from bench.micro import codec_bench
 from chatcap.results import read_manifest, read_table
 
 ENVELOPES = {"ack_small", "deliver_chat", "history_50"}
@@ -26,7 +26,7 @@ IMPLS = {
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("codecs")
-    assert codecs.main(["--quick", "--repeat", "1", "--out", str(out)]) == 0
+    assert codec_bench.main(["--quick", "--repeat", "1", "--out", str(out)]) == 0
     (folder,) = out.iterdir()
     return folder
 
@@ -60,18 +60,18 @@ def test_codecs_csv_has_the_documented_columns_and_one_row_per_envelope_and_impl
         "encode_ratio_vs_bare",
         "decode_ratio_vs_bare",
     ]
-    rows = read_table(path, codecs.CODEC_COLUMNS)
+    rows = read_table(path, codec_bench.CODEC_COLUMNS)
     assert {(r["envelope"], r["impl"]) for r in rows} == {(e, i) for e in ENVELOPES for i in IMPLS}
     assert len(rows) == len(ENVELOPES) * len(IMPLS)
     assert all(r["encode_ns"] > 0 and r["decode_ns"] > 0 for r in rows)
     for r in rows:
         assert r["is_ours"] == r["impl"].startswith("ours")
-        if r["impl"] == codecs.BARE_REFERENCE[r["format"]]:
+        if r["impl"] == codec_bench.BARE_REFERENCE[r["format"]]:
             assert r["encode_ratio_vs_bare"] == r["decode_ratio_vs_bare"] == 1.0
 
 
 def test_ours_gives_the_same_bytes_as_the_bare_library_of_its_format(run_dir: Path) -> None:
-    rows = read_table(run_dir / "codecs.csv", codecs.CODEC_COLUMNS)
+    rows = read_table(run_dir / "codecs.csv", codec_bench.CODEC_COLUMNS)
     size = {(r["envelope"], r["impl"]): r["bytes"] for r in rows}
     for envelope in ENVELOPES:
         pb_sizes = {size[(envelope, i)] for i in IMPLS if "protobuf" in i}
@@ -81,13 +81,13 @@ def test_ours_gives_the_same_bytes_as_the_bare_library_of_its_format(run_dir: Pa
         assert len(pb_sizes) == 1, envelope
         assert len(json_sizes) == 1, envelope
         assert size[(envelope, "ours protobuf")] < size[(envelope, "ours json")]
-    assert all(codecs.protobuf_bytes_match().values())
+    assert all(codec_bench.protobuf_bytes_match().values())
 
 
 def test_policy_csv_compares_each_decision_with_one_json_decode(run_dir: Path) -> None:
     path = run_dir / "policy.csv"
-    assert _header(path) == [c.name for c in codecs.POLICY_COLUMNS]
-    rows = read_table(path, codecs.POLICY_COLUMNS)
+    assert _header(path) == [c.name for c in codec_bench.POLICY_COLUMNS]
+    rows = read_table(path, codec_bench.POLICY_COLUMNS)
     assert [r["op"] for r in rows] == [
         "breaker try_acquire+on_success",
         "token_bucket try_acquire",

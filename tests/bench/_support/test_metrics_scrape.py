@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.metrics_scrape import ACK_LATENCY, Scrape, histogram_quantile, parse
+from bench._support.metrics_scrape import ACK_LATENCY, Scrape, histogram_quantile, parse
 from server.metrics import Metrics
 
 # A trimmed capture of GET /metrics after a short run (one codec used).

@@ -1,4 +1,4 @@
-"""bench.histo: merging per-worker histograms is exact, and the text form round-trips."""
+"""bench._support.histo: merging per-worker histograms is exact, and the text form round-trips."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bench.histo import HIGHEST_US, HistogramSet, LatencyHistogram
+from bench._support.histo import HIGHEST_US, HistogramSet, LatencyHistogram
 
 
 def latencies_us(seed: int, n: int) -> list[int]:

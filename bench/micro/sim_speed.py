@@ -57,7 +57,7 @@ from chatcap.results import Column, new_manifest, new_run_id, write_manifest, wr
 from chatcap.scenario import Scenario, load_scenario
 from sim.theory import mmc
 
-BASELINE = Path(__file__).resolve().parents[1] / "scenarios" / "baseline.toml"
+BASELINE = Path(__file__).resolve().parents[2] / "scenarios" / "baseline.toml"
 BASELINE_NAME = "scenarios/baseline.toml"
 MODEL_DURATION_S = 300.0
 BARE_CUSTOMERS = 200_000

@@ -5,9 +5,9 @@
 [--idle-connections C] [--cases echo,fanout,idle] [--codec json,protobuf]
 [--scenario FILE] [--set KEY=VALUE …]``
 
-Three cases, all in ONE run, driven by the same client (:mod:`bench.loadclient`, its own
+Three cases, all in ONE run, driven by the same client (:mod:`bench.micro.loadclient`, its own
 process per case) against servers in their own processes (``python -m server`` and
-:mod:`bench.bare_server`), everything on 127.0.0.1:
+:mod:`bench.micro.bare_server`), everything on 127.0.0.1:
 
 =======  ==================================================  ========================  ======
 case     load                                                figure                    target
@@ -54,31 +54,34 @@ the reason printed), else 0 — a MISS is a finding, not a failure.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bare_server import raise_nofile_limit
+from bench._support.clients import Job, Sizes, client_argv, run_client
+from bench._support.host import raise_nofile_limit
+from bench._support.servers import (
+    JWT_SECRET,
+    SCENARIO_OVERRIDES,
+    ServerProc,
+    bench_scenario,
+    sigterm_as_exit,
+    spawn_server,
+    stop_server,
+    wait_listening,
+)
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
-from chatcap.scenario import Scenario, ScenarioError, load_scenario, to_toml
+from chatcap.scenario import ScenarioError, to_toml
 
 OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier, same as the folder name."),
     Column("case", "str", "`echo`, `fanout` or `idle` (see bench/server_overhead.py)."),
-    Column("impl", "str", "`ours` (python -m server) or `bare` (bench.bare_server)."),
+    Column("impl", "str", "`ours` (python -m server) or `bare` (bench.micro.bare_server)."),
     Column("codec", "str", "`json` or `protobuf` (ours); `none` (bare: opaque frames)."),
     Column("repeat", "int", "Repeat index within the run, from 0."),
     Column("messages", "int", "Measured sends answered (Ack / echo / own copy); 0 for idle."),
@@ -99,16 +102,6 @@ OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("client_cpu_s", "float", "Load client CPU in the measured phase, s.", required=False),
 )
 
-SCENARIO_OVERRIDES: dict[str, Any] = {
-    "server.rate_limit.algorithm": "none",
-    "server.max_connections_per_ip": 20_000,
-    "server.handshake_rate_per_s": 100_000.0,
-    "server.handshake_burst": 100_000,
-    "server.store.batch_max": 64,
-    "server.store.write_queue_max": 100_000,
-    "server.outbound_buffer_max_bytes": 256 * 2**20,
-    "server.compression": False,
-}
 
 # (case, figure column, target ratio vs bare or absolute KiB, unit)
 TARGETS: dict[str, tuple[str, float, str]] = {
@@ -117,84 +110,9 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "idle": ("rss_kib_per_conn", 20.0, "KiB/conn"),
 }
 OUR_CODECS = ("json", "protobuf")
-JWT_SECRET = "bench-server-overhead-secret-0123456789abcdef"  # loopback only, never a real one
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
-LISTEN_URL = re.compile(r"ws://[^\s:/]+:(\d+)(\S*)")
-
-
-@dataclass(frozen=True)
-class Sizes:
-    messages: int
-    window: int
-    fanout_messages: int
-    fanout_window: int
-    room_size: int
-    idle_connections: int
-    repeat: int
-    timeout_s: float
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-@dataclass
-class ServerProc:
-    """A server subprocess: its pid, its URL and the files its output goes to."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
-    first_line: str
-    log_paths: tuple[Path, Path]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, chars: int = 1500) -> str:
-        return "".join(p.read_text(errors="replace")[-chars:] for p in self.log_paths)
-
-
-def spawn_server(name: str, argv: list[str], workdir: Path, env: dict[str, str]) -> ServerProc:
-    """Start ``argv`` with its output going to files, not pipes: a chatty server can never
-    block on a full pipe. :func:`wait_listening` then reads its URL."""
-    out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL)
-    return ServerProc(name, proc, "", "", (out_path, err_path))
-
-
-def wait_listening(server: ServerProc) -> None:
-    """Wait (bounded) for the first stdout line and take the ws:// URL from it."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        text = server.log_paths[0].read_text(errors="replace")
-        if "\n" in text:
-            server.first_line = text.split("\n", 1)[0]
-            match = LISTEN_URL.search(server.first_line)
-            if match is None:
-                raise RuntimeError(f"{server.name}: no ws:// URL in {server.first_line!r}")
-            server.url = match.group(0)
-            return
-        if server.proc.poll() is not None:
-            raise RuntimeError(
-                f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
-            )
-        time.sleep(0.05)
-    raise RuntimeError(f"{server.name}: no listening line within {START_TIMEOUT_S:g} s")
-
-
-def stop_server(server: ServerProc) -> None:
-    """SIGTERM by PID, wait (bounded), then SIGKILL by PID; always reaps the process."""
-    proc = server.proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT_S)
 
 
 def start_servers(workdir: Path, scenario_path: Path, repeat: int) -> dict[str, ServerProc]:
@@ -213,8 +131,16 @@ def start_servers(workdir: Path, scenario_path: Path, repeat: int) -> dict[str, 
             "--db",
             str(workdir / f"store-{repeat}.db"),
         ],
-        "bare-echo": [py, "-m", "bench.bare_server", "--mode", "echo", "--port", "0"],
-        "bare-broadcast": [py, "-m", "bench.bare_server", "--mode", "broadcast", "--port", "0"],
+        "bare-echo": [py, "-m", "bench.micro.bare_server", "--mode", "echo", "--port", "0"],
+        "bare-broadcast": [
+            py,
+            "-m",
+            "bench.micro.bare_server",
+            "--mode",
+            "broadcast",
+            "--port",
+            "0",
+        ],
     }
     servers: dict[str, ServerProc] = {}
     try:  # all three start at once; then each must say where it listens
@@ -234,67 +160,6 @@ def stop_servers(servers: dict[str, ServerProc]) -> None:
 
 
 # ----------------------------------------------------------------------------- one case
-
-
-@dataclass(frozen=True)
-class Job:
-    case: str
-    impl: str
-    codec: str  # "none" for bare
-
-    @property
-    def label(self) -> str:
-        return f"{self.case:6} {self.impl}/{self.codec}"
-
-
-def client_argv(job: Job, server: ServerProc, sizes: Sizes, tag: str) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.loadclient",
-        "--case",
-        job.case,
-        "--impl",
-        job.impl,
-        "--url",
-        server.url,
-        "--server-pid",
-        str(server.pid),
-        "--timeout-s",
-        str(sizes.timeout_s),
-        "--tag",
-        tag,
-    ]
-    if job.impl == "ours":
-        argv += ["--codec", job.codec]
-    if job.case == "echo":
-        argv += ["--messages", str(sizes.messages), "--window", str(sizes.window)]
-    elif job.case == "fanout":
-        argv += [
-            "--messages",
-            str(sizes.fanout_messages),
-            "--window",
-            str(sizes.fanout_window),
-            "--members",
-            str(sizes.room_size),
-        ]
-    else:
-        argv += ["--connections", str(sizes.idle_connections)]
-    return argv
-
-
-def run_client(argv: list[str], timeout_s: float) -> dict[str, Any]:
-    """Run one load client; its last stdout line is the JSON outcome."""
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout_s, text=True)
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "note": f"client killed after {timeout_s:g} s"}
-    lines = done.stdout.strip().splitlines()
-    try:
-        outcome: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"ok": False, "note": f"client exit {done.returncode}: {done.stderr[-800:]}"}
-    return outcome
 
 
 def to_row(run_id: str, job: Job, repeat: int, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -505,32 +370,6 @@ def resolve_sizes(args: argparse.Namespace) -> Sizes:
         repeat=args.repeat,
         timeout_s=args.timeout_s,
     )
-
-
-def bench_scenario(path: str, sets: Sequence[str] = ()) -> Scenario:
-    """The base scenario with :data:`SCENARIO_OVERRIDES`, then ``--set`` overrides."""
-    from bench.cli import parse_override
-
-    overrides = dict(SCENARIO_OVERRIDES)
-    overrides.update(parse_override(s) for s in sets)
-    return load_scenario(path).with_overrides(overrides)
-
-
-@contextlib.contextmanager
-def sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so the ``finally`` that stops the servers still runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def exit_now(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, exit_now)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

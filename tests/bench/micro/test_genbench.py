@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import genbench
+from bench.micro import genbench
 from chatcap.results import read_manifest, read_table
 
 

@@ -1,6 +1,6 @@
 """The load client of ``bench server-overhead``: one case against one server, one JSON line.
 
-``python -m bench.loadclient --case echo|fanout|idle --impl ours|bare --url WS_URL
+``python -m bench.micro.loadclient --case echo|fanout|idle --impl ours|bare --url WS_URL
 --server-pid PID [--codec json|protobuf] [--messages N] [--window W] [--members K]
 [--connections C] [--timeout-s S]``
 
@@ -11,7 +11,7 @@ prints ONE line of JSON (:class:`Outcome`) on stdout; exit status 0 when the cas
 cleanly, 1 otherwise (the line then says why).
 
 Cases — ``ours`` is the chat server (token, subprotocol, Join, Send → Ack + Deliver);
-``bare`` is :mod:`bench.bare_server` (no auth, no subprotocol, opaque frames):
+``bare`` is :mod:`bench.micro.bare_server` (no auth, no subprotocol, opaque frames):
 
 * ``echo``: one connection keeps ``--window`` sends in flight until ``--messages`` are
   answered. A slot frees on the Ack (ours; the sender also gets its own Deliver, being a
@@ -48,7 +48,8 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from bench.bare_server import install_uvloop, raise_nofile_limit
+from bench._support.host import install_uvloop, raise_nofile_limit
+from bench._support.procstat import process_cpu_s, rss_kib
 from chatcap.protocol import CODECS, Ack, Codec, DecodeError, Deliver, Error, Join, Joined, Send
 
 CASES = ("echo", "fanout", "idle")
@@ -59,26 +60,6 @@ IDLE_SETTLE_S = 1.0
 WARMUP_SHARE = 0.1
 # ~120 UTF-8 bytes, like the scenarios' default body_bytes, with a little non-ASCII.
 BODY = "capacity check: fan-out latency and p99 after the deploy — 请看 dashboard 👍 " + "x" * 40
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def server_cpu_s(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        stat = fh.read()
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    # after "pid (comm) ": state is field 3, so utime (14) and stime (15) are at 11, 12
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def server_rss_kib(pid: int) -> int:
-    """VmRSS of process ``pid``, KiB."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
 
 
 @dataclass
@@ -312,10 +293,10 @@ async def windowed(plan: Plan, out: Outcome) -> None:
         warmup = max(1, int(plan.messages * WARMUP_SHARE))
         async with asyncio.timeout(plan.timeout_s):
             await run_phase(plan, links[0], tally, room, 0, warmup)
-        cpu0, wall0, own0 = server_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
+        cpu0, wall0, own0 = process_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
         async with asyncio.timeout(plan.timeout_s):
             await run_phase(plan, links[0], tally, room, warmup, plan.messages)
-        out.server_cpu_s = server_cpu_s(plan.server_pid) - cpu0
+        out.server_cpu_s = process_cpu_s(plan.server_pid) - cpu0
         out.wall_s = time.perf_counter() - wall0
         out.client_cpu_s = time.process_time() - own0
         out.messages, out.failed, out.deliveries = tally.acked, tally.failed, tally.deliveries
@@ -344,8 +325,8 @@ async def idle(plan: Plan, out: Outcome) -> None:
                 await link.join(f"idle-{plan.tag}-{i % IDLE_ROOMS}", plan.timeout_s)
 
     try:
-        out.rss_before_kib = server_rss_kib(plan.server_pid)
-        cpu0, wall0, own0 = server_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
+        out.rss_before_kib = rss_kib(plan.server_pid)
+        cpu0, wall0, own0 = process_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
         async with asyncio.timeout(plan.timeout_s):
             results = await asyncio.gather(
                 *(open_one(i) for i in range(plan.connections)), return_exceptions=True
@@ -355,8 +336,8 @@ async def idle(plan: Plan, out: Outcome) -> None:
         if failures:
             out.note = f"{len(failures)} connections failed, first: {failures[0]!r}"[:300]
         await asyncio.sleep(IDLE_SETTLE_S)
-        out.rss_after_kib = server_rss_kib(plan.server_pid)
-        out.server_cpu_s = server_cpu_s(plan.server_pid) - cpu0
+        out.rss_after_kib = rss_kib(plan.server_pid)
+        out.server_cpu_s = process_cpu_s(plan.server_pid) - cpu0
         out.wall_s = time.perf_counter() - wall0
         out.client_cpu_s = time.process_time() - own0
         out.connections = plan.connections - len(failures)
@@ -403,7 +384,7 @@ async def run(plan: Plan) -> Outcome:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.loadclient", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.micro.loadclient", description=__doc__)
     p.add_argument("--case", choices=CASES, required=True)
     p.add_argument("--impl", choices=IMPLS, required=True)
     p.add_argument("--codec", choices=tuple(CODECS), default="json", help="ours only")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import sim_speed
+from bench.micro import sim_speed
 from chatcap.results import read_manifest, read_table
 from sim.theory import mmc
 

@@ -18,7 +18,7 @@ benchmark measures the generator itself. In ONE run:
   core, schedule on time: :func:`bench.run.generator_limits`). The **capacity** of a
   process count is the highest messages/s among its sustained loads.
 * **Bare loops** — one thread, one connection, ``websockets.sync.client`` sending our
-  JSON Send frame to :mod:`bench.bare_server` (echo) and reading it back, for ``--bare-s``
+  JSON Send frame to :mod:`bench.micro.bare_server` (echo) and reading it back, for ``--bare-s``
   seconds each; messages/s counts both directions. ``bare-sync`` is the plain loop (one
   frame in flight: latency-bound, it waits on the server's round trip);
   ``bare-sync-pipelined`` sends 32 before reading 32 (what the library costs when it
@@ -56,8 +56,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import run as runner
+from bench._support.args import BadInput, OneLineParser, csv_list
+from bench._support.servers import sigterm_as_exit, spawn_server, stop_server, wait_listening
 from bench.locust_plan import body_text
-from bench.server_overhead import sigterm_as_exit, spawn_server, stop_server, wait_listening
 from chatcap.protocol import Send, get_codec
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
 from chatcap.scenario import Scenario, ScenarioError, to_toml
@@ -166,7 +167,7 @@ def run_bare(body_bytes: int, seconds: float, workdir: Path) -> list[BareResult]
             sent_at_us=1_795_000_000_000_000,
         )
     )
-    argv = [sys.executable, "-m", "bench.bare_server", "--mode", "echo", "--port", "0"]
+    argv = [sys.executable, "-m", "bench.micro.bare_server", "--mode", "echo", "--port", "0"]
     server = spawn_server("bare-echo", argv, workdir, dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         wait_listening(server)
@@ -275,7 +276,7 @@ def gen_scenario(base: Scenario, room_size: int) -> Scenario:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = runner.OneLineParser(prog="python -m bench generator", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m bench generator", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="two loads, short points")
     p.add_argument("--loads", default="", help="offered sends/s, rising")
     p.add_argument("--processes", default="1,2", help="Locust process counts to try")
@@ -307,16 +308,16 @@ def plan_bench(args: argparse.Namespace) -> GenPlan:
 
     quick = args.quick
     default_loads = "300,1200" if quick else "250,500,1000,1500,2000,2500"
-    loads = runner.csv_list(args.loads or default_loads, float, "loads")
-    processes = [int(p) for p in runner.csv_list(args.processes, float, "processes")]
+    loads = csv_list(args.loads or default_loads, float, "loads")
+    processes = [int(p) for p in csv_list(args.processes, float, "processes")]
     if not loads or min(loads) <= 0 or not processes or min(processes) < 1:
-        raise runner.BadInput("--loads and --processes need positive numbers")
+        raise BadInput("--loads and --processes need positive numbers")
     if args.users < 1 or args.room_size < 1:
-        raise runner.BadInput("--users and --room-size must be >= 1")
+        raise BadInput("--users and --room-size must be >= 1")
     duration = args.duration_s or (4.0 if quick else 10.0)
     bare_s = args.bare_s or (2.0 if quick else 5.0)
     if duration <= 1.0 or bare_s <= 0:
-        raise runner.BadInput("--duration-s must be > 1 and --bare-s > 0")
+        raise BadInput("--duration-s must be > 1 and --bare-s > 0")
     scenario = gen_scenario(load_scenario(args.scenario), args.room_size)
     return GenPlan(
         scenario,
@@ -336,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         plan = plan_bench(build_parser().parse_args(argv))
-    except (runner.BadInput, ScenarioError) as exc:
+    except (BadInput, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     created = datetime.now(UTC)
