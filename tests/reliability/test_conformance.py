@@ -43,8 +43,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from chatcap.scenario import ServerConfig, load_scenario
 from tests.reliability.conftest import Record, Scale
-from tests.server.chat import ServerProcess
 from tests.server.conftest import ROOT, scaled, write_scenario
+from tests.server.support_chat import ServerProcess
 
 BASE = "baseline"
 MESSAGE_TOO_BIG = 1009

@@ -1,6 +1,6 @@
 """Crash durability: ``kill -9`` under load, restart on the same file, count what survived.
 
-Numbered senders (half of them JSON, half Protobuf; see ``senders.py``) keep several sends
+Numbered senders (half of them JSON, half Protobuf; see ``support_senders.py``) keep several sends
 in flight each while two receivers per room record their deliveries. At a moment drawn
 from the seed — after a random number of acks in this server life — the server gets
 SIGKILL. Before it restarts on the same ``--db``, the file is opened read-only:
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.reliability.conftest import Record, Scale
-from tests.reliability.senders import (
+from tests.reliability.support_senders import (
     ABNORMAL_CLOSE,
     Load,
     acked_not_stored,
@@ -38,7 +38,7 @@ from tests.reliability.senders import (
     read_history,
     store_snapshot,
 )
-from tests.server.chat import ServerProcess
+from tests.server.support_chat import ServerProcess
 
 OVERRIDES = {"server.rate_limit.algorithm": "none"}
 KILL_AFTER_ACKS = (0, 400)  # a life is killed after this many acks, drawn per kill

@@ -1,6 +1,6 @@
 """Graceful drain: SIGTERM under load, then a restart on the same file.
 
-The same numbered senders and receivers as the crash case (``senders.py``), plus a few
+The same numbered senders and receivers as the crash case (``support_senders.py``), plus a few
 connections that joined nothing. At a moment drawn from the seed (a number of acks in this
 server life) the server gets SIGTERM. It must exit with status 0 within
 ``server.drain_timeout_s`` plus a margin, and every connection — sender, receiver or idle —
@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chatcap.protocol import Ack
 from tests.reliability.conftest import Record, Scale
-from tests.reliability.senders import (
+from tests.reliability.support_senders import (
     Load,
     acked_not_stored,
     audit,
@@ -39,8 +39,8 @@ from tests.reliability.senders import (
     read_history,
     store_snapshot,
 )
-from tests.server.chat import ChatClient, ServerProcess
 from tests.server.conftest import scaled
+from tests.server.support_chat import ChatClient, ServerProcess
 
 DRAIN_TIMEOUT_S = 5.0
 EXIT_MARGIN_S = 3.0  # interpreter exit after "server.stopped", on a busy machine

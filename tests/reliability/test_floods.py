@@ -5,12 +5,12 @@
   goes to its room after it stalls, so a server that kept buffering for it would fail;
   the other members get every message in order, as fast as before it stalled (p99
   against a baseline measured in the same test).
-- A user who floods Sends (``flood_client.py``, in a process of its own) without waiting
+- A user who floods Sends (``support_flood_client.py``, in a process of its own) without waiting
   for acks gets ``rate_limited`` with a ``retry_after_ms`` that matches the scenario's
   limiter, and is read no faster than its limiter admits (read throttling,
   ``server/session.py``); users in other rooms lose nothing, and their acks and the event
   loop's answers stay within a few times their baseline.
-- ``scale.idle_connections`` idle connections, held by ``idle_clients.py`` in a process of
+- ``scale.idle_connections`` idle connections, held by ``support_idle_clients.py`` in a process of
   its own, fit the server's memory budget (200 MiB at 10,000), and a normal user can still
   log in, join and get an ack while they are all open.
 
@@ -44,9 +44,9 @@ from chatcap.scenario import Scenario, load_scenario
 from server.hub import Client, Hub
 from server.session import FAIR_SHARE_FRAMES, Session
 from tests.reliability.conftest import Record, Scale
-from tests.reliability.rawws import RawClient
-from tests.server.chat import ChatClient, ServerProcess
+from tests.reliability.support_rawws import RawClient
 from tests.server.conftest import ROOT, scaled
+from tests.server.support_chat import ChatClient, ServerProcess
 
 Start = Callable[..., ServerProcess]
 JSON = CODECS["json"]
@@ -395,7 +395,7 @@ def test_a_send_flood_is_throttled_and_other_rooms_keep_their_pace(
         args = ["--url", server.ws_url, "--count", str(n), "--progress-every", str(n)]
         args += ["--duration-s", str(FLOOD_S), "--deadline-s", str(FLOOD_S + 60)]
         env = {"CHATCAP_FLOOD_TOKEN": server.token("flooder")}
-        with client_process("tests.reliability.flood_client", args, env) as flooder:
+        with client_process("tests.reliability.support_flood_client", args, env) as flooder:
             assert flooder.next_event(30)["event"] == "ready"
             base_acks, base_probes, early = calm.run("base", CALM_BASE, flooder)
             assert early is None, early
@@ -487,9 +487,10 @@ def test_a_session_lets_others_run_between_the_frames_of_one_read() -> None:
     frames = [JSON.encode(Leave(room="r")).decode()] * (FAIR_SHARE_FRAMES * 20)
     app = SimpleNamespace(
         metrics=SimpleNamespace(tally=lambda codec: [0, 0, 0, 0], rate_limited=None),
-        send_limiter=None,
+        limiter=None,
         hub=Hub(MIB),
-        scenario=scenario_of({}),
+        config=scenario_of({}).server,
+        clock=time.perf_counter,
         log=logging.getLogger("test_floods"),
     )
 
@@ -538,7 +539,7 @@ def test_idle_connections_fit_the_memory_budget(
     args = ["--url", server.ws_url, "--count", str(count), "--deadline-s", str(deadline_s)]
     args += ["--max-life-s", str(deadline_s + scaled(120))]
     env = {"CHATCAP_IDLE_TOKEN": server.token("idle")}
-    with client_process("tests.reliability.idle_clients", args, env) as idle:
+    with client_process("tests.reliability.support_idle_clients", args, env) as idle:
         first = idle.next_event(30)
         assert first["event"] == "nofile" and first["soft"] >= count, first
         opened = idle.next_event(deadline_s + 30)

@@ -1,6 +1,6 @@
 """Bad frames get their documented answers, and bystanders keep chatting meanwhile.
 
-``scale.fuzz_per_codec`` malformed inputs per codec (``malformed.py``: broken JSON, wrong
+``scale.fuzz_per_codec`` malformed inputs per codec (``support_malformed.py``: broken JSON, wrong
 types, unknown kinds, huge numbers, deep nesting, invalid UTF-8, lone surrogates, frames
 of the wrong type, truncated and bit-flipped Protobuf, hand-built wire data, over-size
 frames) are sent by an attack process over one connection per codec. Every answer is
@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.reliability.conftest import Record, Scale
-from tests.reliability.malformed import BAD_FRAME, DOCUMENTED
-from tests.server.chat import ServerProcess
+from tests.reliability.support_malformed import BAD_FRAME, DOCUMENTED
 from tests.server.conftest import ROOT, scaled
+from tests.server.support_chat import ServerProcess
 
 Start = Callable[..., ServerProcess]
 
@@ -87,11 +87,11 @@ def window_p99s(samples: list[tuple[float, float]], start: float, end: float) ->
 
 
 class Driver:
-    """``python -m tests.reliability.malformed …`` in its own process, one JSON line at a time."""
+    """``python -m tests.reliability.support_malformed …`` in its own process, a JSON line each."""
 
     def __init__(self, server: ServerProcess, *args: str) -> None:
         self.name = args[0]
-        command = [sys.executable, "-m", "tests.reliability.malformed"]
+        command = [sys.executable, "-m", "tests.reliability.support_malformed"]
         command += [f"--port={server.port}", f"--timeout-s={scaled(10)}", *args]
         self.proc = subprocess.Popen(
             command,

@@ -42,9 +42,9 @@ from websockets.typing import Origin, Subprotocol
 
 from chatcap.protocol import CODECS, Ack
 from tests.reliability.conftest import Record, Scale
-from tests.reliability.senders import read_history
-from tests.server.chat import ChatClient, ServerProcess
+from tests.reliability.support_senders import read_history
 from tests.server.conftest import scaled
+from tests.server.support_chat import ChatClient, ServerProcess
 
 Start = Callable[..., ServerProcess]
 

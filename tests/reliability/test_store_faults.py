@@ -3,7 +3,7 @@
 Two episodes, each on its own server: every commit fails (``store_error_rate=1``), or
 every commit takes 300 ms, three times the breaker's slow-call threshold
 (``store_latency_ms=300``). Both go through the admin route while numbered senders
-(``senders.py``) keep sends in flight; a refused send is sent again at once with the same
+(``support_senders.py``) keep sends in flight; a refused send is sent again at once with the same
 client_msg_id, as an impatient client would.
 
 ``batch_max = 1`` makes each send one store call, so the counts are exact. The window
@@ -26,8 +26,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.reliability.conftest import Record
-from tests.reliability.senders import Answer, Load, audit, last_seqs, median, read_history
-from tests.server.chat import ServerProcess
+from tests.reliability.support_senders import Answer, Load, audit, last_seqs, median, read_history
+from tests.server.support_chat import ServerProcess
 
 WINDOW_CALLS, MINIMUM_CALLS, BAD_RATE_PCT = 20, 10, 50.0
 IN_FLIGHT, HALF_OPEN_CALLS, OPEN_S, SLOW_CALL_S = 4, 3, 1.0, 0.1

@@ -46,8 +46,8 @@ from server.app import ChatServer
 from server.auth import MAX_TOKEN_BYTES, Authenticator, AuthError, TokenIssuer, UserStore
 from server.http import HttpContext, admin_auth
 from tests.reliability.conftest import Record
-from tests.server.chat import ServerProcess
 from tests.server.conftest import ADMIN_TOKEN, ROOT, SECRET, scaled
+from tests.server.support_chat import ServerProcess
 from tests.server.test_auth import b64json, b64url
 
 Start = Callable[..., ServerProcess]

@@ -12,7 +12,7 @@ Three parts, used by ``test_fuzz.py``:
   ``Error{bad_frame}`` (wrong frame type, or it does not decode), ``Error{bad_request}``
   (a server-only kind), or *processed* (a valid client message: Join → Joined, Send →
   Ack or its documented refusal, Leave → nothing).
-* ``python -m tests.reliability.malformed --port P attack …`` (:func:`attack`) sends
+* ``python -m tests.reliability.support_malformed --port P attack …`` (:func:`attack`) sends
   them: a connection or two per codec in one asyncio process, one case at a time per
   connection (send, then read until that case's answer), reconnecting after each close.
   It classifies every answer, checks it against the oracle and the class, and prints one
@@ -57,7 +57,7 @@ from chatcap.protocol.messages import (
     Leave,
     Send,
 )
-from tests.protowire import tag, varint
+from tests.support_protowire import tag, varint
 
 # ---------------------------------------------------------------------------- outcomes
 
@@ -950,7 +950,7 @@ async def bystanders(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.reliability.malformed")
+    p = argparse.ArgumentParser(prog="python -m tests.reliability.support_malformed")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--timeout-s", type=float, default=10.0, help="wait for one answer")
     sub = p.add_subparsers(dest="command", required=True)

@@ -21,7 +21,7 @@ from chatcap.results import (
     write_run,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_BY_DESIGN = [
     "source",
     "codec",

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from protocol_strategies import sample_envelopes
+from support_strategies import sample_envelopes
 
 from chatcap.protocol.codec import CODECS, Codec, DecodeError
 from chatcap.protocol.messages import KINDS, Envelope
-from tests.protowire import tag, varint
+from tests.support_protowire import tag, varint
 
 JSON = CODECS["json"]
 PROTOBUF = CODECS["protobuf"]

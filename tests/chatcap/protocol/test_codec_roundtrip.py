@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_strategies import ENVELOPES, envelopes, sample_envelopes
+from support_strategies import ENVELOPES, envelopes, sample_envelopes
 
 from chatcap.protocol import chat_pb2 as pb
 from chatcap.protocol.codec import CODECS, Codec

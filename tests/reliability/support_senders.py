@@ -36,8 +36,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from chatcap.protocol import CODECS, Ack, Deliver, Envelope, Error, HistoryPage, Join, Joined, Send
-from tests.server.chat import ChatClient, ServerProcess
 from tests.server.conftest import scaled
+from tests.server.support_chat import ChatClient, ServerProcess
 
 # Codes after which the send was not stored and may be sent again (README "Error frames").
 RETRYABLE = frozenset({"unavailable", "overloaded", "store_busy", "internal", "rate_limited"})

@@ -1,6 +1,6 @@
 """One user flooding Sends as fast as it can, in a process of its own.
 
-``python -m tests.reliability.flood_client --url WS_URL --room ROOM --count N`` (the token
+``python -m tests.reliability.support_flood_client --url WS_URL --room ROOM --count N`` (the token
 comes on ``CHATCAP_FLOOD_TOKEN``) connects, joins ROOM, says ``ready`` and waits for a
 line ``go`` on stdin; then it writes all N Sends to the socket at once — framed and
 masked beforehand by the sans-I/O ``websockets`` client, so the flood goes out as fast as
@@ -40,7 +40,7 @@ from typing import Any
 from websockets.frames import Frame, Opcode
 
 from chatcap.protocol import CODECS, Ack, Error, Join, Joined, Send
-from tests.reliability.rawws import RawClient
+from tests.reliability.support_rawws import RawClient
 
 TOKEN_ENV = "CHATCAP_FLOOD_TOKEN"
 CODEC = CODECS["json"]

@@ -1,6 +1,6 @@
 """Hold many idle WebSocket connections open at once, in a process of their own.
 
-``python -m tests.reliability.idle_clients --url WS_URL --count N`` (the token comes on the
+``python -m tests.reliability.support_idle_clients --url WS_URL --count N`` (the token comes on the
 ``CHATCAP_IDLE_TOKEN`` environment variable, so it never shows in a process list) opens N
 connections to the chat server at a bounded pace — at most ``--in-flight`` handshakes at
 a time, all within ``--deadline-s`` — then holds them, idle, until a line ``close`` (or
