@@ -2,11 +2,13 @@
 
 A client that retries a Send (same ``client_msg_id``) while the first attempt is still
 queued or committing must not produce a second message, and one that retries after the
-ack was lost must get the same ack. :class:`Deduper` remembers, per key, the future of
-the first attempt while it is in flight and its :class:`StoredMessage` once it succeeded.
+ack was lost must get the same ack. The lifecycle — in flight, stored, duplicate
+answer; a failure forgets; LRU-bounded — is :class:`chatcap.pipeline.dedup.DedupTable`'s,
+shared with the model. :class:`Deduper` carries it out with asyncio futures: the handle
+of an attempt in flight is its write future, settled into the table by a callback.
 
 * A failed (or cancelled) first attempt is forgotten, so the retry is tried again.
-* The map is LRU-bounded; a key that fell out, or one from before a restart, reaches the
+* A key that fell out of the LRU bound, or one from before a restart, reaches the
   store, whose unique index on ``(sender, client_msg_id)`` is the durable backstop (it
   answers with the stored row and ``duplicate=True``).
 
@@ -17,8 +19,8 @@ client that disconnects cancels only its own wait, not the write others wait for
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 
+from chatcap.pipeline.dedup import JOIN, NEW, DedupTable
 from server.store import StoredMessage
 
 __all__ = ["Deduper"]
@@ -28,17 +30,19 @@ Entry = asyncio.Future[StoredMessage] | StoredMessage
 
 
 class Deduper:
-    """An LRU map ``(user, client_msg_id) -> in-flight future | StoredMessage``."""
+    """``(user, client_msg_id) -> in-flight future | StoredMessage``, LRU-bounded."""
 
     def __init__(self, max_entries: int = 50_000) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
         self.max_entries = max_entries
-        self.hits = 0
-        self._entries: OrderedDict[Key, Entry] = OrderedDict()
+        self.hits = 0  # lookups that found the first attempt (in flight or stored)
+        self._table: DedupTable[Key, asyncio.Future[StoredMessage], StoredMessage] = DedupTable(
+            max_entries
+        )
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._table)
 
     def lookup(self, user: str, client_msg_id: str) -> Entry | None:
         """The first attempt's future (still in flight) or its message; None if unknown.
@@ -46,38 +50,37 @@ class Deduper:
         A hit counts in ``hits`` and makes the key most recently used.
         """
         key = (user, client_msg_id)
-        entry = self._entries.get(key)
-        if entry is None:
+        answer = self._table.answer(key)
+        if answer == NEW:
             return None
-        if isinstance(entry, asyncio.Future) and entry.done():
+        if answer == JOIN:
+            fut = self._table.in_flight(key)
+            if not fut.done():
+                self.hits += 1
+                return fut
             # Settled, but its callback has not run yet (callbacks run on the next loop
             # turn): settle the entry here so a failed attempt never answers a retry.
-            self._settle(key, entry)
-            entry = self._entries.get(key)
-            if entry is None:
+            self._settle(key, fut)
+            if self._table.answer(key) == NEW:
                 return None
-        self._entries.move_to_end(key)
         self.hits += 1
-        return entry
+        return self._table.stored(key)
 
     def remember(self, user: str, client_msg_id: str, fut: asyncio.Future[StoredMessage]) -> None:
         """Record the first attempt of ``(user, client_msg_id)``."""
         key = (user, client_msg_id)
-        self._entries[key] = fut
-        self._entries.move_to_end(key)
+        self._table.begin(key, fut)
         fut.add_done_callback(lambda done: self._settle(key, done))
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
 
     def _settle(self, key: Key, fut: asyncio.Future[StoredMessage]) -> None:
-        """Keep the message of a success (not the future); forget a failure."""
-        if self._entries.get(key) is not fut:  # evicted, or replaced by a newer attempt
-            return
+        """Keep the message of a success (not the future); forget a failure. The table
+        ignores an attempt whose key was evicted or begun again by a newer attempt."""
         if fut.cancelled() or fut.exception() is not None:
-            del self._entries[key]
-        else:
-            # Keep what an Ack needs, not the body: entries live until evicted.
-            r = fut.result()
-            self._entries[key] = StoredMessage(
-                r.room, r.seq, r.sender, r.client_msg_id, "", r.ts_us, r.sent_at_us, r.duplicate
-            )
+            self._table.fail(key, fut)
+            return
+        # Keep what an Ack needs, not the body: entries live until evicted.
+        r = fut.result()
+        slim = StoredMessage(
+            r.room, r.seq, r.sender, r.client_msg_id, "", r.ts_us, r.sent_at_us, r.duplicate
+        )
+        self._table.settle(key, fut, slim)

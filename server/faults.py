@@ -1,136 +1,34 @@
 """Fault injection for the write path: store latency, store errors and CPU burn.
 
-Testing aids, all off by default (``[server.faults]`` in the scenario). Three layers add
-up, most specific last:
+Testing aids, all off by default (``[server.faults]`` in the scenario). The rules — the
+scenario's constants, runtime overrides from the admin route, timed episodes, how
+latencies add and error rates combine — are :class:`chatcap.pipeline.faults.FaultPlan`'s,
+shared with the model. This module adds the server's two pieces:
 
-* the scenario's constant values (``store_latency_ms``, ``store_error_rate``,
-  ``cpu_burn_us_per_msg``);
-* runtime values set through the admin route (:meth:`FaultInjector.set_runtime`), which
-  *replace* the constant ones while set, until :meth:`FaultInjector.clear_runtime`;
-* timed episodes (``[[server.faults.episodes]]``, relative to the run's start), which add
-  on top of whichever of the two is in force.
+* :class:`FaultInjector`, a plan whose failure draws come from a ``random.Random``
+  seeded with the scenario's seed;
+* :func:`burn_cpu`, the one clock read here, which *is* the fault: it keeps the CPU busy
+  for wall time.
 
-Latencies add. Error rates combine as independent failure sources,
-``1 - (1 - a) * (1 - b)``: a commit fails if any source says so, and two sources at 0.5
-make 0.75 rather than a certain failure.
-
-Time is passed in (``now`` on the caller's clock), like the policies. The one clock read
-is :func:`burn_cpu`, which *is* the fault: it keeps the CPU busy for wall time.
+Time is passed in (``now`` on the server's clock, :mod:`server.clock`), like the policies.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
-from typing import Any
 
-from chatcap.scenario import FaultEpisode, FaultsConfig
+from chatcap.pipeline.faults import FaultPlan
+from chatcap.scenario import FaultsConfig
 
 __all__ = ["FaultInjector", "burn_cpu"]
 
-_CPU_BURN_MAX_US = 1e6  # the scenario's upper bound for cpu_burn_us_per_msg
 
-
-class FaultInjector:
-    """Answers "how slow, does it fail, how much CPU" for a moment of the run."""
+class FaultInjector(FaultPlan):
+    """The server's fault plan: ``FaultPlan`` with an rng seeded from ``seed``."""
 
     def __init__(self, cfg: FaultsConfig, started_at: float, seed: int) -> None:
-        self.cfg = cfg
-        self.started_at = started_at
-        self._rng = random.Random(seed)
-        self._runtime: dict[str, float] = {}
-
-    # -- questions the write path asks ------------------------------------------------
-
-    def store_latency_s(self, now: float) -> float:
-        """Seconds to add to a store commit starting at ``now``."""
-        latency_ms = self._base("store_latency_ms")
-        for episode in self._active(now):
-            latency_ms += episode.store_latency_ms
-        return latency_ms / 1000.0
-
-    def store_fails(self, now: float) -> bool:
-        """Whether a store commit at ``now`` fails (a seeded draw; no draw at rate 0)."""
-        rate = self.store_error_rate(now)
-        return rate > 0.0 and self._rng.random() < rate
-
-    def store_error_rate(self, now: float) -> float:
-        """The share of commits that fail at ``now``, all sources combined."""
-        passes = 1.0 - self._base("store_error_rate")
-        for episode in self._active(now):
-            passes *= 1.0 - episode.store_error_rate
-        return 1.0 - passes
-
-    @property
-    def cpu_burn_us(self) -> float:
-        """Busy CPU to spend per handled send, µs (episodes do not touch it)."""
-        return self._base("cpu_burn_us_per_msg")
-
-    # -- the admin route --------------------------------------------------------------
-
-    def set_runtime(
-        self,
-        store_latency_ms: float | None = None,
-        store_error_rate: float | None = None,
-        cpu_burn_us_per_msg: float | None = None,
-    ) -> None:
-        """Override constant values until :meth:`clear_runtime`; None leaves one as it is.
-
-        Raises ValueError (naming the value) for a value outside the scenario's range.
-        """
-        given = {
-            "store_latency_ms": (store_latency_ms, math.inf),
-            "store_error_rate": (store_error_rate, 1.0),
-            "cpu_burn_us_per_msg": (cpu_burn_us_per_msg, _CPU_BURN_MAX_US),
-        }
-        checked = {}
-        for name, (value, upper) in given.items():
-            if value is None:
-                continue
-            if not (isinstance(value, int | float) and 0 <= value <= upper and value < math.inf):
-                raise ValueError(f"{name} must be a number in [0, {upper:g}], got {value!r}")
-            checked[name] = float(value)
-        self._runtime.update(checked)  # all or nothing: checked before any is applied
-
-    def clear_runtime(self) -> None:
-        """Back to the scenario's constant values."""
-        self._runtime.clear()
-
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """What is in force at ``now``, as plain JSON-ready data."""
-        return {
-            "store_latency_ms": self.store_latency_s(now) * 1000.0,
-            "store_error_rate": self.store_error_rate(now),
-            "cpu_burn_us_per_msg": self.cpu_burn_us,
-            "runtime": dict(self._runtime),
-            "configured": {
-                "store_latency_ms": self.cfg.store_latency_ms,
-                "store_error_rate": self.cfg.store_error_rate,
-                "cpu_burn_us_per_msg": self.cfg.cpu_burn_us_per_msg,
-            },
-            "active_episodes": [
-                index
-                for index, episode in enumerate(self.cfg.episodes)
-                if self._is_active(episode, now)
-            ],
-            "elapsed_s": now - self.started_at,
-        }
-
-    # -- internals --------------------------------------------------------------------
-
-    def _base(self, name: str) -> float:
-        value = self._runtime.get(name)
-        return float(getattr(self.cfg, name)) if value is None else value
-
-    def _active(self, now: float) -> list[FaultEpisode]:
-        if not self.cfg.episodes:  # the common case: no list built on the hot path
-            return []
-        return [e for e in self.cfg.episodes if self._is_active(e, now)]
-
-    def _is_active(self, episode: FaultEpisode, now: float) -> bool:
-        start_s = self.started_at + episode.start_s
-        return start_s <= now < start_s + episode.duration_s
+        super().__init__(cfg, started_at, random.Random(seed))
 
 
 def burn_cpu(us: float) -> None:

@@ -19,9 +19,11 @@ of the server is one typed bundle, :class:`SendPath`, built once by the app.
 
 Read throttling: once a Send is refused with ``rate_limited``, the session processes no
 further frame of that connection (of any kind) until the ``retry_after`` it just sent
-has passed (at most :data:`THROTTLE_MAX_S`). A client that honours ``retry_after`` never
-notices; one that floods stops being read: websockets' receive queue fills, it pauses
-the socket, and TCP backpressure slows the sender instead of the server's event loop.
+has passed (at most :data:`THROTTLE_MAX_S`; the rule is
+:func:`chatcap.pipeline.answers.throttle_until`, shared with the model). A client that
+honours ``retry_after`` never notices; one that floods stops being read: websockets'
+receive queue fills, it pauses the socket, and TCP backpressure slows the sender
+instead of the server's event loop.
 The wait ends early when the connection stops being open or the server goes away
 (shutdown), so it never holds up a 1001 drain; the frames still held back then are
 dropped unprocessed (no answer could reach the client any more), which lets websockets
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,6 +42,12 @@ from typing import Any, Protocol
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from chatcap.pipeline.answers import (
+    DRAIN_RETRY_AFTER_MS,
+    THROTTLE_MAX_S,
+    protocol_ms,
+    throttle_until,
+)
 from chatcap.policy import KeyedLimiter
 from chatcap.protocol import DecodeError, Envelope, Join, Joined, Leave, Send
 from chatcap.protocol.messages import (
@@ -74,17 +81,7 @@ FrameMiddleware = Callable[["Session", FrameHandler], FrameHandler]
 # refuses) held the loop for ~100 ms per read, stalling every other connection.
 FAIR_SHARE_FRAMES = 16
 
-# The longest a session holds a connection's frames back after a ``rate_limited``
-# answer. Token buckets refill within 1/rate_per_s, so this bounds only slow window
-# algorithms (and the "never" refusal, whose retry_after is infinite).
-THROTTLE_MAX_S = 1.0
-
-
-def retry_ms(seconds: float) -> int:
-    """A retry-after in whole ms, rounded up, within the protocol's uint32."""
-    if not math.isfinite(seconds):
-        return 2**32 - 1
-    return max(1, min(2**32 - 1, math.ceil(seconds * 1000)))
+__all__ = ["FAIR_SHARE_FRAMES", "THROTTLE_MAX_S", "RoomReads", "SendPath", "Session", "WriteQueue"]
 
 
 class WriteQueue(Protocol):
@@ -147,12 +144,12 @@ def limit_sends(session: Session, inner: FrameHandler) -> FrameHandler:
             decision = limiter.try_acquire(user, t_in)
             if not decision.allowed:
                 rate_limited.inc()
-                session.resume_at = t_in + min(decision.retry_after_s, THROTTLE_MAX_S)
+                session.resume_at = throttle_until(t_in, decision.retry_after_s)
                 session.error(
                     RATE_LIMITED,
                     "send rate limit exceeded",
                     msg.client_msg_id,
-                    retry_ms(decision.retry_after_s),
+                    protocol_ms(decision.retry_after_s),
                 )
                 return
         inner(msg, t_in)
@@ -318,7 +315,9 @@ class Session:
     def answer(self, msg: Send, t_in: float, fut: asyncio.Future[StoredMessage]) -> None:
         """The sender's answer once the write settled: Ack, its rejection, or internal."""
         if fut.cancelled():
-            self.error(UNAVAILABLE, "server is shutting down", msg.client_msg_id, 1000)
+            self.error(
+                UNAVAILABLE, "server is shutting down", msg.client_msg_id, DRAIN_RETRY_AFTER_MS
+            )
             return
         exc = fut.exception()
         if exc is None:

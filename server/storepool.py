@@ -4,9 +4,10 @@ The rules live in ``chatcap.policy.pool.PoolLedger`` (which connection to hand o
 to open, retire or report one); the model drives the same ledger. This module only
 carries the decisions out on an event loop:
 
-* waiting: a borrower that the ledger tells to ``wait`` parks an asyncio future in a FIFO
-  queue. A returned connection is handed *directly* to the oldest waiter (as HikariCP's
-  hand-off queue does), so a newcomer never overtakes someone already waiting;
+* waiting: a borrower that must wait parks an asyncio future in the wait line
+  (:class:`chatcap.pipeline.handoff.WaitLine`, the rule shared with the model). A
+  returned connection is handed *directly* to the oldest waiter (as HikariCP's hand-off
+  queue does), so a newcomer never overtakes someone already waiting;
 * timeouts: a waiter gives up after ``acquire_timeout_s`` with :class:`PoolTimeout`
   (``0``, like HikariCP's ``connectionTimeout=0``, or ``inf`` mean wait forever);
 * blocking work: opening, closing and every call on a connection (:meth:`StorePool.run`)
@@ -27,13 +28,13 @@ import contextlib
 import functools
 import logging
 import math
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from chatcap import wiring
+from chatcap.pipeline.handoff import WaitLine
 from chatcap.policy.pool import Housekeeping, PoolLedger, PoolRules
 from server.clock import Clock, now_s
 from server.store import StoreConnection, StoreError
@@ -125,7 +126,7 @@ class StorePool:
         self._borrowed: dict[StoreConnection, int] = {}  # handed to a caller
         self._borrowed_at: dict[int, float] = {}
         self._calls: dict[int, asyncio.Future[Any]] = {}  # a thread is using this connection
-        self._waiters: deque[asyncio.Future[Grant]] = deque()
+        self._line: WaitLine[asyncio.Future[Grant]] = WaitLine()
         self._closing: set[asyncio.Future[None]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._closed = False
@@ -151,8 +152,7 @@ class StorePool:
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
-        while self._waiters:
-            fut = self._waiters.popleft()
+        while (fut := self._line.hand_off()) is not None:
             if not fut.done():
                 fut.set_exception(PoolClosed("the store pool is closed"))
         idle = [conn_id for conn_id in self._conns if conn_id not in self._out]
@@ -185,7 +185,7 @@ class StorePool:
             raise PoolClosed("the store pool is closed")
         wait_s = self._timeout(timeout_s)
         started_at = self._clock()
-        if not self._someone_waiting():
+        if not self._line.must_wait(self._free()):
             checkout = self._ledger.checkout(started_at)
             self._retire(checkout.retire)
             if checkout.action != "wait":
@@ -253,7 +253,7 @@ class StorePool:
         return PoolStats(
             in_use=ledger.in_use,
             idle=ledger.idle,
-            waiting=sum(1 for fut in self._waiters if not fut.done()),
+            waiting=len(self._line),
             total=ledger.total,
             acquire_timeouts=self._acquire_timeouts,
             created=self._created,
@@ -302,13 +302,19 @@ class StorePool:
             raise ValueError(f"timeout_s must be >= 0 (0 or inf = forever), got {timeout_s!r}")
         return timeout_s if 0 < timeout_s < math.inf else None
 
-    def _someone_waiting(self) -> bool:
-        return any(not fut.done() for fut in self._waiters)
+    def _free(self) -> int:
+        """Connections a checkout can have now: idle ones, plus room to open new ones.
+        (An expired idle one is replaced by a new one, so ``> 0`` means no wait.)"""
+        ledger = self._ledger
+        return ledger.idle + self.rules.size - ledger.total
 
     async def _wait(self, started_at: float, timeout_s: float | None) -> Grant:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Grant] = loop.create_future()
-        self._waiters.append(fut)
+        self._line.join(fut)
+        # Ahead in the line there may be only waiters that just left (cancelled, their
+        # task not yet resumed): hand free capacity on now rather than at the next return.
+        self._dispatch()
         timer = None
         if timeout_s is not None:
             timer = loop.call_later(timeout_s, self._expire, fut, started_at)
@@ -324,15 +330,13 @@ class StorePool:
     def _expire(self, fut: asyncio.Future[Grant], started_at: float) -> None:
         if fut.done():
             return
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(fut)
+        self._line.leave(fut)
         self._acquire_timeouts += 1
         fut.set_exception(PoolTimeout(self._clock() - started_at))
 
     def _abandon(self, fut: asyncio.Future[Grant]) -> None:
         """A waiter left (timeout, cancellation): give back whatever it was handed."""
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(fut)
+        self._line.leave(fut)
         if not fut.done() or fut.cancelled() or fut.exception() is not None:
             return
         action, conn_id = fut.result()
@@ -413,17 +417,14 @@ class StorePool:
 
     def _dispatch(self) -> None:
         """Hand free capacity to the oldest waiters, in order."""
-        while self._waiters and not self._closed:
-            fut = self._waiters[0]
-            if fut.done():  # timed out or cancelled
-                self._waiters.popleft()
+        while self._line and not self._closed and self._free() > 0:
+            fut = self._line.hand_off()
+            assert fut is not None
+            if fut.done():  # cancelled, its task not yet resumed: it is leaving
                 continue
             checkout = self._ledger.checkout(self._clock())
             self._retire(checkout.retire)
-            if checkout.action == "wait":
-                return
-            assert checkout.conn_id is not None
-            self._waiters.popleft()
+            assert checkout.action != "wait" and checkout.conn_id is not None
             self._out.add(checkout.conn_id)
             fut.set_result((checkout.action, checkout.conn_id))
 

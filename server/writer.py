@@ -26,6 +26,10 @@ connections out of SQLite's sleeping busy handler.
 A batch slot is taken *before* a batch is cut, so while every slot is busy the queue
 grows and the next batch is bigger: batching adapts to load by itself.
 
+The rules of the answers (retry-after ms, the ``overloaded`` drain-rate hint,
+``store_busy``'s waited ms) and of injected faults are ``chatcap.pipeline``'s, shared
+with the model; this module carries them out on the event loop.
+
 Every future is settled exactly once and is never left hanging. A sender that went away
 (its future cancelled) does not disturb its batch: the send was accepted, so it is still
 stored and delivered; only its answer is skipped (a retry finds it as a duplicate).
@@ -36,13 +40,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from chatcap.pipeline.answers import DRAIN_RETRY_AFTER_MS, protocol_ms, waited_ms
+from chatcap.pipeline.drain import DrainRate, overload_retry_after_ms
 from chatcap.policy.breaker import CircuitBreaker
-from chatcap.protocol.messages import INTERNAL, OVERLOADED, STORE_BUSY, UINT32_MAX, UNAVAILABLE
+from chatcap.protocol.messages import INTERNAL, OVERLOADED, STORE_BUSY, UNAVAILABLE
 from chatcap.scenario import StoreConfig
 from server.clock import Clock, loop_deadline, now_s
 from server.faults import FaultInjector
@@ -57,14 +62,9 @@ __all__ = [
     "Unavailable",
     "WriteRejected",
     "Writer",
-    "retry_after_ms",
 ]
 
 log = logging.getLogger(__name__)
-
-DRAIN_RETRY_AFTER_MS = 1000  # what a send hears while the server drains
-_UNKNOWN_RATE_RETRY_AFTER_MS = 1000  # queue full before any batch finished
-_OVERLOAD_RETRY_AFTER_CAP_MS = 60_000
 
 Item = tuple[PendingSend, "asyncio.Future[StoredMessage]"]
 
@@ -123,39 +123,6 @@ class _InjectedError(StoreError):
     """A store failure made up by the fault injector (the connection is fine)."""
 
 
-def retry_after_ms(retry_after_s: float, never_s: float) -> int:
-    """A policy's ``retry_after_s`` as whole protocol milliseconds, rounded up, at least 1;
-    ``inf`` ("never by itself") becomes ``never_s``."""
-    if not math.isfinite(retry_after_s):
-        retry_after_s = never_s
-    return min(UINT32_MAX, max(1, math.ceil(retry_after_s * 1000.0)))
-
-
-# -- drain-rate estimate --------------------------------------------------------------
-
-
-class _DrainRate:
-    """Sends leaving the queue per second, over the last few finished batches.
-
-    The window ends at *now*, not at the last batch, so a stalled store makes the rate
-    (and the hint to come back later) fall instead of freezing at its last good value.
-    """
-
-    def __init__(self, batches: int = 32) -> None:
-        self._done: deque[tuple[float, int]] = deque(maxlen=batches)
-
-    def record(self, now: float, sends: int) -> None:
-        self._done.append((now, sends))
-
-    def per_s(self, now: float) -> float | None:
-        if not self._done:
-            return None
-        span_s = now - self._done[0][0]
-        if span_s <= 0:
-            return None
-        return sum(n for _, n in self._done) / span_s
-
-
 # -- the writer ---------------------------------------------------------------------
 
 
@@ -196,7 +163,7 @@ class Writer:
         self._progress = asyncio.Event()  # set whenever a batch finishes
         self._batches: set[asyncio.Task[None]] = set()
         self._last_turn: asyncio.Future[None] | None = None  # the newest batch's commit turn
-        self._drain_rate = _DrainRate()
+        self._drain_rate = DrainRate()
         self._accepting = True
         self._runner: asyncio.Task[None] | None = None
 
@@ -224,19 +191,13 @@ class Writer:
         if not self._accepting:
             raise Unavailable(DRAIN_RETRY_AFTER_MS)
         if len(self._queue) >= self._queue_max:
-            raise Overloaded(self._overload_retry_after_ms())
+            # about how long the queue takes to drain at the recent rate
+            rate = self._drain_rate.per_s(self._clock())
+            raise Overloaded(overload_retry_after_ms(len(self._queue), rate))
         fut: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self._queue.append((send, fut))
         self._queued.set()
         return fut
-
-    def _overload_retry_after_ms(self) -> int:
-        """About how long the current queue takes to drain at the recent rate."""
-        rate = self._drain_rate.per_s(self._clock())
-        if rate is None:
-            return _UNKNOWN_RATE_RETRY_AFTER_MS
-        wait_ms = math.ceil(len(self._queue) / rate * 1000.0)
-        return max(1, min(_OVERLOAD_RETRY_AFTER_CAP_MS, wait_ms))
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -340,14 +301,14 @@ class Writer:
             decision = breaker.try_acquire(self._clock())
             if not decision.allowed:
                 never_s = breaker.config.open_duration_s
-                raise Unavailable(retry_after_ms(decision.retry_after_s, never_s))
+                raise Unavailable(protocol_ms(decision.retry_after_s, never_s))
         try:
             async with self._pool.connection() as conn:
                 return await self._commit_on(conn, sends, previous)
         except PoolTimeout as exc:  # not the store's fault: no breaker outcome
             if breaker is not None:
                 breaker.release_permission()
-            raise StoreBusy(math.ceil(exc.waited_s * 1000.0)) from exc
+            raise StoreBusy(waited_ms(exc.waited_s)) from exc
         except PoolClosed as exc:
             if breaker is not None:
                 breaker.release_permission()
@@ -399,10 +360,11 @@ class Writer:
 
     async def _inject_faults(self, now: float) -> None:
         faults = self._faults
-        latency_s = faults.store_latency_s(now)
-        if latency_s > 0:
-            await asyncio.sleep(latency_s)
-        if faults.store_fails(self._clock()):
+        if faults.has_latency:
+            latency_s = faults.store_latency_s(now)
+            if latency_s > 0:
+                await asyncio.sleep(latency_s)
+        if faults.has_errors and faults.store_fails(self._clock()):
             raise _InjectedError("injected store error")
 
     def _record(self, started: float, *, ok: bool) -> float:

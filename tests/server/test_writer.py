@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 
 from chatcap.policy.breaker import BreakerConfig, BreakerState, CircuitBreaker, Transition
 from chatcap.policy.pool import PoolRules
-from chatcap.protocol.messages import UINT32_MAX
 from chatcap.scenario import FaultsConfig, StoreConfig
 from server.clock import now_s
 from server.faults import FaultInjector
@@ -27,7 +25,6 @@ from server.writer import (
     Unavailable,
     Writer,
     WriteRejected,
-    retry_after_ms,
 )
 from tests.server.support_writepath import FakeClock, run, scaled, send, until
 
@@ -113,15 +110,6 @@ async def outcome(fut: asyncio.Future[StoredMessage]) -> StoredMessage | WriteRe
         return await fut
     except WriteRejected as exc:
         return exc
-
-
-def test_retry_after_ms_rounds_up_and_clamps() -> None:
-    assert retry_after_ms(0.0001, never_s=60) == 1
-    assert retry_after_ms(0.0, never_s=60) == 1
-    assert retry_after_ms(1.5, never_s=60) == 1500
-    assert retry_after_ms(1.0001, never_s=60) == 1001
-    assert retry_after_ms(math.inf, never_s=60) == 60_000
-    assert retry_after_ms(1e12, never_s=60) == UINT32_MAX
 
 
 def test_a_send_is_answered_with_its_row_after_commit(tmp_path: Path) -> None:
