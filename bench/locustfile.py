@@ -13,13 +13,13 @@ Distributed (one process per core)::
         --chat-out out.json --chat-out-worker 'out-{worker}.json'
     locust -f bench/locustfile.py --worker        # twice (or: --processes 2 on the master)
 
-The one user class, :class:`bench.locust_chat.ScenarioUser`, is a chat room member
+The one user class, :class:`bench.load.users.ScenarioUser`, is a chat room member
 whose codec comes from ``--chat-codec`` (``json``, ``protobuf``, or ``mix`` = the
 scenario's ``workload.codec_mix``, dealt in its shares); subclass
-:class:`bench.locust_chat.ChatUser` with ``codec_name = "json"`` to pin one. Rooms fill in
+:class:`bench.load.users.ChatUser` with ``codec_name = "json"`` to pin one. Rooms fill in
 turn to ``room_size``: user n of worker w is in room ``r{w}-{n // size}``. Sends are open
 loop (intended times, Poisson or constant), with ack latency measured from the intended
-time; see :mod:`bench.locust_chat` for the user and :mod:`bench.locust_plan` for the
+time; see :mod:`bench.load.users` for the user and :mod:`bench.load.plan` for the
 rules. The server must run with ``server.auth = "open"`` (users log in with any name).
 
 Options (also in the web UI, under "Custom parameters"): ``--chat-codec``,
@@ -34,9 +34,9 @@ base64}}``, µs: ``ack``, ``ack_from_send``, ``deliver``, ``schedule_lag``, ``hi
 acked, failed, unacked, delivered, missing, duplicated, receivers), ``errors`` (by code,
 plus ``timeout``, ``closed``, ``connect``), ``outcomes``, ``generator`` (CPU seconds and
 %, max schedule lag, sends intended vs sent, connects), ``workers`` and
-``missing_workers`` — each documented in :mod:`bench.locust_report`.
+``missing_workers`` — each documented in :mod:`bench.load.report`.
 """
 
-from bench.locust_chat import ScenarioUser
+from bench.load.users import ScenarioUser
 
 __all__ = ["ScenarioUser"]

@@ -49,7 +49,7 @@ before → after; the note says which.
 **Generator-bound rows.** A row is marked ``generator_bound = true`` (with the reasons in
 its note), not reported as server capacity, when the load generator may have set the
 pace: a Locust process used ≥ 90 % of a core in the window (``/proc``), or the
-``--chat-out`` document says so (:func:`bench.locust_report.generator_bound`: a process
+``--chat-out`` document says so (:func:`bench.load.report.generator_bound`: a process
 over 90 % CPU, or scheduled sends never sent), or the send schedule lagged (schedule lag
 p99 over :data:`LAG_P99_MAX_MS`). A smaller lag that is still over half the ack p99
 earns a caution note instead (the load went out, but the tail is partly the
@@ -107,8 +107,8 @@ from bench._support.servers import (
     stop_server,
     wait_listening,
 )
-from bench.locust_plan import body_text
-from bench.locust_report import generator_bound
+from bench.load.plan import body_text
+from bench.load.report import generator_bound
 from chatcap.protocol import Deliver, get_codec
 from chatcap.results import ResultsError, new_manifest, new_run_id, write_run
 from chatcap.scenario import Scenario, ScenarioError, to_toml

@@ -67,7 +67,7 @@ def test_every_package_is_read(project: Tree) -> None:
     for package in ("chatcap", "server", "sim", "bench"):
         assert any(name.startswith(package + ".") for name in project.modules), package
     assert "chatcap.protocol.chat_pb2" in project.modules  # known, though not parsed
-    assert any(i.target == "bench.locust_chat" for i in project.of("bench.locustfile"))
+    assert any(i.target == "bench.load.users" for i in project.of("bench.locustfile"))
 
 
 def test_chatcap_imports_nothing_of_ours(project: Tree) -> None:
@@ -99,7 +99,7 @@ def test_no_module_imports_both_gevent_and_asyncio(project: Tree) -> None:
 
 def test_nothing_the_locust_file_can_load_imports_asyncio(project: Tree) -> None:
     loaded = loaded_with(project, "bench.locustfile")
-    assert "bench.locust_chat" in loaded
+    assert "bench.load.users" in loaded
     found = [
         i.describe()
         for i in project.imports

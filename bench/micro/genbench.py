@@ -58,7 +58,7 @@ from typing import Any
 from bench import run as runner
 from bench._support.args import BadInput, OneLineParser, csv_list
 from bench._support.servers import sigterm_as_exit, spawn_server, stop_server, wait_listening
-from bench.locust_plan import body_text
+from bench.load.plan import body_text
 from chatcap.protocol import Send, get_codec
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
 from chatcap.scenario import Scenario, ScenarioError, to_toml

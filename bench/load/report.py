@@ -23,7 +23,7 @@ The ``--chat-out`` file (JSON), key by key:
                     (actual − intended send time), ``history`` (REST page round trip)
 ``summary``         ``{name: {codec: {count, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms,
                     max_ms}}}`` read from the merged histograms (``null`` when empty)
-``loss``            :data:`bench.loss.REPORT_KEYS` summed: sent, retries, acked, failed,
+``loss``            :data:`bench.load.loss.REPORT_KEYS` summed: sent, retries, acked, failed,
                     unacked, delivered, missing, duplicated, receivers
 ``errors``          ``{code: count}``: every Error frame by ``code``, plus ``timeout``
                     (no answer within ``client.ack_timeout_ms``), ``closed`` (connection
@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._support.histo import HistogramSet
-from bench.loss import LossLedger, merge_reports
+from bench.load.loss import LossLedger, merge_reports
 
 __all__ = ["SCHEMA", "ProcessStats", "generator_bound", "merge_parts", "write_json"]
 

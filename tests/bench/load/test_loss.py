@@ -1,6 +1,6 @@
-"""bench.loss: drops and duplicates are counted per receiver and room, in bounded memory."""
+"""bench.load.loss: drops and duplicates are counted per receiver and room, in bounded memory."""
 
-from bench.loss import REPORT_KEYS, LossLedger, ReceiverLog, merge_reports
+from bench.load.loss import REPORT_KEYS, LossLedger, ReceiverLog, merge_reports
 
 
 def deliver(ledger: LossLedger, receiver: str, room: str, seqs: range | list[int]) -> None:

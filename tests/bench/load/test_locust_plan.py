@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from bench._support.histo import HistogramSet
-from bench.locust_plan import RoomPlan, body_text, resolve_plan, send_gaps, user_name, user_rng
-from bench.locust_report import SCHEMA, ProcessStats, generator_bound, merge_parts, write_json
+from bench.load.plan import RoomPlan, body_text, resolve_plan, send_gaps, user_name, user_rng
+from bench.load.report import SCHEMA, ProcessStats, generator_bound, merge_parts, write_json
 from chatcap.scenario import Scenario, ScenarioError, load_scenario
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

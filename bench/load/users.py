@@ -1,13 +1,13 @@
-"""The Locust side of the bench: open-loop WebSocket chat users and the run's bookkeeping.
+"""The Locust chat users: open-loop WebSocket room members, one codec per connection.
 
 Runs under gevent only (Locust patches the standard library before this is imported);
 never import it into a process that runs asyncio. ``bench/locustfile.py`` is the
 locustfile; this module holds the machinery so that several locustfiles (the chat
 users, ``bench/locust_history.py``) share one set of command-line options and one
-per-process :class:`RunState`.
+per-process :class:`~bench.load.runstate.RunState`.
 
 **A chat user** (:class:`ChatUser`) is one connection speaking one codec, a member of
-one room (:mod:`bench.locust_plan` says which). ``on_start`` takes a token over REST
+one room (:mod:`bench.load.plan` says which). ``on_start`` takes a token over REST
 (``GET /api/v1/token``, Basic auth, password ``pw``: the load scenarios run the server
 with ``auth = "open"``). Its single task then connects (subprotocol of its codec,
 ``Authorization: Bearer``), joins the room, starts a receiver greenlet, and runs the
@@ -39,13 +39,8 @@ after a timeout or a retryable error the scenario's ``RetryPolicy`` (backoff, ji
 retry budget; :mod:`chatcap.wiring`) decides, and a retry re-sends the same frame (same
 ``client_msg_id``, deduplicated by the server).
 
-**At test stop** every process turns its figures into a *part*
-(:meth:`bench.locust_report.ProcessStats.part`). A worker sends its part to the master
-as a Locust message (``chatcap_part``) and, with ``--chat-out-worker``, writes it to a
-file too; the master merges the parts and writes ``--chat-out`` (layout: the
-:mod:`bench.locust_report` docstring). When the master stops before its workers (the
-headless ``--run-time`` path), it asks them to stop and report (``chatcap_flush``) and
-waits for their parts.
+**At test stop** each process's figures become a *part*, merged into ``--chat-out``:
+see :mod:`bench.load.runstate`.
 """
 
 from __future__ import annotations
@@ -53,35 +48,24 @@ from __future__ import annotations
 import base64
 import heapq
 import itertools
-import logging
 import time
-from argparse import Namespace
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import gevent
 from gevent.event import Event
-from locust import constant, events, task
+from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
-from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from bench.locust_plan import (
-    CODEC_CHOICES,
-    CodecPlan,
-    LoadPlan,
-    RoomPlan,
+from bench.load.plan import (
     body_text,
-    resolve_plan,
     send_gaps,
     user_name,
     user_rng,
 )
-from bench.locust_report import ProcessStats, generator_bound, merge_parts, write_json
+from bench.load.runstate import PASSWORD, RUN
 from chatcap.policy.retry import RetryPolicy
 from chatcap.protocol import (
     ERROR_CODES,
@@ -97,162 +81,16 @@ from chatcap.protocol import (
     get_codec,
 )
 from chatcap.protocol.messages import INTERNAL
-from chatcap.scenario import ScenarioError, load_scenario
 from chatcap.wiring import retry_policy
 
-__all__ = ["RUN", "ChatError", "ChatUser", "RunState", "ScenarioUser", "plan_from_options"]
+__all__ = ["ChatError", "ChatUser", "ScenarioUser"]
 
-logger = logging.getLogger("chatcap.locust")
 
-MSG_HELLO = "chatcap_hello"
-MSG_PART = "chatcap_part"
-MSG_FLUSH = "chatcap_flush"
-PASSWORD = "pw"
-COLLECT_TIMEOUT_S = 15.0
-ARRIVAL_CHOICES = ("scenario", "poisson", "constant", "closed")
 _CATCH_UP_BATCH = 32  # sends in a row before the sender yields to other greenlets
 
 
 class ChatError(Exception):
     """A failed chat request, reported to Locust's statistics as its ``exception``."""
-
-
-# ---------------------------------------------------------------------------- options
-
-
-def _add_arguments(parser: Any, **_kw: Any) -> None:
-    add = parser.add_argument
-    add(
-        "--chat-codec",
-        choices=CODEC_CHOICES,
-        default="mix",
-        help="wire codec of the chat users; mix = the scenario's workload.codec_mix",
-    )
-    add(
-        "--chat-scenario",
-        default="scenarios/baseline.toml",
-        help="scenario file: workload and client sections drive the users",
-    )
-    add(
-        "--chat-room-size",
-        type=int,
-        default=None,
-        help="members per room (fixed); default: the scenario's room_size",
-    )
-    add(
-        "--chat-send-rate",
-        type=float,
-        default=None,
-        help="sends per second per user; default: the scenario's",
-    )
-    add(
-        "--chat-body-bytes",
-        type=int,
-        default=None,
-        help="message body size in bytes; default: the scenario's",
-    )
-    add("--chat-seed", type=int, default=None, help="root seed; default: the scenario's")
-    add(
-        "--chat-arrival",
-        choices=ARRIVAL_CHOICES,
-        default="scenario",
-        help="send process: poisson | constant (open loop) | closed (think time)",
-    )
-    add(
-        "--chat-out",
-        default="",
-        include_in_web_ui=False,
-        help="write the merged histograms, loss and errors to this JSON file at test stop",
-    )
-    add(
-        "--chat-out-worker",
-        default="",
-        include_in_web_ui=False,
-        help="each process also writes its own part here; {worker} = its index",
-    )
-
-
-def _number(value: Any, kind: type[int] | type[float]) -> Any:
-    """A typed option; the web UI hands back strings, ``""`` for unset."""
-    if value is None or value == "":
-        return None
-    return kind(value)
-
-
-def plan_from_options(options: Namespace | None) -> LoadPlan:
-    """The :class:`LoadPlan` the ``--chat-*`` options describe (defaults without options)."""
-
-    def get(name: str) -> Any:
-        return getattr(options, name, None) if options is not None else None
-
-    scenario = load_scenario(get("chat_scenario") or "scenarios/baseline.toml")
-    arrival = get("chat_arrival") or "scenario"
-    return resolve_plan(
-        scenario,
-        codec=get("chat_codec") or "mix",
-        room_size=_number(get("chat_room_size"), int),
-        send_rate_per_user_per_s=_number(get("chat_send_rate"), float),
-        body_bytes=_number(get("chat_body_bytes"), int),
-        seed=_number(get("chat_seed"), int),
-        arrival=None if arrival == "scenario" else arrival,
-    )
-
-
-# ---------------------------------------------------------------------------- run state
-
-
-class RunState:
-    """Per-process state of the current test: plan, figures, and (master) parts."""
-
-    def __init__(self) -> None:
-        self.plan: LoadPlan | None = None
-        self.stats: ProcessStats | None = None
-        self.rooms: RoomPlan | None = None
-        self.codecs = CodecPlan({"json": 1.0})
-        self.reader_codecs = CodecPlan({"json": 1.0})
-        self.worker = 0
-        self.tag = "0"
-        self.active = False
-        self.rooms_joined: list[str] = []
-        self.final_part: dict[str, Any] | None = None
-        self.parts: dict[str, dict[str, Any]] = {}
-        self.started_workers: dict[str, int] = {}
-        self._users: Iterator[int] = itertools.count()
-        self._readers: Iterator[int] = itertools.count()
-
-    def start(self, plan: LoadPlan, worker: int) -> None:
-        """A test starts in this process (local runner or worker)."""
-        self.plan, self.worker, self.active = plan, worker, True
-        self.stats = ProcessStats(time.time(), time.process_time())
-        self.rooms = RoomPlan(plan.room_size, plan.seed, worker)
-        self.codecs = plan.codecs()
-        self.reader_codecs = plan.codecs()
-        # client_msg_ids must not repeat across runs against one database: the server
-        # would answer a reused id with the old Ack (deduplication) and deliver nothing.
-        self.tag = f"{time.time_ns() // 1_000_000:x}"
-        self.rooms_joined = []
-        self.final_part = None
-        self._users = itertools.count()
-        self._readers = itertools.count()
-
-    def next_user(self) -> int:
-        """The index ``n`` of the next chat user this process starts."""
-        return next(self._users)
-
-    def next_reader(self) -> int:
-        """The index of the next history reader (counted apart: rooms stay full)."""
-        return next(self._readers)
-
-    def finish(self) -> dict[str, Any] | None:
-        """The test stopped here: this process's part (cached for a later flush)."""
-        if self.stats is None or not self.active:
-            return self.final_part
-        self.active = False
-        self.final_part = self.stats.part(self.worker, time.time(), time.process_time())
-        return self.final_part
-
-
-RUN = RunState()
 
 
 # ---------------------------------------------------------------------------- the user
@@ -601,118 +439,3 @@ class ScenarioUser(ChatUser):
     """
 
     weight = 9
-
-
-# ---------------------------------------------------------------------------- run events
-
-
-def _on_init(environment: Environment, **_kw: Any) -> None:
-    runner = environment.runner
-    if isinstance(runner, WorkerRunner):
-        runner.register_message(MSG_FLUSH, _on_flush)
-        return  # the master's options arrive with the spawn message
-    try:
-        plan_from_options(environment.parsed_options)
-    except (ScenarioError, ValueError) as exc:
-        logger.error("chatcap: %s", exc)
-        raise SystemExit(2) from None
-    if isinstance(runner, MasterRunner):
-        runner.register_message(MSG_HELLO, _on_hello)
-        runner.register_message(MSG_PART, _on_part)
-
-
-def _on_test_start(environment: Environment, **_kw: Any) -> None:
-    runner = environment.runner
-    RUN.plan = None  # a bad option must not leave the previous test's plan in place
-    plan = plan_from_options(environment.parsed_options)
-    if isinstance(runner, MasterRunner):
-        RUN.plan, RUN.parts, RUN.started_workers = plan, {}, {}
-        return
-    worker = getattr(runner, "worker_index", 0) or 0
-    RUN.start(plan, worker)
-    if isinstance(runner, WorkerRunner):
-        runner.send_message(MSG_HELLO, {"worker": worker})
-
-
-def _on_test_stop(environment: Environment, **_kw: Any) -> None:
-    runner = environment.runner
-    options = environment.parsed_options
-    if isinstance(runner, MasterRunner):
-        _collect_and_write(environment)
-        return
-    part = RUN.finish()
-    if part is None:
-        return
-    pattern = getattr(options, "chat_out_worker", "") or ""
-    if pattern:
-        write_json(pattern.format(worker=part["worker"]), merge_parts([part], _plan(), "local"))
-    if isinstance(runner, WorkerRunner):
-        runner.send_message(MSG_PART, part)
-    else:
-        _write_out(options, merge_parts([part], _plan(), "local"))
-
-
-def _plan() -> dict[str, Any]:
-    return RUN.plan.describe() if RUN.plan is not None else {}
-
-
-def _on_hello(environment: Environment, msg: Any, **_kw: Any) -> None:
-    RUN.started_workers[msg.node_id] = int(msg.data["worker"])
-
-
-def _on_part(environment: Environment, msg: Any, **_kw: Any) -> None:
-    RUN.parts[msg.node_id] = msg.data
-
-
-def _on_flush(environment: Environment, msg: Any, **_kw: Any) -> None:
-    """The master stops first: stop here too (test_stop sends the part), or resend it."""
-    runner = environment.runner
-    if RUN.active and runner is not None:
-        runner.stop()
-    elif RUN.final_part is not None and isinstance(runner, WorkerRunner):
-        runner.send_message(MSG_PART, RUN.final_part)
-
-
-def _collect_and_write(environment: Environment) -> None:
-    """Master: wait for every started worker's part, merge, write ``--chat-out``."""
-    runner = environment.runner
-    assert isinstance(runner, MasterRunner)
-    for client_id in set(RUN.started_workers) - set(RUN.parts):
-        runner.send_message(MSG_FLUSH, None, client_id=client_id)
-    deadline = time.monotonic() + COLLECT_TIMEOUT_S + (environment.stop_timeout or 0.0)
-    while set(RUN.started_workers) - set(RUN.parts) and time.monotonic() < deadline:
-        gevent.sleep(0.05)
-    missing = [RUN.started_workers[c] for c in set(RUN.started_workers) - set(RUN.parts)]
-    if missing:
-        logger.warning("chatcap: no final report from worker(s) %s", sorted(missing))
-    document = merge_parts(RUN.parts.values(), _plan(), "distributed", missing)
-    _write_out(environment.parsed_options, document)
-
-
-def _write_out(options: Namespace | None, document: dict[str, Any]) -> None:
-    """Write ``--chat-out`` (if given) and log a one-line summary."""
-    path = getattr(options, "chat_out", "") or ""
-    if path:
-        write_json(path, document)
-    gen, loss = document["generator"], document["loss"]
-    acks = sum(s["count"] for s in document["summary"].get("ack", {}).values())
-    logger.info(
-        "chatcap: %d sent, %d acked, %d delivered, %d missing, %d errors; generator "
-        "%.0f%% CPU in %d process(es), max schedule lag %.1f ms%s",
-        loss["sent"], acks, loss["delivered"], loss["missing"],
-        sum(document["errors"].values()), gen["cpu_pct"], gen["processes"],
-        gen["max_schedule_lag_ms"], f"; wrote {path}" if path else "",
-    )  # fmt: skip
-    for reason in generator_bound(document):
-        logger.warning("chatcap: the load generator may have limited this run: %s", reason)
-
-
-def _listen(hook: Any, handler: Callable[..., None]) -> None:
-    """``hook.add_listener(handler)``; Locust's EventHook is untyped, so no decorators."""
-    hook.add_listener(handler)
-
-
-_listen(events.init_command_line_parser, _add_arguments)
-_listen(events.init, _on_init)
-_listen(events.test_start, _on_test_start)
-_listen(events.test_stop, _on_test_stop)

@@ -1,6 +1,6 @@
 """What each simulated chat user does, derived from the scenario: pure, seeded, testable.
 
-The Locust users (:mod:`bench.locust_chat`) ask this module four questions, all answered
+The Locust users (:mod:`bench.load.users`) ask this module four questions, all answered
 from a :class:`LoadPlan` (the scenario's ``[workload]`` and ``[client]`` tables with the
 command line's overrides applied) and the user's position ``(worker, n)`` — the Locust
 worker index and the n-th user that worker started (0, 1, 2, …):

@@ -27,7 +27,7 @@ import pytest
 from bench._support.histo import HistogramSet
 from chatcap.scenario import load_scenario, to_toml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FACTOR = float(os.environ.get("CHATCAP_TIMING_FACTOR", "1"))
 SECRET = "test-secret-0123456789-0123456789-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
