@@ -109,7 +109,7 @@ PASS_THROUGH = {
     "sim-speed": "bench.micro.sim_speed",
     "notebooks": "bench.notebooks",
     "calibrate": "bench.calibrate",
-    "regress": "bench.regress",
+    "regress": "bench.gate.cli",
     "reliability": "bench.reliability",
     "demo": "bench.demo",
 }

@@ -1,6 +1,6 @@
 """Machine-speed probe: how fast this machine runs plain Python *right now*.
 
-``python -m bench.probe [--repeat N]`` prints the probe's CPU time and speed factor.
+``python -m bench.gate.probe [--repeat N]`` prints the probe's CPU time and speed factor.
 
 A fixed pure-Python workload (dict updates, string building and slicing, a sort — the
 kind of work the server's Python code does per frame, without any of our packages) is
@@ -11,7 +11,7 @@ core makes wall time jump, while CPU time moves only with what slows the work it
 
 ``speed_factor = median CPU s / REFERENCE_CPU_S``: 1.0 on the machine the reference was
 taken on (a 2-core Python 3.11 VM, ≈ 50 ms per run); 1.2 means "20 % slower now". The
-regression gate (:mod:`bench.regress`) divides each trial's server CPU figures by the
+regression gate (:mod:`bench.gate`) divides each trial's server CPU figures by the
 speed factor measured in the same trial, so runs taken on a busier or slower machine
 compare with a baseline taken on a quieter one.
 
@@ -83,7 +83,7 @@ def probe(repeat: int = 5) -> ProbeResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.gate.probe", description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="runs (median)")
     args = parser.parse_args(argv)
     if args.repeat < 1:

@@ -3,7 +3,7 @@
 ``python -m bench regress --quality [--pairs 10] [--trials 7] [--burn-us X] [--out DIR]
 [--threshold …] [--alpha …] [--set KEY=VALUE …]``
 
-A **pair** is two run folders (baseline and candidate, :func:`bench.regress.run_trial`
+A **pair** is two run folders (baseline and candidate, :func:`bench.gate.trials.run_trial`
 trials each) measured with their trials taking turns — baseline, candidate, baseline, …
 — so drift on a shared machine hits both sides alike. In a **fault** pair the
 candidate's server burns ``X`` µs of CPU per handled send
@@ -13,7 +13,7 @@ same. Fault and unchanged pairs alternate. A good gate flags (nearly) every faul
 and (nearly) no unchanged pair.
 
 Every pair is judged with each normalisation mode of the gate (``trial``, ``run``,
-``none``: see :func:`bench.regress.metric_samples`), from the same trials. Files, in
+``none``: see :func:`bench.gate.verdict.metric_samples`), from the same trials. Files, in
 ``OUT`` (default ``results/gate-quality/<run-id>/``): ``manifest.json`` (settings and the
 flag counts), ``quality.csv`` (:data:`QUALITY_COLUMNS`, one row per pair and mode) and
 ``pairs/<kind>-<i>/{baseline,candidate}/`` — ordinary run folders, so
@@ -31,21 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from bench._support.host import raise_nofile_limit
-from bench.probe import probe
-from bench.regress import (
-    MIN_TRIALS,
-    NORMALISE_MODES,
+from bench.gate.metrics import MIN_TRIALS, NORMALISE_MODES, Normalise
+from bench.gate.probe import probe
+from bench.gate.trials import (
     QUICK_SIZES,
     Config,
-    MetricResult,
-    Normalise,
     TrialSizes,
-    compare_runs,
     prepare_config,
     run_interleaved,
     say,
     write_run_folder,
 )
+from bench.gate.verdict import MetricResult, compare_runs
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
 
 __all__ = ["QUALITY_COLUMNS", "format_quality", "quality_command", "quality_summary"]

@@ -15,13 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench import gate_quality, regress
-from bench.probe import REFERENCE_CPU_S, probe
-from bench.regress import (
-    BY_NAME,
-    METRICS,
-    TRIAL_COLUMNS,
-    TRIALS_FILE,
+from bench.gate import cli, quality
+from bench.gate.metrics import BY_NAME, METRICS, TRIAL_COLUMNS, TRIALS_FILE
+from bench.gate.probe import REFERENCE_CPU_S, probe
+from bench.gate.verdict import (
     compare_metric,
     compare_runs,
     format_markdown,
@@ -191,16 +188,16 @@ def gate_args(base: Path, cand: Path) -> list[str]:
 def test_main_exits_0_without_and_1_with_a_regression(
     folders: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert regress.main(gate_args(folders["base"], folders["same"])) == 0
+    assert cli.main(gate_args(folders["base"], folders["same"])) == 0
     assert "**PASS**: no regression." in capsys.readouterr().out
-    assert regress.main(gate_args(folders["base"], folders["slow"])) == 1
+    assert cli.main(gate_args(folders["base"], folders["slow"])) == 1
     assert "**REGRESSION**" in capsys.readouterr().out
 
 
 def test_main_exits_2_with_one_line_for_a_missing_folder(
     folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert regress.main(gate_args(tmp_path / "nowhere", folders["same"])) == 2
+    assert cli.main(gate_args(tmp_path / "nowhere", folders["same"])) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere: not a run folder" in err
 
@@ -214,7 +211,7 @@ def test_main_exits_2_naming_a_missing_column(
     drop = table[0].index("echo_json_cpu_us_per_msg")
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows([r[:drop] + r[drop + 1 :] for r in table])
-    assert regress.main(gate_args(folders["base"], folders["same"])) == 2
+    assert cli.main(gate_args(folders["base"], folders["same"])) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing column(s) echo_json_cpu_us_per_msg" in err
 
@@ -224,12 +221,12 @@ def test_main_exits_2_when_the_trials_cannot_reach_significance(
 ) -> None:
     base = write_folder(tmp_path / "b", [trial_row(i, seed=1) for i in range(3)])
     cand = write_folder(tmp_path / "c", [trial_row(i, seed=2) for i in range(3)])
-    assert regress.main(gate_args(base, cand)) == 2
+    assert cli.main(gate_args(base, cand)) == 2
     assert "smallest p-value is 0.05" in capsys.readouterr().err
 
 
 def test_main_exits_2_without_a_candidate(capsys: pytest.CaptureFixture[str]) -> None:
-    assert regress.main([]) == 2
+    assert cli.main([]) == 2
     assert "--candidate" in capsys.readouterr().err
 
 
@@ -238,13 +235,13 @@ def test_update_baseline_copies_the_candidates_files(
 ) -> None:
     target = tmp_path / "baseline"
     argv = ["--candidate", str(folders["slow"]), "--update-baseline", "--baseline", str(target)]
-    assert regress.main(argv) == 0
+    assert cli.main(argv) == 0
     assert sorted(p.name for p in target.iterdir()) == ["manifest.json", TRIALS_FILE]
     assert (target / TRIALS_FILE).read_text() == (folders["slow"] / TRIALS_FILE).read_text()
 
 
 def test_the_committed_baseline_is_a_valid_run_folder() -> None:
-    baseline = Path(__file__).parents[2] / "results" / "baseline"
+    baseline = Path(__file__).parents[3] / "results" / "baseline"
     rows = read_table(baseline / TRIALS_FILE, TRIAL_COLUMNS)
     assert len(rows) >= 5
     assert all(r["speed_factor"] > 0 and r["echo_json_cpu_us_per_msg"] > 0 for r in rows)
@@ -270,8 +267,8 @@ def test_gate_quality_flags_faulted_pairs_and_not_unchanged_ones(
         pytest.skip("benchmark: run with -m benchmark")
     pairs = int(os.environ.get("CHATCAP_QUALITY_PAIRS", "10"))
     out = tmp_path / "quality"
-    assert regress.main(["--quality", "--pairs", str(pairs), "--out", str(out)]) == 0
-    rows = read_table(out / "quality.csv", gate_quality.QUALITY_COLUMNS)
+    assert cli.main(["--quality", "--pairs", str(pairs), "--out", str(out)]) == 0
+    rows = read_table(out / "quality.csv", quality.QUALITY_COLUMNS)
     gate_rows = [r for r in rows if r["normalise"] == "trial"]
     fault = sum(r["flagged"] for r in gate_rows if r["kind"] == "fault")
     unchanged = sum(r["flagged"] for r in gate_rows if r["kind"] == "unchanged")
@@ -281,8 +278,8 @@ def test_gate_quality_flags_faulted_pairs_and_not_unchanged_ones(
 def test_results_readme_documents_the_trial_columns() -> None:
     from pathlib import Path
 
-    from bench.regress import TRIAL_COLUMNS
+    from bench.gate.metrics import TRIAL_COLUMNS
     from chatcap.results import schema_markdown
 
-    readme = Path(__file__).resolve().parents[2] / "results" / "README.md"
+    readme = Path(__file__).resolve().parents[3] / "results" / "README.md"
     assert schema_markdown(TRIAL_COLUMNS) in readme.read_text()
