@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 PASS_THROUGH = {
     "server-overhead": "bench.micro.server_overhead",
-    "run": "bench.run",
+    "run": "bench.run.cli",
     "generator": "bench.micro.genbench",
     "sim-speed": "bench.micro.sim_speed",
     "notebooks": "bench.notebooks",

@@ -1,5 +1,6 @@
 """Shared plumbing of the benchmarks: no benchmark of its own, no gevent, no Locust.
 
+* :mod:`~bench._support.paths` — :data:`~bench._support.paths.REPO_ROOT`;
 * :mod:`~bench._support.args` — ``--set`` overrides, one-line argument errors;
 * :mod:`~bench._support.host` — open-files limit, uvloop;
 * :mod:`~bench._support.procstat` — the ``/proc`` CPU and memory readers;

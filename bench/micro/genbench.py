@@ -15,7 +15,7 @@ benchmark measures the generator itself. In ONE run:
   members, so **messages/s** (frames sent + received by the generator) is
   ``sent/s + acked/s + delivered/s`` over the window. A load is *sustained* when at
   least 95 % of it was acked and the generator was not bound (no process ≥ 90 % of a
-  core, schedule on time: :func:`bench.run.generator_limits`). The **capacity** of a
+  core, schedule on time: :func:`bench.run.figures.generator_limits`). The **capacity** of a
   process count is the highest messages/s among its sustained loads.
 * **Bare loops** — one thread, one connection, ``websockets.sync.client`` sending our
   JSON Send frame to :mod:`bench.micro.bare_server` (echo) and reading it back, for ``--bare-s``
@@ -55,10 +55,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import run as runner
 from bench._support.args import BadInput, OneLineParser, csv_list
 from bench._support.servers import sigterm_as_exit, spawn_server, stop_server, wait_listening
 from bench.load.plan import body_text
+from bench.run.measure import run_point
+from bench.run.points import LoadShape, Point, deliver_bytes
+from bench.run.processes import Settings
 from chatcap.protocol import Send, get_codec
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
 from chatcap.scenario import Scenario, ScenarioError, to_toml
@@ -259,8 +261,8 @@ def capacity(rows: Sequence[Mapping[str, Any]], processes: int) -> Mapping[str, 
 def ladder_points(loads: Sequence[float], users: int, codec: str, spawn: float) -> list[Any]:
     points = []
     for i, load in enumerate(loads):
-        shape = runner.LoadShape(load, users, load / users, min(float(users), spawn))
-        points.append(runner.Point(i + 1, len(loads), codec, shape, 0, 1))
+        shape = LoadShape(load, users, load / users, min(float(users), spawn))
+        points.append(Point(i + 1, len(loads), codec, shape, 0, 1))
     return points
 
 
@@ -400,7 +402,7 @@ def run_ladder(
     rows: list[dict[str, Any]],
 ) -> int:
     """Every load for one process count (stops after the first unsustained load)."""
-    settings = runner.Settings(
+    settings = Settings(
         plan.scenario,
         scenario_path,
         run_dir / f"p{processes}",
@@ -411,11 +413,11 @@ def run_ladder(
         False,
     )
     failures = 0
-    bpm = runner.deliver_bytes(plan.codec, plan.scenario.workload.body_bytes, {})
+    bpm = deliver_bytes(plan.codec, plan.scenario.workload.body_bytes, {})
     spawn = plan.scenario.server.handshake_rate_per_s
     for point in ladder_points(plan.loads, plan.users, plan.codec, spawn):
         started = time.monotonic()
-        row, info = runner.run_point(point, settings, run_id, bpm)
+        row, info = run_point(point, settings, run_id, bpm)
         if str(row.get("note", "")).startswith("failed"):
             failures += 1
             print(f"[generator] p{processes} {point.name}: {row['note']}", flush=True)

@@ -15,23 +15,16 @@ from typing import Any
 
 import pytest
 
-from bench import run
 from bench._support.histo import HistogramSet
 from bench._support.metrics_scrape import Scrape
-from bench.run import (
-    LoadShape,
-    Point,
-    Sample,
-    Window,
-    choose_window,
-    generator_limits,
-    load_shape,
-    summary_row,
-)
+from bench.run import cli as run
+from bench.run.figures import LAG_P99_MAX_MS, generator_limits, summary_row
+from bench.run.points import LoadShape, Point, load_shape
+from bench.run.window import Sample, Window, choose_window
 from chatcap.results import read_run
 from chatcap.scenario import load_scenario
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "scenarios" / "smoke.toml"
 
 
@@ -236,7 +229,7 @@ def test_the_chat_out_documents_own_checks_count_too() -> None:
 def test_a_lagging_send_schedule_marks_the_point_bound() -> None:
     (reason,) = generator_limits(chat_doc(lag_ms=120.0), {101: 50.0})
     assert "schedule lag p99 120 ms" in reason
-    assert generator_limits(chat_doc(lag_ms=run.LAG_P99_MAX_MS / 2), {101: 50.0}) == []
+    assert generator_limits(chat_doc(lag_ms=LAG_P99_MAX_MS / 2), {101: 50.0}) == []
 
 
 def test_a_lag_that_is_much_of_the_ack_tail_earns_a_caution_not_a_verdict() -> None:

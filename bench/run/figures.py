@@ -1,0 +1,164 @@
+"""A point's figures: its ``summary.csv`` row, and whether the generator set the pace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench._support.histo import HistogramSet, LatencyHistogram
+from bench._support.metrics_scrape import ACK_LATENCY
+from bench.load.report import generator_bound
+from bench.run.points import NAN, Point
+from bench.run.window import Window
+
+CPU_BOUND_PCT = 90.0
+"""A generator process at or above this share of one core may have set the pace."""
+LAG_P99_MAX_MS = 50.0
+"""Sends leaving later than this (p99 of the schedule lag) mean the schedule slipped."""
+LAG_SHARE_NOTE = 0.5
+"""Schedule lag p99 above this share of the ack p99 earns the row a caution note."""
+MACHINE_BUSY_PCT = 95.0
+
+
+def _merged(doc: Mapping[str, Any], name: str) -> LatencyHistogram:
+    """The ``name`` histogram of the ``--chat-out`` document, all codecs merged."""
+    hists = HistogramSet.from_json(doc.get("histograms", {}))
+    merged = LatencyHistogram()
+    for hist_name, codec in hists:
+        if hist_name == name:
+            merged.merge(hists.get(hist_name, codec))
+    return merged
+
+
+def generator_limits(
+    doc: Mapping[str, Any],
+    cpu_pct_by_process: Mapping[int, float],
+    *,
+    cpu_pct_max: float = CPU_BOUND_PCT,
+    lag_p99_max_ms: float = LAG_P99_MAX_MS,
+) -> list[str]:
+    """Why the generator, not the server, may have set this point's pace (empty: it kept up).
+
+    ``doc`` is the ``--chat-out`` document (its own CPU and unsent-send check, and the
+    schedule lag histogram); ``cpu_pct_by_process`` is each Locust process's CPU in the
+    measured window from ``/proc``, % of one core.
+    """
+    reasons = generator_bound(doc, cpu_pct_max)
+    if cpu_pct_by_process:
+        top = max(cpu_pct_by_process.values())
+        if top >= cpu_pct_max:
+            reasons.append(f"a Locust process used {top:.0f}% of a core in the window (/proc)")
+    lag = _merged(doc, "schedule_lag")
+    if lag.count and lag.percentile_ms(99) > lag_p99_max_ms:
+        reasons.append(f"sends left late: schedule lag p99 {lag.percentile_ms(99):.0f} ms")
+    return reasons
+
+
+def lag_note(doc: Mapping[str, Any], share: float = LAG_SHARE_NOTE) -> str:
+    """A note when the generator's own lateness is a large part of the ack tail it reports.
+
+    Not a generator-bound verdict (the load went out), a caution on ``ack_p99_ms``:
+    ``ack_from_send`` in ``chat.json`` has the latency without the generator's lag.
+    """
+    lag, ack = _merged(doc, "schedule_lag"), _merged(doc, "ack")
+    if not lag.count or not ack.count:
+        return ""
+    lag_p99, ack_p99 = lag.percentile_ms(99), ack.percentile_ms(99)
+    if lag_p99 < 1.0 or lag_p99 <= share * ack_p99:
+        return ""
+    return (
+        f"schedule lag p99 {lag_p99:.1f} ms is {lag_p99 / ack_p99:.0%} of ack p99 "
+        f"{ack_p99:.1f} ms: the tail is partly the generator's"
+    )
+
+
+def error_rate(loss: Mapping[str, int]) -> float:
+    """Share of answered send attempts that were not acked (in-flight ones left out)."""
+    attempts = loss["sent"] + loss["retries"] - loss["unacked"]
+    return max(attempts - loss["acked"], 0) / attempts if attempts > 0 else NAN
+
+
+def summary_row(
+    run_id: str,
+    scenario: str,
+    point: Point,
+    doc: Mapping[str, Any],
+    window: Window,
+    bytes_per_msg: float,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One ``summary.csv`` row from the generator's document and the measured window."""
+    server = window.server()
+    seconds = window.seconds
+    acked = server.acks
+    loss = doc["loss"]
+    ack, deliver = _merged(doc, "ack"), _merged(doc, "deliver")
+    cpu_pct = window.generator_cpu_pct()
+    reasons = generator_limits(doc, cpu_pct)
+    acked_per_s = acked / seconds if seconds > 0 else NAN
+    per_ack = loss["delivered"] / loss["acked"] if loss["acked"] else NAN
+    all_notes = [n for n in (window.note, point.shape.note, *notes) if n]
+    busy = window.machine_busy_pct()
+    if busy >= MACHINE_BUSY_PCT:
+        all_notes.append(f"machine CPU {busy:.0f}% busy (server and generator share it)")
+    if reasons:
+        all_notes.insert(0, "generator-bound: " + "; ".join(reasons))
+    elif lag_note(doc):
+        all_notes.append(lag_note(doc))
+    return {
+        "run_id": run_id,
+        "scenario": scenario,
+        "source": "measured",
+        "codec": point.codec,
+        "replication": point.replication,
+        "seed": point.seed,
+        "offered_per_s": point.shape.offered_per_s,
+        "acked_per_s": acked_per_s,
+        "delivered_per_s": acked_per_s * per_ack,
+        "ack_mean_ms": ack.mean_ms(),
+        "ack_p50_ms": ack.percentile_ms(50),
+        "ack_p99_ms": ack.percentile_ms(99),
+        "deliver_p50_ms": deliver.percentile_ms(50),
+        "deliver_p99_ms": deliver.percentile_ms(99),
+        "error_rate": error_rate(loss),
+        "server_cpu_us_per_msg": server.cpu_s / acked * 1e6 if acked > 0 else NAN,
+        "bytes_per_msg": bytes_per_msg,
+        "duration_s": seconds,
+        "sent_total": int(server.frames_received()),
+        "acked_total": int(acked),
+        "ack_p999_ms": ack.percentile_ms(99.9),
+        "server_ack_p50_ms": server.quantile(ACK_LATENCY, 0.50) * 1000.0,
+        "server_ack_p99_ms": server.quantile(ACK_LATENCY, 0.99) * 1000.0,
+        "generator_bound": bool(reasons),
+        "note": "; ".join(all_notes),
+    }
+
+
+_FIGURES = (
+    "acked_per_s",
+    "delivered_per_s",
+    "ack_mean_ms",
+    "ack_p50_ms",
+    "ack_p99_ms",
+    "deliver_p50_ms",
+    "deliver_p99_ms",
+    "error_rate",
+    "server_cpu_us_per_msg",
+)
+
+
+def failed_row(run_id: str, scenario: str, point: Point, reason: str, bpm: float) -> dict[str, Any]:
+    """A row for a point that could not be measured: NaN figures, the reason in the note."""
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "scenario": scenario,
+        "source": "measured",
+        "codec": point.codec,
+        "replication": point.replication,
+        "seed": point.seed,
+        "offered_per_s": point.shape.offered_per_s,
+        "bytes_per_msg": bpm,
+        "note": f"failed: {reason}",
+    }
+    row.update(dict.fromkeys(_FIGURES, NAN))
+    return row

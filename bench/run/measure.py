@@ -1,0 +1,164 @@
+"""One point, measured: server up, Locust run, window cut, row written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._support import metrics_scrape
+from bench._support.procstat import ProcessTree, machine_jiffies
+from bench._support.servers import (
+    LISTEN_URL,
+    spawn_server,
+    wait_listening,
+)
+from bench.run.figures import failed_row, summary_row
+from bench.run.points import Point, PointFailed
+from bench.run.processes import (
+    JWT_SECRET,
+    LOCUST_START_ALLOWANCE_S,
+    Settings,
+    locust_argv,
+    server_argv,
+    start_locust,
+    stop_gracefully,
+    stop_locust,
+    wait_ready,
+    watch_locust,
+    write_samples,
+)
+from bench.run.window import Sample, Window, choose_window
+
+
+@dataclass
+class Measured:
+    """What one point's processes left behind."""
+
+    doc: dict[str, Any]
+    window: Window
+    details: dict[str, Any]
+
+
+def measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
+    """Server up, Locust run, scrapes, server down (always, in ``finally``)."""
+    db = pdir / "store.db"
+    env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
+    server = spawn_server("server", server_argv(settings, db), pdir, env)
+    locust: subprocess.Popen[bytes] | None = None
+    tree: ProcessTree | None = None
+    details: dict[str, Any] = {"server_argv": server_argv(settings, db)}
+    try:
+        try:
+            wait_listening(server)
+        except RuntimeError as exc:
+            raise PointFailed(str(exc).splitlines()[0]) from None
+        match = LISTEN_URL.match(server.url)
+        base_url = f"http://127.0.0.1:{match.group(1) if match else 0}"
+        wait_ready(base_url, server)
+        before_text = metrics_scrape.fetch_text(base_url)
+        (pdir / "metrics-before.txt").write_text(before_text)
+        before = Sample(time.monotonic(), metrics_scrape.parse(before_text), {}, machine_jiffies())
+        argv = locust_argv(point, settings, base_url, pdir)
+        details["locust_argv"] = argv
+        locust = start_locust(argv, pdir / "locust.log")
+        tree = ProcessTree(locust.pid)
+        limit_s = settings.duration_s + point.shape.spawn_s + LOCUST_START_ALLOWANCE_S
+        samples, locust_cpu_s = watch_locust(locust, tree, base_url, settings.sample_s, limit_s)
+        after_text = metrics_scrape.fetch_text(base_url)
+        (pdir / "metrics-after.txt").write_text(after_text)
+        after = Sample(time.monotonic(), metrics_scrape.parse(after_text), {}, machine_jiffies())
+        details.update(
+            locust_rc=locust.returncode,
+            locust_cpu_s=locust_cpu_s,
+            locust_wall_s=after.t_s - before.t_s,
+            locust_pids=[tree.root, *tree.children],
+        )
+        write_samples(pdir / "samples.csv", samples)
+    finally:
+        if locust is not None:
+            stop_locust(locust, tree)
+        details["server_rc"] = stop_gracefully(server, settings.scenario.server.drain_timeout_s)
+        if not settings.keep_db:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return _check(point, settings, pdir, samples, before, after, details)
+
+
+def _check(
+    point: Point,
+    settings: Settings,
+    pdir: Path,
+    samples: list[Sample],
+    before: Sample,
+    after: Sample,
+    details: dict[str, Any],
+) -> Measured:
+    """The point's document and window, or :class:`PointFailed` saying what went wrong."""
+    if details["locust_rc"] != 0:
+        tail = (pdir / "locust.log").read_text(errors="replace")[-400:].strip()
+        raise PointFailed(f"locust exited {details['locust_rc']}: …{tail[-200:]}")
+    try:
+        doc = json.loads((pdir / "chat.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PointFailed(f"no --chat-out document ({exc})") from None
+    window = choose_window(samples, point.shape.users, settings.warmup_s)
+    if window is None:
+        window = Window(before, after, "no in-run window: whole run, before → after")
+    if window.server().acks <= 0:
+        raise PointFailed("the server acked nothing in the measured window")
+    if details["server_rc"] != 0:
+        raise PointFailed(f"server exited {details['server_rc']} after SIGTERM (expected 0)")
+    details["window"] = {
+        "seconds": window.seconds,
+        "start_s": window.start.t_s - before.t_s,
+        "end_s": window.end.t_s - before.t_s,
+        "note": window.note,
+        "generator_cpu_pct": window.generator_cpu_pct(),
+        "machine_busy_pct": window.machine_busy_pct(),
+        "server": {
+            "cpu_s": window.server().cpu_s,
+            "acks": window.server().acks,
+            "frames_received": window.server().frames_received(),
+            "errors_by_code": window.server().errors_by_code(),
+            "rate_limited": window.server().rate_limited,
+        },
+    }
+    whole = after.server.minus(before.server)
+    details["whole_run_server"] = {
+        "cpu_s": whole.cpu_s,
+        "acks": whole.acks,
+        "frames_received": whole.frames_received(),
+        "errors_by_code": whole.errors_by_code(),
+        "breaker_transitions": {
+            f"{a}->{b}": n for (a, b), n in whole.breaker_transitions().items()
+        },
+    }
+    return Measured(doc, window, details)
+
+
+def run_point(
+    point: Point, settings: Settings, run_id: str, bytes_per_msg: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure one point and turn it into its summary row and its ``point.json``."""
+    pdir = settings.run_dir / "points" / point.name
+    pdir.mkdir(parents=True, exist_ok=True)
+    name = settings.scenario.name
+    info = point.describe() | {"processes": settings.processes}
+    try:
+        measured = measure_point(point, settings, pdir)
+    except (PointFailed, OSError) as exc:
+        row = failed_row(run_id, name, point, str(exc), bytes_per_msg)
+    else:
+        row = summary_row(run_id, name, point, measured.doc, measured.window, bytes_per_msg)
+        info.update(measured.details)
+        info["generator"] = measured.doc.get("generator")
+        info["loss"] = measured.doc.get("loss")
+        info["client_errors"] = measured.doc.get("errors")
+    info["row"] = row
+    (pdir / "point.json").write_text(json.dumps(info, indent=2, default=str, allow_nan=True) + "\n")
+    return row, info
