@@ -29,7 +29,7 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -112,11 +112,14 @@ class StorePool:
         executor_threads: int | None = None,
         log: logging.Logger | None = None,
         clock: Clock | None = None,
+        executor: Executor | None = None,
     ) -> None:
+        """``executor`` runs the blocking calls (default: a thread per connection; tests
+        pass one of their own)."""
         self.rules = rules
         self._ledger = PoolLedger(rules)
         self._connect = connect
-        self._executor = ThreadPoolExecutor(
+        self._executor = executor or ThreadPoolExecutor(
             max_workers=executor_threads or rules.size, thread_name_prefix="chatcap-store"
         )
         self._log = log if log is not None else logging.getLogger(__name__)
