@@ -1,0 +1,237 @@
+"""The notebooks' logic: load run folders, ask the model, compare, find capacity, plot.
+
+Every notebook in ``notebooks/`` is a parameters cell and calls into this package (and
+``sim``) as ``from bench import analysis as an``; everything a notebook shows is
+computed here, so the tests reach it. Each section below is a module of the package;
+this ``__init__`` re-exports their names, so ``an.X`` works for every one of them.
+
+* **paths** — :func:`resolve` (relative to the repository root, wherever the kernel
+  runs), :func:`newest`, :func:`newest_calibration`, :func:`newest_codecs_csv`,
+  :func:`newest_measured_run`;
+* **loading** — :func:`load_summary` (a run folder's ``summary.csv`` as a frame),
+  :func:`aggregate` (mean and 95 % CI per codec and load), :func:`measured_points`;
+* **the model** — :func:`sizes` (:data:`QUICK` or :data:`FULL` run sizes),
+  :func:`make_executor`, :func:`workload_overrides` (a load → users, rooms, codec),
+  :func:`run_points` (any list of scenario overrides × replications on an executor),
+  :func:`predict_measured` (the model at a measured run's loads), :func:`sweep_users`;
+* **comparison** — :func:`join`, :func:`relative_error`, :func:`saturation_throughput`,
+  :func:`knee`, :func:`accuracy` (the targets, as an :class:`AccuracyReport`),
+  :func:`explain` (where the model fails, in words computed from the numbers);
+* **capacity** — :class:`SLO`, :func:`bisect_max`, :func:`capacity_users_per_core`,
+  :func:`capacity_table` (one search per grid combination), :func:`knee_sweep`,
+  :func:`cores_needed`;
+* **resilience** — :func:`fault_windows`, :func:`retry_variants`, :func:`timeseries_runs`,
+  :func:`band`, :func:`retry_summary`, :func:`measured_timeseries`;
+* **codecs** — :func:`envelope_sizes`, :func:`deliver_sizes`, :func:`codec_costs`,
+  :func:`latency_histograms`, :func:`latency_figures`;
+* **words** — the sentences the notebooks print (``*_text``, :func:`capacity_answer`,
+  :func:`explain`), computed from the numbers;
+* **plots** — ``plot_*``: each returns a ``matplotlib.figure.Figure`` (no pyplot, no
+  global state; it renders with Agg anywhere).
+
+Definitions used throughout (one place, so the notebooks and tests agree):
+
+* an *aggregated* frame has one row per (keys, codec) with ``n`` and, for each metric
+  ``c``, ``c_mean`` and ``c_ci95`` (``sim.summarize_runs``: Student t, NaN for n = 1);
+* **saturation throughput** of a codec: the largest mean goodput (``acked_per_s``) over
+  the offered loads whose mean ``error_rate`` is below 1 %, generator-bound points left
+  out; it is *reached* when some load was not sustained (error rate ≥ 1 % or goodput
+  below 95 % of the offered load), else it is only a lower bound;
+* the **knee**: the first offered load whose p99 exceeds ``k`` × the p99 at the lowest
+  load (or, given an SLO, the SLO's p99);
+* **capacity per core**: the most users whose model run meets the SLO (mean over
+  replications of each SLO metric, the ``mix`` row for a codec mix), divided by
+  ``server.processes`` — the model runs one event loop per process, one process per core.
+"""
+
+from __future__ import annotations
+
+from bench.analysis.capacity import (
+    GRID_CODEC,
+    SLO,
+    Capacity,
+    bisect_max,
+    capacity_table,
+    capacity_users_per_core,
+    combo_label,
+    combo_scenario,
+    cores_needed,
+    grid_combos,
+    knee_sweep,
+)
+from bench.analysis.codec_costs import (
+    codec_costs,
+    deliver_sizes,
+    envelope_sizes,
+    latency_histograms,
+)
+from bench.analysis.comparison import (
+    COMPARED,
+    ERROR_MAX,
+    LATENCY_TOLERANCE,
+    LOAD_SHARE,
+    SATURATION_TOLERANCE,
+    SUSTAINED_SHARE,
+    AccuracyItem,
+    AccuracyReport,
+    accuracy,
+    explain,
+    has_measured,
+    join,
+    knee,
+    relative_error,
+    saturation_throughput,
+)
+from bench.analysis.loading import (
+    CODECS,
+    aggregate,
+    load_summary,
+    measured_points,
+)
+from bench.analysis.model import (
+    FULL,
+    QUICK,
+    InlineExecutor,
+    Point,
+    Sizes,
+    make_executor,
+    overall_rows,
+    predict_measured,
+    run_points,
+    sizes,
+    sweep_users,
+    workload_overrides,
+)
+from bench.analysis.paths import (
+    newest,
+    newest_calibration,
+    newest_codecs_csv,
+    newest_measured_run,
+    repo_root,
+    resolve,
+)
+from bench.analysis.plots import (
+    COLORS,
+    UNITS,
+    axis_label,
+    latency_figures,
+    load_scenario_file,
+    plot_by_codec,
+    plot_codec_cpu,
+    plot_generator_gap,
+    plot_knee,
+    plot_latency_ccdf,
+    plot_outage,
+    plot_overlay,
+    plot_retry_storm,
+    plot_sizes,
+    with_calibration,
+)
+from bench.analysis.resilience import (
+    RETRY_FIXES,
+    band,
+    fault_windows,
+    measured_timeseries,
+    recovery_s,
+    retry_summary,
+    retry_variants,
+    timeseries_runs,
+)
+from bench.analysis.words import (
+    calibration_text,
+    capacity_answer,
+    codec_capacity_text,
+    knee_table,
+    measured_text,
+    outage_text,
+    overlay_plan,
+    storm_text,
+    trim_grid,
+)
+
+__all__ = [
+    "CODECS",
+    "COLORS",
+    "COMPARED",
+    "ERROR_MAX",
+    "FULL",
+    "GRID_CODEC",
+    "LATENCY_TOLERANCE",
+    "LOAD_SHARE",
+    "QUICK",
+    "RETRY_FIXES",
+    "SATURATION_TOLERANCE",
+    "SLO",
+    "SUSTAINED_SHARE",
+    "UNITS",
+    "AccuracyItem",
+    "AccuracyReport",
+    "Capacity",
+    "InlineExecutor",
+    "Point",
+    "Sizes",
+    "accuracy",
+    "aggregate",
+    "axis_label",
+    "band",
+    "bisect_max",
+    "calibration_text",
+    "capacity_answer",
+    "capacity_table",
+    "capacity_users_per_core",
+    "codec_capacity_text",
+    "codec_costs",
+    "combo_label",
+    "combo_scenario",
+    "cores_needed",
+    "deliver_sizes",
+    "envelope_sizes",
+    "explain",
+    "fault_windows",
+    "grid_combos",
+    "has_measured",
+    "join",
+    "knee",
+    "knee_sweep",
+    "knee_table",
+    "latency_figures",
+    "latency_histograms",
+    "load_scenario_file",
+    "load_summary",
+    "make_executor",
+    "measured_points",
+    "measured_text",
+    "measured_timeseries",
+    "newest",
+    "newest_calibration",
+    "newest_codecs_csv",
+    "newest_measured_run",
+    "outage_text",
+    "overall_rows",
+    "overlay_plan",
+    "plot_by_codec",
+    "plot_codec_cpu",
+    "plot_generator_gap",
+    "plot_knee",
+    "plot_latency_ccdf",
+    "plot_outage",
+    "plot_overlay",
+    "plot_retry_storm",
+    "plot_sizes",
+    "predict_measured",
+    "recovery_s",
+    "relative_error",
+    "repo_root",
+    "resolve",
+    "retry_summary",
+    "retry_variants",
+    "run_points",
+    "saturation_throughput",
+    "sizes",
+    "storm_text",
+    "sweep_users",
+    "timeseries_runs",
+    "trim_grid",
+    "with_calibration",
+    "workload_overrides",
+]
