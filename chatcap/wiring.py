@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
+from chatcap.pipeline.answers import acquire_timeout_s
 from chatcap.policy.backoff import Backoff
 from chatcap.policy.breaker import BreakerConfig, CircuitBreaker, Transition
 from chatcap.policy.budget import RetryBudget, make_budget
@@ -102,7 +103,7 @@ def pool_rules(cfg: PoolConfig) -> PoolRules:
     The scenario says ``inf`` for "wait forever" (``PoolRules``' 0) and ``0`` for "never
     wait" (the Erlang-B loss system), which becomes :data:`NO_WAIT_S`.
     """
-    timeout_s = cfg.acquire_timeout_ms / 1000.0
+    timeout_s = acquire_timeout_s(cfg.acquire_timeout_ms)
     if timeout_s == 0:
         timeout_s = NO_WAIT_S
     return PoolRules(

@@ -56,8 +56,9 @@ def throttle_until(t_in: float, retry_after_s: float) -> float:
 
 
 def acquire_timeout_s(acquire_timeout_ms: float) -> float:
-    """The pool's wait limit in seconds; ``0`` (HikariCP's "no timeout") and ``inf`` are
-    both ``inf``: wait for a connection forever."""
-    if acquire_timeout_ms <= 0 or not math.isfinite(acquire_timeout_ms):
-        return math.inf
+    """How long a borrower waits for a pool connection, in seconds, from the scenario's
+    ``server.pool.acquire_timeout_ms``: ``inf`` waits forever, ``0`` never waits (the
+    Erlang-B loss system: no free connection is ``store_busy`` at once)."""
+    if acquire_timeout_ms < 0:
+        raise ValueError(f"acquire_timeout_ms must be >= 0, got {acquire_timeout_ms!r}")
     return acquire_timeout_ms / 1000.0

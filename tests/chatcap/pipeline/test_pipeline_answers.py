@@ -44,6 +44,13 @@ def test_throttle_holds_for_the_retry_after_at_most_the_cap() -> None:
     assert throttle_until(10.0, math.inf) == 10.0 + THROTTLE_MAX_S
 
 
-@pytest.mark.parametrize(("ms", "expected_s"), [(0, math.inf), (math.inf, math.inf), (250, 0.25)])
-def test_acquire_timeout_zero_or_inf_means_wait_forever(ms: float, expected_s: float) -> None:
+@pytest.mark.parametrize(("ms", "expected_s"), [(0, 0.0), (math.inf, math.inf), (250, 0.25)])
+def test_acquire_timeout_inf_waits_forever_and_zero_never_waits(
+    ms: float, expected_s: float
+) -> None:
     assert acquire_timeout_s(ms) == expected_s
+
+
+def test_acquire_timeout_below_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="acquire_timeout_ms"):
+        acquire_timeout_s(-1)
