@@ -11,7 +11,7 @@ Sub-commands:
 * ``run …`` — measured runs of the server under Locust (:mod:`bench.run`);
 * ``generator …`` — the load generator's own capacity (:mod:`bench.micro.genbench`);
 * ``demo …`` — what ``make demo`` runs: calibrate, measure, predict, notebooks, summary
-  (:mod:`bench.demo`);
+  (:mod:`bench.jobs.demo`);
 
 Errors in input (a bad scenario, a bad override) print one line and exit with status 2;
 no traceback.
@@ -107,11 +107,11 @@ PASS_THROUGH = {
     "run": "bench.run.cli",
     "generator": "bench.micro.genbench",
     "sim-speed": "bench.micro.sim_speed",
-    "notebooks": "bench.notebooks",
-    "calibrate": "bench.calibrate",
+    "notebooks": "bench.jobs.notebooks",
+    "calibrate": "bench.jobs.calibrate",
     "regress": "bench.gate.cli",
-    "reliability": "bench.reliability",
-    "demo": "bench.demo",
+    "reliability": "bench.jobs.reliability",
+    "demo": "bench.jobs.demo",
 }
 PASS_THROUGH_HELP = {
     "server-overhead": "server CPU per message vs a bare websockets server (echo, fan-out, RSS)",
@@ -120,7 +120,7 @@ PASS_THROUGH_HELP = {
     "sim-speed": "simulated sends per second vs a bare SimPy M/M/c; sweep timing",
     "notebooks": "run the notebooks headless → results/notebooks/<id>/; --check: no outputs",
     "calibrate": "measure per-operation costs for the model → results/calibration/<host>.json",
-    "regress": "statistical regression gate (Mann-Whitney + 10 % floor); --run, --quality",
+    "regress": "statistical regression gate (Mann-Whitney + 10 %% floor); --run, --quality",
     "reliability": "the reliability suite at full size → results/reliability/<run-id>.md",
     "demo": "what `make demo` runs: calibrate, measure, predict, notebooks, summary",
 }

@@ -71,3 +71,13 @@ def test_server_and_sim_reject_a_bad_scenario_without_traceback(
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "server.pool.size = -3" in proc.stderr
+
+
+def test_help_lists_every_sub_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import PASS_THROUGH
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in (*PASS_THROUGH, "check-scenario", "codecs"))

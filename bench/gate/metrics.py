@@ -14,6 +14,7 @@ from typing import Literal
 from chatcap.results import (
     Column,
 )
+from chatcap.scenario import CODEC_NAMES
 
 Kind = Literal["cpu", "bytes", "ratio"]
 Alternative = Literal["worse", "two-sided"]
@@ -25,7 +26,7 @@ NORMALISE_DOC = {
     "none": "raw, not normalised",
 }
 TRIALS_FILE = "trials.csv"
-CODEC_NAMES = ("json", "protobuf")
+
 ROOM_SIZE = 20
 N_BOOT = 2000
 MIN_TRIALS = 3

@@ -37,7 +37,6 @@ from bench._support.servers import (
     stop_server,
 )
 from bench.gate.metrics import (
-    CODEC_NAMES,
     METRICS,
     PROBES_PER_GAP,
     ROOM_SIZE,
@@ -54,7 +53,7 @@ from chatcap.results import (
     write_manifest,
     write_table,
 )
-from chatcap.scenario import to_toml
+from chatcap.scenario import CODEC_NAMES, to_toml
 
 
 @dataclass(frozen=True)

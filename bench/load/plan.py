@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chatcap.scenario import ClientConfig, RoomSizeConfig, Scenario
+from chatcap.scenario import CODEC_MIX, CODEC_NAMES, ClientConfig, RoomSizeConfig, Scenario
 
 __all__ = [
     "CODEC_CHOICES",
@@ -47,7 +47,7 @@ __all__ = [
     "user_rng",
 ]
 
-CODEC_CHOICES = ("mix", "json", "protobuf")
+CODEC_CHOICES = (CODEC_MIX, *CODEC_NAMES)
 """``--chat-codec``: ``mix`` follows ``workload.codec_mix``; the others fix the codec."""
 
 
@@ -78,7 +78,7 @@ class LoadPlan:
 
     def codecs(self) -> CodecPlan:
         """The codec of each user, in turn (a fresh sequence per process)."""
-        if self.codec != "mix":
+        if self.codec != CODEC_MIX:
             return CodecPlan({self.codec: 1.0})
         return CodecPlan(self.codec_mix)
 
@@ -108,7 +108,7 @@ class LoadPlan:
 def resolve_plan(
     scenario: Scenario,
     *,
-    codec: str = "mix",
+    codec: str = CODEC_MIX,
     room_size: int | None = None,
     send_rate_per_user_per_s: float | None = None,
     body_bytes: int | None = None,

@@ -38,7 +38,7 @@ from bench.load.plan import (
     resolve_plan,
 )
 from bench.load.report import ProcessStats, generator_bound, merge_parts, write_json
-from chatcap.scenario import ScenarioError, load_scenario
+from chatcap.scenario import CODEC_MIX, ScenarioError, load_scenario
 
 __all__ = ["PASSWORD", "RUN", "RunState", "plan_from_options"]
 
@@ -67,7 +67,7 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
     add(
         "--chat-codec",
         choices=CODEC_CHOICES,
-        default="mix",
+        default=CODEC_MIX,
         help="wire codec of the chat users; mix = the scenario's workload.codec_mix",
     )
     add(
@@ -131,7 +131,7 @@ def plan_from_options(options: Namespace | None) -> LoadPlan:
     arrival = get("chat_arrival") or "scenario"
     return resolve_plan(
         scenario,
-        codec=get("chat_codec") or "mix",
+        codec=get("chat_codec") or CODEC_MIX,
         room_size=_number(get("chat_room_size"), int),
         send_rate_per_user_per_s=_number(get("chat_send_rate"), float),
         body_bytes=_number(get("chat_body_bytes"), int),

@@ -63,7 +63,7 @@ from bench.run.points import LoadShape, Point, deliver_bytes
 from bench.run.processes import Settings
 from chatcap.protocol import Send, get_codec
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
-from chatcap.scenario import Scenario, ScenarioError, to_toml
+from chatcap.scenario import CODEC_NAMES, Scenario, ScenarioError, to_toml
 
 __all__ = ["GEN_COLUMNS", "bare_echo_loop", "capacity", "main"]
 
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", default="1,2", help="Locust process counts to try")
     p.add_argument("--users", type=int, default=100, help="Locust users (connections)")
     p.add_argument("--room-size", type=int, default=10, help="members per room")
-    p.add_argument("--codec", default="json", choices=("json", "protobuf"))
+    p.add_argument("--codec", default="json", choices=CODEC_NAMES)
     p.add_argument("--duration-s", type=float, default=None, help="length of each point")
     p.add_argument("--bare-s", type=float, default=None, help="length of the bare loop")
     p.add_argument("--scenario", default="scenarios/baseline.toml", help="base scenario")

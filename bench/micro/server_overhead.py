@@ -76,7 +76,7 @@ from bench._support.servers import (
     wait_listening,
 )
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
-from chatcap.scenario import ScenarioError, to_toml
+from chatcap.scenario import CODEC_NAMES, ScenarioError, to_toml
 
 OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier, same as the folder name."),
@@ -109,7 +109,7 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "fanout": ("cpu_us_per_delivery", 1.5, "µs/delivery"),
     "idle": ("rss_kib_per_conn", 20.0, "KiB/conn"),
 }
-OUR_CODECS = ("json", "protobuf")
+OUR_CODECS = CODEC_NAMES
 
 
 # ----------------------------------------------------------------------------- processes

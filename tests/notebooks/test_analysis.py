@@ -7,10 +7,10 @@ import math
 import os
 from pathlib import Path
 
-import nbcase
 import numpy as np
 import pandas as pd
 import pytest
+import support_nbcase
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -71,7 +71,7 @@ def test_aggregate_gives_mean_and_student_t_half_width_per_codec_and_load() -> N
 
 
 def test_load_summary_reads_a_measured_folder_and_fills_the_optional_flags(tmp_path: Path) -> None:
-    run = nbcase.measured_run(tmp_path / "m", loads=(50.0, 100.0), replications=1)
+    run = support_nbcase.measured_run(tmp_path / "m", loads=(50.0, 100.0), replications=1)
     frame = an.load_summary(run)
     assert len(frame) == 4
     assert frame["generator_bound"].dtype == bool
@@ -81,7 +81,7 @@ def test_load_summary_reads_a_measured_folder_and_fills_the_optional_flags(tmp_p
 
 
 def test_measured_points_come_from_the_manifest_or_from_the_rows(tmp_path: Path) -> None:
-    run = nbcase.measured_run(tmp_path / "m", loads=(50.0, 120.0), replications=2)
+    run = support_nbcase.measured_run(tmp_path / "m", loads=(50.0, 120.0), replications=2)
     points = an.measured_points(run)
     assert points.to_dict("records") == [
         {"codec": "json", "offered_per_s": 50.0, "users": 50, "send_rate_per_user_per_s": 1.0},
@@ -97,7 +97,7 @@ def test_measured_points_come_from_the_manifest_or_from_the_rows(tmp_path: Path)
 
 
 def test_measured_points_without_a_manifest_list_keep_the_scenario_rate(tmp_path: Path) -> None:
-    run = nbcase.measured_run(
+    run = support_nbcase.measured_run(
         tmp_path / "m", loads=(50.0,), replications=2, points_in_manifest=False
     )
     assert an.measured_points(run).to_dict("records") == [
@@ -116,7 +116,7 @@ def test_newest_finds_the_latest_match_and_the_newest_measured_run(tmp_path: Pat
     assert an.newest_calibration(tmp_path) == new
     assert an.newest_codecs_csv(tmp_path) is None
     assert an.newest_measured_run(tmp_path) is None
-    run = nbcase.measured_run(tmp_path / "results" / "r1", loads=(50.0,), replications=1)
+    run = support_nbcase.measured_run(tmp_path / "results" / "r1", loads=(50.0,), replications=1)
     broken = tmp_path / "results" / "r2"
     broken.mkdir()
     (broken / "manifest.json").write_text("{")
@@ -163,7 +163,7 @@ def test_run_points_labels_rows_and_uses_common_random_numbers() -> None:
 
 
 def test_predict_measured_runs_the_model_at_the_measured_points(tmp_path: Path) -> None:
-    run = nbcase.measured_run(tmp_path / "m", loads=(20.0, 40.0), replications=1)
+    run = support_nbcase.measured_run(tmp_path / "m", loads=(20.0, 40.0), replications=1)
     cal = save_costs(Costs(per_send_fixed_us=20.0, host="test"), tmp_path / "cal.json")
     rows = an.predict_measured(run, calibration=cal, replications=2, duration_s=2.0, warmup_s=0.5)
     assert set(rows["source"]) == {"sim"}
@@ -468,7 +468,7 @@ def test_store_outage_in_the_model_opens_and_closes_the_breaker() -> None:
 
 
 def test_measured_outage_overlay_reads_the_in_run_scrapes(tmp_path: Path) -> None:
-    run = nbcase.measured_run(
+    run = support_nbcase.measured_run(
         tmp_path / "m",
         loads=(200.0,),
         codecs=("json",),
@@ -587,7 +587,7 @@ def test_codec_costs_read_a_benchmark_file_or_time_the_codecs(tmp_path: Path) ->
 
 
 def test_latency_histograms_merge_replications_per_codec_and_load(tmp_path: Path) -> None:
-    run = nbcase.measured_run(tmp_path / "m", loads=(50.0,), replications=2)
+    run = support_nbcase.measured_run(tmp_path / "m", loads=(50.0,), replications=2)
     hist = an.latency_histograms(run, "ack")
     totals = hist.groupby(["codec", "offered_per_s"])["count"].sum()
     assert totals.to_dict() == {("json", 50.0): 400, ("protobuf", 50.0): 400}
@@ -597,7 +597,9 @@ def test_latency_histograms_merge_replications_per_codec_and_load(tmp_path: Path
 
 def test_latency_figures_use_histograms_when_present_else_percentiles(tmp_path: Path) -> None:
     for histograms, first_word in ((True, "Latency distributions"), (False, "No histograms")):
-        run = nbcase.measured_run(tmp_path / str(histograms), loads=(50.0,), histograms=histograms)
+        run = support_nbcase.measured_run(
+            tmp_path / str(histograms), loads=(50.0,), histograms=histograms
+        )
         note, figs = an.latency_figures(run, an.aggregate(an.load_summary(run)))
         assert note.startswith(first_word) and len(figs) == 2
         for fig in figs:
@@ -605,7 +607,7 @@ def test_latency_figures_use_histograms_when_present_else_percentiles(tmp_path: 
 
 
 def test_measured_text_warns_about_too_few_loads(tmp_path: Path) -> None:
-    run = nbcase.measured_run(tmp_path / "m", loads=(50.0, 100.0), replications=1)
+    run = support_nbcase.measured_run(tmp_path / "m", loads=(50.0, 100.0), replications=1)
     text = an.measured_text(run, an.aggregate(an.load_summary(run)))
     assert "json, protobuf at 2 offered load(s) (50, 100 sends/s)" in text
     assert "**Only 2 load(s)**" in text

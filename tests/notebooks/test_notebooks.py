@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import nbcase
 import nbformat
 import pytest
+import support_nbcase
 
-from bench import notebooks
+from bench.jobs import notebooks
 from sim.calibration import Costs, save_costs
 
 
@@ -169,7 +169,7 @@ def test_breakers_and_retries_runs_and_says_the_overlay_was_not_run(tmp_path: Pa
 
 
 def test_json_vs_protobuf_runs_on_a_measured_folder(tmp_path: Path) -> None:
-    measured = nbcase.measured_run(tmp_path / "m", loads=(50.0, 100.0), replications=1)
+    measured = support_nbcase.measured_run(tmp_path / "m", loads=(50.0, 100.0), replications=1)
     result = run("json-vs-protobuf", tmp_path, measured_dir=str(measured))
     text = outputs_text(result.executed)  # type: ignore[arg-type]
     assert f"Measured run: `{measured}`" in text
@@ -178,7 +178,7 @@ def test_json_vs_protobuf_runs_on_a_measured_folder(tmp_path: Path) -> None:
 
 
 def test_model_vs_measured_runs_and_states_where_the_model_fails(tmp_path: Path) -> None:
-    measured = nbcase.measured_run(tmp_path / "m", replications=2, histograms=False)
+    measured = support_nbcase.measured_run(tmp_path / "m", replications=2, histograms=False)
     cal = save_costs(Costs(host="test-host"), tmp_path / "cal.json")
     result = run("model-vs-measured", tmp_path, measured_dir=str(measured), calibration=str(cal))
     text = outputs_text(result.executed)  # type: ignore[arg-type]

@@ -50,12 +50,13 @@ import nbformat as _nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
+from bench._support.paths import REPO_ROOT
 from chatcap.results import new_run_id
 
 # nbformat and nbconvert have no type hints; typed as Any here rather than at every call.
 nbformat: Any = _nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 NOTEBOOK_DIR = ROOT / "notebooks"
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"

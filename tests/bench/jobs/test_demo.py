@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.demo import capacity_per_core, check_scenarios, summary_from_folder, summary_lines
-from bench.demo import main as demo_main
+from bench.jobs.demo import capacity_per_core, check_scenarios, summary_from_folder, summary_lines
+from bench.jobs.demo import main as demo_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_every_shipped_scenario_passes_the_demo_check() -> None:

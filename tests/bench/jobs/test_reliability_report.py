@@ -2,7 +2,7 @@
 
 import json
 
-from bench.reliability import read_lines, render, totals
+from bench.jobs.reliability import read_lines, render, totals
 
 
 def lines() -> list[str]:

@@ -41,10 +41,11 @@ from typing import Any
 
 import pandas as pd
 
+from bench._support.paths import REPO_ROOT
 from chatcap.results import new_run_id
-from chatcap.scenario import ScenarioError, load_scenario
+from chatcap.scenario import CODEC_NAMES, ScenarioError, load_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 SCENARIOS = ROOT / "scenarios"
 SLO_P99_MS = 50.0  # the demo's service level: p99 ack and delivery latency …
 SLO_ERROR_RATE = 0.001  # … and errors (the capacity-planning notebook's defaults)
@@ -247,7 +248,7 @@ def model_capacity(scenario_file: Path, calibration: Path, quick: bool) -> dict[
     out: dict[str, float] = {}
     with an.make_executor(size.workers) as pool:
         _, caps = an.capacity_table(
-            base, {an.GRID_CODEC: ["json", "protobuf"]}, slo,
+            base, {an.GRID_CODEC: list(CODEC_NAMES)}, slo,
             replications=size.replications, duration_s=size.duration_s,
             warmup_s=size.warmup_s, executor=pool, rel_tol=size.rel_tol,
         )  # fmt: skip

@@ -28,9 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench._support.paths import REPO_ROOT
 from chatcap.results import git_sha, new_run_id
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 SUITE = "tests/reliability"
 
 # Figures summed over cases in the totals table, in the order shown.

@@ -10,18 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import calibrate
-from bench.calibrate import (
+from bench.jobs import calibrate
+from bench.jobs.calibrate import body_of, loop_share, mean_ack_ms
+from bench.jobs.calibrate_fit import (
     BATCH_SIZES,
     LONE_ROOM,
     LONE_WINDOW,
     ROOM_SIZES,
     Point,
-    body_of,
     fit_line,
     fit_loop_costs,
-    loop_share,
-    mean_ack_ms,
     per_batch_loop_us,
     per_batch_thread_us,
     per_batch_wait_ms,

@@ -1,0 +1,356 @@
+"""Calibration: measure on THIS machine the per-operation costs that the model charges.
+
+``python -m bench calibrate [--out results/calibration] [--scenario FILE] [--quick]
+[--repeat N] [--set KEY=VALUE …]``
+
+Writes ``OUT/<host>.json`` in :mod:`sim.calibration`'s schema (``[sim] calibration =
+"results/calibration/<host>.json"`` points the model at it), prints a table and the
+path. Calibration measures **parts** only — codecs, the server's echo and fan-out
+cases, the store — never a whole load run: the model is validated against measured
+runs, so it must not be fitted to them.
+
+What is measured, and how it maps onto the model (:mod:`sim.model`)
+====================================================================
+
+1. **Codecs** (``decode_us``, ``encode_ack_us``, ``encode_deliver_us``): our
+   ``CODECS[codec]`` on a ``Send`` / ``Ack`` / ``Deliver`` whose body has the scenario's
+   ``workload.body_bytes``; median of repeats of timeit loops
+   (:func:`bench.micro.codec_bench.median_ns`, the codecs interleaved).
+2. **The server's event loop** (``per_send_fixed_us``, ``per_recipient_send_us``): our
+   real server (``python -m server``, the scenario with
+   :data:`bench._support.servers.SCENARIO_OVERRIDES`) under the load client of
+   ``bench server-overhead`` (:mod:`bench.micro.loadclient`), per codec, in rooms of ``K``
+   members: ``K = 1`` is the echo case (Send → Ack; the sender gets no Deliver of its
+   own), ``K = 2, 21`` the fan-out case (K − 1 Delivers per message). The CPU counted is
+   the **event-loop thread's** (``/proc/<pid>/task/<pid>/stat``): the process's CPU of
+   the measured phase (read by the load client) × the loop thread's share of the
+   process's CPU over the whole client run. The store's commits run on the pool's
+   threads; the model charges them as store *time* (below), not as loop CPU.
+
+   The model charges one message in a room of ``K`` (one codec)::
+
+       loop µs = per_send_fixed + decode            (ingress)
+               + encode_ack + per_recipient          (the Ack: one frame)
+               + encode_deliver·[K > 1]              (the Deliver, encoded once)
+               + (K − 1) · per_recipient             (one frame per other member)
+
+   so ``y = loop µs − decode − encode_ack − encode_deliver·[K > 1] = per_send_fixed +
+   K · per_recipient`` (K frames written), and the two figures are the least-squares
+   line through every (K, y) point — both codecs, every repeat. The codec costs are
+   subtracted because the model adds them separately: nothing is counted twice.
+   The fit's slope is the cost of a frame to a *busy* reader. A lone fan-out point (a
+   room of :data:`LONE_ROOM` at one send in flight, members asleep between messages, as
+   chat members at a few messages per second are) gives the cost of a frame that wakes
+   its reader — on loopback the wake-up happens inside the writer's ``write()`` — and,
+   when measured, that slope (:func:`per_recipient_lone_us`) is ``per_recipient_send_us``;
+   the windowed one is kept in ``details``.
+3. **A lone message** (``per_batch_loop_us``): the same echo case with **one** send in
+   flight, so that every message is a writer batch of its own and nothing is amortised:
+   the batch hand-off to the store thread, the wake-up on its result and the event-loop
+   turns one message costs on an idle loop. ``per_batch_loop_us`` is that point's loop
+   µs per message less what the model already charges an echo (``per_send_fixed +
+   decode + encode_ack + per_recipient``), median over codecs and repeats. The model
+   charges it once per batch (split over the batch's messages), so it weighs on light
+   load — where batches are of one — and fades as batches grow. ``per_batch_thread_us``
+   is the same points' process CPU less the loop thread's, less the commit itself: the
+   store thread's Python around each call, which holds the interpreter lock (the model
+   charges it to the loop too). The same points give
+   ``per_batch_wait_ms``: the server's own mean ack latency (Δ sum ÷ Δ count of its
+   ``chatcap_ack_latency_seconds`` histogram, read from ``/metrics`` around the point)
+   less what the model puts on that path (ingress, the batch's loop cost, a commit of
+   one, the Ack) — the thread hand-off's wall time, which the model adds to each commit.
+4. **The store** (``store_commit_*``, ``commit_samples_ms``):
+   :meth:`server.store.StoreConnection.commit_batch` on a temporary SQLite file (WAL,
+   ``synchronous=NORMAL``), batch sizes 1, 2, 4, … 256 taking turns within every repeat;
+   each repeat's figure is the mean wall time of its commits, the table the median over
+   repeats. ``store_commit_fixed_ms`` is batch 1; ``store_commit_per_msg_ms`` the
+   least-squares slope over all batch sizes. ``commit_samples_ms`` keeps raw batch-1
+   commit times: the shape of ``[sim] store_service = "empirical"``. The scenario's
+   ``[sim] store_service_ms`` / ``store_per_msg_ms`` are what the model's store mean
+   uses; the table suggests them from these figures.
+
+Provenance (host, time, git sha, Python and package versions) and the raw points and
+fits (``details``) go into the same file.
+
+The fits and the file's contents are in :mod:`bench.jobs.calibrate_fit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench._support.clients import WINDOW, run_case
+from bench._support.host import raise_nofile_limit
+from bench._support.metrics_scrape import ACK_LATENCY, Scrape, fetch
+from bench._support.procstat import process_cpu_s, thread_cpu_s
+from bench._support.servers import (
+    ServerProc,
+    bench_scenario,
+    sigterm_as_exit,
+    start_our_server,
+    stop_server,
+)
+from bench.jobs.calibrate_fit import (
+    BATCH_SIZES,
+    FULL,
+    LONE_ROOM,
+    LONE_WINDOW,
+    QUICK,
+    ROOM_SIZES,
+    Plan,
+    Point,
+    StoreFigures,
+    build_costs,
+    fit_line,
+    format_table,
+)
+from bench.micro.codec_bench import CHAT_BODY, median_ns
+from chatcap.protocol.codec import CODECS
+from chatcap.protocol.messages import Ack, Deliver, Send
+from chatcap.scenario import CODEC_NAMES, Scenario, ScenarioError, to_toml
+from server.store import PendingSend, StoreConnection
+from sim.calibration import Costs, save_costs
+
+
+def body_of(size_bytes: int) -> str:
+    """A chat body of exactly ``size_bytes`` UTF-8 bytes (Chinese, emoji, ASCII)."""
+    text = CHAT_BODY * (size_bytes // len(CHAT_BODY.encode()) + 1)
+    data = text.encode()[:size_bytes]
+    body = data.decode(errors="ignore")  # a cut multi-byte char is dropped ...
+    return body + "x" * (size_bytes - len(body.encode()))  # ... and padded back
+
+
+def sample_messages(body_bytes: int) -> tuple[Send, Ack, Deliver]:
+    body = body_of(body_bytes)
+    ts_us, sent_us = 1_700_000_000_123_456, 1_700_000_000_100_000
+    send = Send(client_msg_id="c-01234-000987", room="room-0042", body=body, sent_at_us=sent_us)
+    ack = Ack(client_msg_id=send.client_msg_id, room=send.room, seq=1_234_567, ts_us=ts_us)
+    deliver = Deliver(
+        room=send.room,
+        seq=ack.seq,
+        sender="user-01234",
+        body=body,
+        ts_us=ts_us,
+        client_msg_id=send.client_msg_id,
+        sent_at_us=sent_us,
+    )
+    return send, ack, deliver
+
+
+def measure_codec_costs(body_bytes: int, plan: Plan) -> dict[str, dict[str, float]]:
+    """``{"decode_us" | "encode_ack_us" | "encode_deliver_us": {codec: µs}}``."""
+    send, ack, deliver = sample_messages(body_bytes)
+    timers: dict[str, timeit.Timer] = {}
+    for name in CODEC_NAMES:
+        codec = CODECS[name]
+        frame = codec.encode(send)
+        timers[f"decode_us {name}"] = timeit.Timer("f(x)", globals={"f": codec.decode, "x": frame})
+        timers[f"encode_ack_us {name}"] = timeit.Timer(
+            "f(x)", globals={"f": codec.encode, "x": ack}
+        )
+        timers[f"encode_deliver_us {name}"] = timeit.Timer(
+            "f(x)", globals={"f": codec.encode, "x": deliver}
+        )
+    ns = median_ns(timers, plan.codec_repeat, plan.codec_target_s)
+    table: dict[str, dict[str, float]] = {}
+    for key, value in ns.items():
+        figure, codec_name = key.split()
+        table.setdefault(figure, {})[codec_name] = value / 1000.0
+    return table
+
+
+def loop_share(loop_s: float, process_s: float) -> float:
+    """The event-loop thread's share of the process CPU, in (0, 1].
+
+    Both clocks tick at 1/CLK_TCK and are read a moment apart, so on a short run the
+    loop thread can seem to have used more than the whole process (or nothing at all):
+    the share is clamped, and taken as 1 when either reading has not moved."""
+    if process_s <= 0 or loop_s <= 0:
+        return 1.0
+    return min(1.0, loop_s / process_s)
+
+
+def http_base(ws_url: str) -> str:
+    """``ws://127.0.0.1:8765/api/v1/ws`` → ``http://127.0.0.1:8765``."""
+    rest = ws_url.split("://", 1)[1]
+    return "http://" + rest.split("/", 1)[0]
+
+
+def mean_ack_ms(delta: Scrape) -> float:
+    """The server's mean ack latency (ms) over a scrape difference: Δ sum ÷ Δ count of
+    its histogram — exact, unlike a quantile read from the buckets. NaN without acks."""
+    count = delta.total(ACK_LATENCY + "_count")
+    return delta.total(ACK_LATENCY + "_sum") / count * 1000.0 if count > 0 else math.nan
+
+
+def measure_point(
+    server: ServerProc, codec: str, room_size: int, repeat: int, plan: Plan, window: int = WINDOW
+) -> Point:
+    pid = server.pid
+    base_url = http_base(server.url)
+    before = fetch(base_url)
+    loop0, proc0 = thread_cpu_s(pid), process_cpu_s(pid)
+    tag = f"cal{repeat}-{codec}-{room_size}-w{window}"
+    if window == WINDOW:
+        messages = plan.messages[room_size]
+    else:  # a lone fan-out writes a frame per member: fewer messages take as long
+        messages = plan.lone_messages if room_size == 1 else plan.lone_messages // 2
+    outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
+    loop1, proc1 = thread_cpu_s(pid), process_cpu_s(pid)
+    share = loop_share(loop1 - loop0, proc1 - proc0)
+    delta = fetch(base_url).minus(before)
+    ack_mean_ms = mean_ack_ms(delta)
+    messages = int(outcome["messages"])
+    process_us = float(outcome["server_cpu_s"]) / messages * 1e6
+    return Point(
+        codec=codec,
+        room_size=room_size,
+        repeat=repeat,
+        messages=messages,
+        deliveries=int(outcome["deliveries"]),
+        process_us_per_msg=process_us,
+        loop_share=share,
+        loop_us_per_msg=process_us * share,
+        window=window,
+        server_ack_mean_ms=ack_mean_ms,
+        server_ack_buckets=tuple(delta.buckets(ACK_LATENCY)) if window == LONE_WINDOW else (),
+    )
+
+
+def measure_server_points(scenario: Scenario, plan: Plan, workdir: Path) -> list[Point]:
+    """Every (codec, room size) ``plan.repeat`` times; a fresh server per repeat, the
+    order rotated between repeats so that drift hits every point alike."""
+    scenario_path = workdir / "scenario.toml"
+    scenario_path.write_text(to_toml(scenario, comments=False))
+    jobs = [(c, k, WINDOW) for k in ROOM_SIZES for c in CODEC_NAMES]
+    jobs += [(c, k, LONE_WINDOW) for k in (1, LONE_ROOM) for c in CODEC_NAMES]
+    points: list[Point] = []
+    for repeat in range(plan.repeat):
+        server = start_our_server(scenario_path, workdir, f"cal{repeat}")
+        try:
+            shift = repeat % len(jobs)
+            for codec, room_size, window in jobs[shift:] + jobs[:shift]:
+                point = measure_point(server, codec, room_size, repeat, plan, window)
+                points.append(point)
+                print(
+                    f"[calibrate] server repeat {repeat + 1}/{plan.repeat} {codec:8} "
+                    f"K={room_size:<3} window {window:<3} "
+                    f"{point.process_us_per_msg:8.1f} µs/msg process, "
+                    f"loop share {point.loop_share:.2f}",
+                    flush=True,
+                )
+        finally:
+            stop_server(server)
+    return points
+
+
+def measure_store(plan: Plan, workdir: Path) -> StoreFigures:
+    """Commit batches of every size on a fresh WAL file; see the module docstring."""
+    counter = 0
+
+    def batch_of(size: int) -> list[PendingSend]:
+        nonlocal counter
+        batch = [
+            PendingSend(
+                room=f"room-{(counter + i) % 10}",
+                sender=f"user-{(counter + i) % 50}",
+                client_msg_id=f"cal-{counter + i}",
+                body=CHAT_BODY,
+                sent_at_us=counter + i,
+            )
+            for i in range(size)
+        ]
+        counter += size
+        return batch
+
+    def commit_ms(conn: StoreConnection, size: int) -> float:
+        batch = batch_of(size)  # built outside the timed call
+        start = time.perf_counter()
+        conn.commit_batch(batch, ts_us=counter)
+        return (time.perf_counter() - start) * 1e3
+
+    per_repeat: dict[int, list[float]] = {size: [] for size in BATCH_SIZES}
+    with StoreConnection(workdir / "calibrate-store.db", synchronous="NORMAL") as conn:
+        for size in BATCH_SIZES:  # warm-up: tables, pages, the WAL file
+            commit_ms(conn, size)
+        for repeat in range(plan.store_repeat):
+            shift = repeat % len(BATCH_SIZES)
+            for size in BATCH_SIZES[shift:] + BATCH_SIZES[:shift]:
+                times = [commit_ms(conn, size) for _ in range(plan.commits_per_repeat)]
+                per_repeat[size].append(statistics.fmean(times))
+        samples = tuple(round(commit_ms(conn, 1), 5) for _ in range(plan.commit_samples))
+    table = {size: statistics.median(values) for size, values in per_repeat.items()}
+    intercept, slope = fit_line(list(table), list(table.values()))
+    return StoreFigures(table, table[1], max(slope, 0.0), intercept, samples)
+
+
+def calibrate(scenario: Scenario, plan: Plan, created: datetime) -> Costs:
+    """Measure everything (codecs, server points, store) and assemble the file's figures."""
+    print("[calibrate] codecs", flush=True)
+    codec = measure_codec_costs(scenario.workload.body_bytes, plan)
+    with tempfile.TemporaryDirectory(prefix="chatcap-calibrate-") as tmp:
+        workdir = Path(tmp)
+        print("[calibrate] store commits by batch size", flush=True)
+        store = measure_store(plan, workdir)
+        print(f"[calibrate] server: rooms of {ROOM_SIZES}, {plan.repeat} repeat(s)", flush=True)
+        points = measure_server_points(scenario, plan, workdir)
+    return build_costs(codec, points, store, scenario, plan, created)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench calibrate", description=(__doc__ or "").split("\n")[0]
+    )
+    p.add_argument("--out", default="results/calibration", help="folder of <host>.json")
+    p.add_argument("--scenario", default="scenarios/baseline.toml", help="body size, server")
+    p.add_argument("--quick", action="store_true", help="small counts (for tests)")
+    p.add_argument("--repeat", type=int, help="server repeats (3; quick 1)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override for the server, e.g. --set server.store.batch_max=16",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table, write ``OUT/<host>.json``; 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.repeat is not None:
+        if args.repeat < 1:
+            print("error: --repeat must be >= 1", file=sys.stderr)
+            return 2
+        plan = replace(plan, repeat=args.repeat)
+    try:
+        scenario = bench_scenario(args.scenario, args.set)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    raise_nofile_limit()
+    created = datetime.now(UTC)
+    try:
+        with sigterm_as_exit():
+            costs = calibrate(scenario, plan, created)
+    except RuntimeError as exc:
+        print(f"error: calibration failed: {exc}", file=sys.stderr)
+        return 1
+    path = save_costs(costs, Path(args.out) / f"{costs.host}.json")
+    print(format_table(costs))
+    print(f"[calibrate] wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""From measured points to the model's costs: the fits, then the calibration file's contents.
+
+:func:`fit_line`, :func:`fit_loop_costs` and the per-batch figures turn the points
+:mod:`bench.jobs.calibrate` measured into :class:`sim.calibration.Costs`;
+:func:`build_costs` writes them with their provenance (``notes``, the plan, the raw
+points); :func:`format_table` is the table the command prints.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from bench._support.clients import WINDOW
+from bench._support.metrics_scrape import histogram_quantile
+from bench._support.servers import (
+    SCENARIO_OVERRIDES,
+)
+from chatcap.results import git_sha, machine_info
+from chatcap.scenario import CODEC_NAMES, Scenario
+from sim.calibration import Costs
+
+ROOM_SIZES = (1, 2, 21)  # 1 = echo
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LONE_WINDOW = 1  # one send in flight: every message a batch of its own
+LONE_ROOM = 21  # the lone fan-out point's room: members asleep between messages
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure (``--quick`` shrinks every count)."""
+
+    repeat: int
+    messages: dict[int, int]  # room size → measured messages
+    lone_messages: int  # echo messages at one in flight (per_batch_loop_us)
+    codec_target_s: float
+    codec_repeat: int
+    store_repeat: int
+    commits_per_repeat: int
+    commit_samples: int
+    timeout_s: float
+
+
+FULL = Plan(
+    repeat=3,
+    messages={1: 10_000, 2: 5_000, 21: 1_500},
+    lone_messages=3_000,
+    codec_target_s=0.02,
+    codec_repeat=7,
+    store_repeat=7,
+    commits_per_repeat=20,
+    commit_samples=100,
+    timeout_s=120.0,
+)
+QUICK = Plan(
+    repeat=1,
+    messages={1: 2_000, 2: 1_000, 21: 400},
+    lone_messages=500,
+    codec_target_s=0.002,
+    codec_repeat=3,
+    store_repeat=3,
+    commits_per_repeat=3,
+    commit_samples=20,
+    timeout_s=60.0,
+)
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b·x``; returns ``(a, b)``. Needs two distinct x."""
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ValueError("fit_line needs points at two distinct x at least")
+    design = np.column_stack([np.ones(len(xs)), np.asarray(xs, dtype=float)])
+    (a, b), *_ = np.linalg.lstsq(design, np.asarray(ys, dtype=float), rcond=None)
+    return float(a), float(b)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One server measurement: a room of ``room_size`` members speaking ``codec``."""
+
+    codec: str
+    room_size: int
+    repeat: int
+    messages: int
+    deliveries: int
+    process_us_per_msg: float  # the whole server process, measured phase
+    loop_share: float  # event-loop thread / process CPU over the client run
+    loop_us_per_msg: float
+    window: int = WINDOW  # sends in flight
+    server_ack_mean_ms: float = math.nan  # the server's own mean, frame in → Ack out
+    server_ack_buckets: tuple[tuple[float, float], ...] = ()  # (le s, cumulative count)
+
+    @property
+    def frames(self) -> int:
+        """Frames written per message: the Ack + one Deliver per other member."""
+        return self.room_size
+
+
+def loop_residual_us(point: Point, costs: Costs) -> float:
+    """``y`` of the module docstring: loop µs less the codec work the model adds itself."""
+    codec = point.codec
+    y = point.loop_us_per_msg - costs.decode_us[codec] - costs.encode_ack_us[codec]
+    if point.room_size > 1:
+        y -= costs.encode_deliver_us[codec]
+    return y
+
+
+def fit_loop_costs(points: Sequence[Point], costs: Costs) -> tuple[float, float]:
+    """``(per_send_fixed_us, per_recipient_send_us)`` by least squares over the
+    windowed ``points`` (lone-message points are left to :func:`per_batch_loop_us`)."""
+    used = [p for p in points if p.window == WINDOW]
+    return fit_line([p.frames for p in used], [loop_residual_us(p, costs) for p in used])
+
+
+WAIT_QUANTILES = tuple((i + 0.5) / 200 for i in range(200))
+
+
+def _on_path_ms(point: Point, costs: Costs) -> float:
+    """What the model puts on a lone echo's server-side path: ingress, the batch's loop
+    cost, a commit of one, the Ack (ms)."""
+    c = point.codec
+    loop_us = (
+        costs.per_send_fixed_us
+        + costs.decode_us[c]
+        + costs.per_batch_loop_us
+        + costs.encode_ack_us[c]
+        + costs.per_recipient_send_us
+    )
+    return loop_us / 1000.0 + costs.store_commit_fixed_ms
+
+
+def per_batch_wait_samples_ms(points: Sequence[Point], costs: Costs) -> tuple[float, ...]:
+    """The wait's distribution: 200 evenly spaced quantiles of each lone point's server
+    ack latency (read from its histogram's buckets, interpolated as Prometheus does) less
+    that point's modelled path, clipped at 0; the median over points, quantile by
+    quantile. Empty when no lone point has buckets or every quantile is 0."""
+    lone = [
+        p for p in points if p.window == LONE_WINDOW and p.room_size == 1 and p.server_ack_buckets
+    ]
+    if not lone:
+        return ()
+    rows = [
+        [
+            max(0.0, histogram_quantile(q, p.server_ack_buckets) * 1000.0 - _on_path_ms(p, costs))
+            for q in WAIT_QUANTILES
+        ]
+        for p in lone
+    ]
+    samples = tuple(float(v) for v in np.median(np.asarray(rows), axis=0))
+    return samples if any(v > 0 for v in samples) else ()
+
+
+def per_batch_wait_ms(points: Sequence[Point], costs: Costs) -> float:
+    """Wall time per lone batch that neither the loop's CPU nor the commit explains:
+    each lone echo point's server-side mean ack latency less what the model puts on
+    that path (ingress, the batch's loop cost, a commit of one, the Ack); the median,
+    never below 0. 0 when no lone point has a server figure."""
+    lone = [
+        p
+        for p in points
+        if p.window == LONE_WINDOW and p.room_size == 1 and math.isfinite(p.server_ack_mean_ms)
+    ]
+    if not lone:
+        return 0.0
+    extra = [p.server_ack_mean_ms - _on_path_ms(p, costs) for p in lone]
+    return max(0.0, float(statistics.median(extra)))
+
+
+def per_recipient_lone_us(points: Sequence[Point], costs: Costs) -> float | None:
+    """The cost of one frame to a member that sleeps between messages: per codec and
+    repeat, the lone fan-out point (a room of :data:`LONE_ROOM`, one send in flight) less
+    the lone echo point, less the one Deliver encode, over the ``LONE_ROOM − 1`` extra
+    frames; the median, never below 0. None without such pairs.
+
+    A write to a socket whose reader is asleep wakes it, which on loopback is done inside
+    the writer's own ``write()`` — dearer than the windowed fan-out's writes, whose
+    reader is busy. Chat members at a few messages per second are asleep between them.
+    """
+    echo = {(p.codec, p.repeat): p for p in points if p.window == LONE_WINDOW and p.room_size == 1}
+    slopes = []
+    for p in points:
+        if p.window != LONE_WINDOW or p.room_size != LONE_ROOM or (p.codec, p.repeat) not in echo:
+            continue
+        base = echo[(p.codec, p.repeat)]
+        extra = p.loop_us_per_msg - base.loop_us_per_msg - costs.encode_deliver_us[p.codec]
+        slopes.append(extra / (LONE_ROOM - 1))
+    return max(0.0, float(statistics.median(slopes))) if slopes else None
+
+
+def per_batch_thread_us(points: Sequence[Point], costs: Costs) -> float:
+    """CPU outside the loop per lone batch, less SQLite's commit itself (done with the
+    interpreter lock released): each lone echo point's process − loop µs per message less
+    ``store_commit_fixed_ms``; the median, never below 0. 0 without lone points."""
+    lone = [p for p in points if p.window == LONE_WINDOW and p.room_size == 1]
+    if not lone:
+        return 0.0
+    commit_us = costs.store_commit_fixed_ms * 1000.0
+    extra = [p.process_us_per_msg - p.loop_us_per_msg - commit_us for p in lone]
+    return max(0.0, float(statistics.median(extra)))
+
+
+def per_batch_loop_us(points: Sequence[Point], costs: Costs) -> float:
+    """The loop's cost of a batch of one beyond the per-send figures: each lone echo
+    point's residual less ``per_send_fixed + per_recipient`` (one frame); the median,
+    never below 0. 0 when there is no lone point."""
+    lone = [p for p in points if p.window == LONE_WINDOW and p.room_size == 1]
+    if not lone:
+        return 0.0
+    fixed, per_recipient = costs.per_send_fixed_us, costs.per_recipient_send_us
+    extra = [loop_residual_us(p, costs) - fixed - per_recipient for p in lone]
+    return max(0.0, float(statistics.median(extra)))
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    ms_by_batch: dict[int, float]  # median over repeats of each repeat's mean commit ms
+    fixed_ms: float  # batch of one
+    per_msg_ms: float  # least-squares slope over the batch sizes
+    intercept_ms: float  # the same fit's value at batch size 0
+    samples_ms: tuple[float, ...]  # raw batch-of-one commits
+
+
+NOTES = (
+    "Measured parts, never whole load runs. decode/encode: our codecs on a Send, Ack and "
+    "Deliver with the scenario's body size (median of timeit repeats). per_send_fixed_us "
+    "and per_recipient_send_us: least-squares line y = fixed + K * per_recipient through "
+    "the real server's echo (K = 1: one Ack) and fan-out (room of K: one Ack + K - 1 "
+    "Delivers) points, where y = event-loop-thread CPU per message - decode - encode_ack "
+    "- encode_deliver (K > 1), because the model adds those codec costs itself; store "
+    "commits run on the pool's threads and are charged by the model as store time, not "
+    "loop CPU. per_batch_loop_us: the echo case at one send in flight (every message a "
+    "batch of one), loop CPU per message less what the model charges an echo (median). "
+    "per_batch_thread_us: the same points' process CPU less the loop's, less the commit "
+    "itself (median). per_batch_wait_ms: the same points' server-side mean ack latency "
+    "(histogram sum / count) less the loop costs and the commit of one on that path (median); "
+    "per_batch_wait_samples_ms: the same from the histogram's buckets, 200 quantiles. "
+    "store_commit_fixed_ms: mean commit of a batch of one (median over "
+    "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
+    "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
+    "commits."
+)
+
+
+def _plain(value: Any) -> Any:
+    """Strict-JSON data: NaN → None, ±inf → "+Inf"/"-Inf" (as Prometheus writes ``le``)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def build_costs(
+    codec: dict[str, dict[str, float]],
+    points: Sequence[Point],
+    store: StoreFigures,
+    scenario: Scenario,
+    plan: Plan,
+    created: datetime,
+) -> Costs:
+    partial = Costs(
+        decode_us=codec["decode_us"],
+        encode_ack_us=codec["encode_ack_us"],
+        encode_deliver_us=codec["encode_deliver_us"],
+    )
+    fixed, per_recipient = fit_loop_costs(points, partial)
+    machine = machine_info()
+    by_codec = {
+        c: fit_loop_costs([p for p in points if p.codec == c], partial) for c in CODEC_NAMES
+    }
+    windowed = [p for p in points if p.window == WINDOW]
+    process_fit = fit_line([p.frames for p in windowed], [p.process_us_per_msg for p in windowed])
+    per_recipient_windowed = per_recipient
+    lone_slope = per_recipient_lone_us(points, partial)
+    if lone_slope is not None:
+        per_recipient = lone_slope  # the regime of chat members (see the function)
+    fitted = replace(
+        partial, per_send_fixed_us=max(fixed, 0.0), per_recipient_send_us=max(per_recipient, 0.0)
+    )
+    per_batch = per_batch_loop_us(points, fitted)
+    thread_us = per_batch_thread_us(points, replace(fitted, store_commit_fixed_ms=store.fixed_ms))
+    on_path = replace(
+        fitted,
+        per_batch_loop_us=per_batch + thread_us,
+        store_commit_fixed_ms=store.fixed_ms,
+    )
+    wait_ms = per_batch_wait_ms(points, on_path)
+    wait_samples = per_batch_wait_samples_ms(points, on_path)
+    details: dict[str, Any] = {
+        "scenario": scenario.name,
+        "body_bytes": scenario.workload.body_bytes,
+        "window": WINDOW,
+        "lone_window": LONE_WINDOW,
+        "plan": {**asdict(plan), "messages": {str(k): v for k, v in plan.messages.items()}},
+        "server_points": [_plain({**asdict(p), "frames": p.frames}) for p in points],
+        "per_recipient_windowed_us": per_recipient_windowed,
+        "per_recipient_lone_us": lone_slope,
+        "loop_fit_by_codec": {
+            c: {"per_send_fixed_us": f, "per_recipient_send_us": r}
+            for c, (f, r) in by_codec.items()
+        },
+        "process_cpu_fit": {
+            "intercept_us": process_fit[0],
+            "per_frame_us": process_fit[1],
+            "note": "whole-process CPU (store threads included), codec costs not subtracted",
+        },
+        "store_fit_intercept_ms": store.intercept_ms,
+        "store_overrides": SCENARIO_OVERRIDES,
+        "cpus": machine["cpus"],
+        "platform": machine["platform"],
+    }
+    return Costs(
+        decode_us=partial.decode_us,
+        encode_ack_us=partial.encode_ack_us,
+        encode_deliver_us=partial.encode_deliver_us,
+        per_send_fixed_us=max(fixed, 0.0),
+        per_recipient_send_us=max(per_recipient, 0.0),
+        per_batch_loop_us=per_batch,
+        per_batch_thread_us=thread_us,
+        per_batch_wait_ms=wait_ms,
+        per_batch_wait_samples_ms=wait_samples,
+        store_commit_fixed_ms=store.fixed_ms,
+        store_commit_per_msg_ms=store.per_msg_ms,
+        store_commit_ms_by_batch=dict(store.ms_by_batch),
+        commit_samples_ms=store.samples_ms,
+        host=platform.node() or "unknown-host",
+        created_utc=created.isoformat(),
+        git_sha=git_sha(),
+        python=platform.python_version(),
+        packages=dict(machine["packages"]),
+        notes=NOTES,
+        details=details,
+    )
+
+
+def format_table(costs: Costs) -> str:
+    """The figures as a human table, with the [sim] values they suggest."""
+    lines = [f"{'figure':28}{'json':>12}{'protobuf':>12}  unit"]
+    for name in ("decode_us", "encode_ack_us", "encode_deliver_us"):
+        table = getattr(costs, name)
+        lines.append(f"{name:28}{table['json']:12.3f}{table['protobuf']:12.3f}  µs")
+    lines.append(f"{'per_send_fixed_us':28}{costs.per_send_fixed_us:24.2f}  µs (loop)")
+    lines.append(f"{'per_recipient_send_us':28}{costs.per_recipient_send_us:24.2f}  µs (loop)")
+    lines.append(f"{'per_batch_loop_us':28}{costs.per_batch_loop_us:24.2f}  µs (loop)")
+    lines.append(f"{'per_batch_thread_us':28}{costs.per_batch_thread_us:24.2f}  µs (thread)")
+    lines.append(f"{'per_batch_wait_ms':28}{costs.per_batch_wait_ms:24.4f}  ms (time)")
+    waits = costs.per_batch_wait_samples_ms
+    if waits:
+        lines.append(
+            f"per_batch_wait_samples_ms    {len(waits)} quantiles, median "
+            f"{statistics.median(waits):.4f} ms, p99 {waits[int(0.99 * len(waits))]:.4f} ms"
+        )
+    lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
+    lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
+    by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))
+    lines.append(f"commit ms by batch size      {by_batch}")
+    samples = costs.commit_samples_ms
+    if samples:
+        lines.append(
+            f"commit_samples_ms            {len(samples)} samples, median "
+            f"{statistics.median(samples):.4f} ms, max {max(samples):.4f} ms"
+        )
+    lines.append(
+        f"suggested [sim]: store_service_ms = {costs.store_commit_fixed_ms:.4f}, "
+        f"store_per_msg_ms = {costs.store_commit_per_msg_ms:.4f}"
+    )
+    return "\n".join(lines)
