@@ -65,7 +65,9 @@ TRIAL_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier."),
     Column("trial", "int", "Trial index within the run, from 0."),
     Column("started_utc", "str", "When the trial started, ISO-8601."),
-    Column("probe_cpu_ms", "float", "Median CPU ms of the trial's probe runs (bench/probe.py)."),
+    Column(
+        "probe_cpu_ms", "float", "Median CPU ms of the trial's probe runs (bench/gate/probe.py)."
+    ),
     Column("speed_factor", "float", "probe_cpu_ms / the probe's reference: CPU metrics ÷ it."),
     *(
         Column(m.name, "int" if m.kind == "bytes" else "float", f"{m.doc}, {m.unit} (raw).")

@@ -60,7 +60,7 @@ CODEC_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier, same as the folder name."),
     Column("envelope", "str", "`ack_small`, `deliver_chat` or `history_50`."),
     Column("format", "str", "`json` or `protobuf`."),
-    Column("impl", "str", "Implementation measured (see bench/codecs.py)."),
+    Column("impl", "str", "Implementation measured (see bench/micro/codec_bench.py)."),
     Column("is_ours", "bool", "True for chatcap's codecs, false for bare reference rows."),
     Column("bytes", "int", "Encoded size, bytes."),
     Column("encode_ns", "float", "Median time per encode, ns."),

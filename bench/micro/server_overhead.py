@@ -80,7 +80,7 @@ from chatcap.scenario import CODEC_NAMES, ScenarioError, to_toml
 
 OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier, same as the folder name."),
-    Column("case", "str", "`echo`, `fanout` or `idle` (see bench/server_overhead.py)."),
+    Column("case", "str", "`echo`, `fanout` or `idle` (see bench/micro/server_overhead.py)."),
     Column("impl", "str", "`ours` (python -m server) or `bare` (bench.micro.bare_server)."),
     Column("codec", "str", "`json` or `protobuf` (ours); `none` (bare: opaque frames)."),
     Column("repeat", "int", "Repeat index within the run, from 0."),

@@ -89,7 +89,7 @@ TARGET_SWEEP_S = 60.0
 SPEED_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier, same as the folder name."),
     Column("case", "str", "`model`, `bare_simpy`, `model_vs_bare` or `sweep`."),
-    Column("metric", "str", "What `value` measures (see bench/sim_speed.py)."),
+    Column("metric", "str", "What `value` measures (see bench/micro/sim_speed.py)."),
     Column("value", "float", "The figure (median over repeats where repeated)."),
     Column("unit", "str", "Unit of `value`."),
     Column("target", "str", "The target, e.g. `>= 50000`; empty when there is none."),
