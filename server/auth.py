@@ -1,6 +1,6 @@
 """Who is talking: access tokens, the password file, HTTP Basic and Bearer parsing.
 
-The flow (DESIGN.md, "Contracts"): a client trades HTTP Basic credentials for a token
+The flow (docs/design.md, "The contracts"): a client trades HTTP Basic credentials for a token
 at ``GET /api/v1/token``, then presents the token on the WebSocket handshake
 (``Authorization: Bearer …`` or ``?token=`` for browsers) and on the history API.
 

@@ -1,6 +1,6 @@
 """One WebSocket session: frames in, the pipeline, frames out.
 
-A frame travels the DESIGN pipeline:
+A frame travels the pipeline of docs/design.md:
 
 1. decode with the connection's codec (a text frame on ``chat.v1.protobuf`` or a
    binary frame on ``chat.v1.json`` is ``bad_frame``), then the frame middleware chain

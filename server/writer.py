@@ -1,6 +1,6 @@
 """The write path behind the session: bounded queue, batches, breaker, pool, commit.
 
-Stages 4 and 5 of the pipeline in DESIGN.md, as one asyncio component::
+Stages 4 and 5 of the pipeline in docs/design.md, as one asyncio component::
 
     submit(send) ──► queue (≤ write_queue_max, else Overloaded at once)
                        │  the run loop takes up to batch_max sends when a batch slot is free

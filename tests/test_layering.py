@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN, checked on the source (an AST walk; nothing is imported).
+"""The layering rules of docs/design.md, checked on the source (an AST walk; nothing is imported).
 
 Floors, from the bottom: ``chatcap`` (pure) · ``server`` (asyncio) and ``sim`` (SimPy) ·
 ``bench`` (Locust, gevent) · ``notebooks``. What each may import:
