@@ -9,7 +9,9 @@ scenario, much faster than a load test, from the same ``chatcap.policy`` objects
 * ``python -m sim --scenario FILE --out DIR`` — the same from the command line.
 
 ``sim.model`` holds the model itself (its docstring describes the stages and what each
-send costs in events), ``sim.calibration`` the per-operation costs, ``sim.workload``
+send costs in events), ``sim.parts`` its records and worker state, ``sim.engine`` its
+SimPy environment (the one module that reaches into SimPy), ``sim.calibration`` the
+per-operation costs, ``sim.workload``
 the users, rooms and arrivals, ``sim.stats`` the frames and summary rows, and
 ``sim.theory`` the queueing formulas the model is checked against.
 """

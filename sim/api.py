@@ -35,6 +35,7 @@ from chatcap.scenario import Scenario, load_scenario_data
 from sim import stats
 from sim.calibration import DEFAULT_COSTS, Costs, load_costs
 from sim.model import RawRun, simulate
+from sim.parts import TraceEntry
 from sim.workload import Layout, load_replay
 
 __all__ = [
@@ -75,7 +76,7 @@ class SimResult:
     users_by_codec: tuple[int, ...]
     open_loop: bool
     layout: Layout
-    trace: list[tuple[Any, ...]] | None = None
+    trace: list[TraceEntry] | None = None
 
     def summary(self, run_id: str = "", replication: int = 0) -> list[dict[str, Any]]:
         """Rows for ``summary.csv`` (``source = "sim"``), warm-up cut: ``mix`` and one
@@ -121,7 +122,7 @@ def run(
     duration_s: float | None = None,
     replication: int = 0,
     costs: Costs | None = None,
-    trace: list[tuple[Any, ...]] | None = None,
+    trace: list[TraceEntry] | None = None,
 ) -> SimResult:
     """Simulate one replication of ``scenario``.
 

@@ -48,23 +48,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from heapq import heapify, heappop, heappush, heapreplace
 from random import Random
-from typing import Any
 
 import numpy as np
-import simpy
 
 from chatcap import wiring
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
 from sim.calibration import Costs
+from sim.engine import ModelEnvironment
 from sim.parts import (
     ACKED,
     BREAKER_CODES,
     ERROR,
-    NORMAL,
     OVERLOADED,
     RATE_LIMITED,
     STORE_BUSY,
@@ -73,14 +70,22 @@ from sim.parts import (
     UNAVAILABLE,
     Attempt,
     Batch,
-    Call,
+    Delivery,
+    Drained,
     Draws,
+    Episode,
+    Group,
     Message,
     ModelError,
-    Process,
+    Plan,
+    PoolWaiter,
     RawRun,
+    Share,
+    Snapshot,
     TracedBreaker,
     TracedLimiter,
+    TraceEntry,
+    Worker,
     Write,
     breaker_retry_after_ms,
     limiter_retry_after_s,
@@ -99,7 +104,7 @@ def simulate(
     costs: Costs,
     *,
     replay: Replay | None = None,
-    trace: list[tuple[Any, ...]] | None = None,
+    trace: list[TraceEntry] | None = None,
 ) -> RawRun:
     """Run one replication of ``scenario`` with ``seed``; see the module docstring."""
     return _Model(scenario, seed, costs, replay, trace).run()
@@ -112,7 +117,7 @@ class _Model:
         seed: int,
         costs: Costs,
         replay: Replay | None,
-        trace: list[tuple[Any, ...]] | None,
+        trace: list[TraceEntry] | None,
     ) -> None:
         self.s = scenario
         self.seed = seed
@@ -121,9 +126,8 @@ class _Model:
         w, srv, sim = scenario.workload, scenario.server, scenario.sim
         streams = np.random.SeedSequence(seed).spawn(8)
         self.layout = build_layout(w, np.random.default_rng(streams[0]))
-        self.env = simpy.Environment()
-        self._queue: Any = self.env._queue  # absolute-time scheduling (see _at)
-        self._eid = self.env._eid
+        self.env = ModelEnvironment()
+        self._at = self.env.call_at  # fn(now, payload) at an absolute time
         self.duration_s = w.duration_s
         self.warmup_s = w.warmup_s
         self._init_costs(costs if sim.cpu else costs.zero_cpu(), srv.faults.cpu_burn_us_per_msg)
@@ -135,12 +139,13 @@ class _Model:
         self._room_rng = Random(int(streams[5].generate_state(1)[0]))
         self._init_rooms()
         self.attempts: list[Attempt] = []
-        self.deliveries: list[tuple[Any, ...]] = []
+        self.deliveries: list[Delivery] = []
         self.cpu_codec = [0.0] * len(CODEC_NAMES)
         self.msg_counter = [0] * w.users
+        self.user_keys = [user_key(u) for u in range(w.users)]
         self.stored_late: set[Message] = set()  # committed after their deadline answer
         self.samples: dict[str, list[float]] = {}
-        self.snapshots: list[tuple[float, list[float]]] = []
+        self.snapshots: list[Snapshot] = []
 
     # -- setup ------------------------------------------------------------------------
 
@@ -160,7 +165,7 @@ class _Model:
         srv = s.server
         rules = wiring.pool_rules(srv.pool)
         slots = srv.store.max_in_flight_batches
-        self.procs = [Process(i, slots, rules.size) for i in range(srv.processes)]
+        self.procs = [Worker(i, slots, rules.size) for i in range(srv.processes)]
         self.acquire_timeout_s = srv.pool.acquire_timeout_ms / 1000.0  # inf = forever
         self.never_wait = self.acquire_timeout_s == 0.0
         self.queue_max = srv.store.write_queue_max
@@ -210,11 +215,13 @@ class _Model:
         self.base_latency_s = f.store_latency_ms / 1000.0
         self.base_error_rate = f.store_error_rate
         self.episodes = [
-            (e.start_s, e.start_s + e.duration_s, e.store_latency_ms / 1000.0, e.store_error_rate)
+            Episode(
+                e.start_s, e.start_s + e.duration_s, e.store_latency_ms / 1000.0, e.store_error_rate
+            )
             for e in f.episodes
         ]
-        self.has_latency = self.base_latency_s > 0 or any(e[2] > 0 for e in self.episodes)
-        self.has_errors = self.base_error_rate > 0 or any(e[3] > 0 for e in self.episodes)
+        self.has_latency = self.base_latency_s > 0 or any(e.latency_s > 0 for e in self.episodes)
+        self.has_errors = self.base_error_rate > 0 or any(e.error_rate > 0 for e in self.episodes)
 
     def _init_client(self, s: Scenario, rng: Random) -> None:
         self.policy = wiring.retry_policy(s.client)
@@ -245,9 +252,9 @@ class _Model:
             cells = np.zeros((procs, len(CODEC_NAMES)), dtype=np.int64)
             np.add.at(cells, (members % procs, self.layout.user_codec[members]), 1)
             self.room_counts.append(cells)
-        self.plans: dict[tuple[int, int], tuple[Any, ...]] = {}
+        self.plans: dict[tuple[int, int], Plan] = {}
 
-    def _plan(self, room: int, user: int) -> tuple[Any, ...]:
+    def _plan(self, room: int, user: int) -> Plan:
         """How a message from ``user`` fans out in ``room``: per process hosting other
         members, the loop time of its share and, per codec present, the offset of the
         first recipient's frame (encode once per codec, then one write per member). The
@@ -263,28 +270,22 @@ class _Model:
             plan = self.plans[key] = self._build_plan(self.room_counts[room], skip)
         return plan
 
-    def _build_plan(self, cells: np.ndarray, skip: int) -> tuple[Any, ...]:
+    def _build_plan(self, cells: np.ndarray, skip: int) -> Plan:
         step = self.step_s
         plan = []
         for p in range(cells.shape[0]):
-            groups, offset_s = [], 0.0
+            groups: list[Group] = []
+            offset_s = 0.0
             for codec in range(cells.shape[1]):
                 count = int(cells[p, codec]) - (p * cells.shape[1] + codec == skip)
                 if count:
                     encode_s = self.encode_deliver_s[codec]
                     cost = encode_s + count * step
-                    groups.append((codec, count, offset_s + encode_s + step, cost))
+                    groups.append(Group(codec, count, offset_s + encode_s + step, cost))
                     offset_s += cost
             if groups:
-                plan.append((p, offset_s, tuple(groups)))
+                plan.append(Share(p, offset_s, tuple(groups)))
         return tuple(plan)
-
-    # -- scheduling -------------------------------------------------------------------
-
-    def _at(self, at: float, fn: Callable[[Any], None], value: Any = None) -> None:
-        """Call ``fn(event)`` at the absolute time ``at``; ``at`` is kept exactly (no
-        ``now + (at - now)`` rounding), so policies see the times the model computed."""
-        heappush(self._queue, (at, NORMAL, next(self._eid), Call(self.env, fn, value)))
 
     # -- the run ----------------------------------------------------------------------
 
@@ -313,16 +314,15 @@ class _Model:
             cpu_window_s=cpu_end - cpu_start,
             cpu_by_codec_s=[e - b for b, e in zip(codec_start, codec_end, strict=True)],
             offered_per_s=w.users * w.send_rate_per_user_per_s,
-            events=next(self._eid),
+            events=self.env.scheduled,
             trace=self.trace,
             users_by_codec=np.bincount(self.layout.user_codec, minlength=len(CODEC_NAMES)).tolist(),
         )
 
-    def _on_snapshot(self, event: Any) -> None:
+    def _on_snapshot(self, now: float, _: None) -> None:
         """CPU worked so far, at the start and the end of the measured window."""
-        now = self.env.now
         worked = sum(p.busy_done(now) for p in self.procs)
-        self.snapshots.append((worked, list(self.cpu_codec)))
+        self.snapshots.append(Snapshot(worked, list(self.cpu_codec)))
 
     # -- arrivals ---------------------------------------------------------------------
 
@@ -345,33 +345,30 @@ class _Model:
                 if phase < self.duration_s:
                     self._at(phase, self._on_user_turn, user)
 
-    def _on_poisson(self, event: Any) -> None:
-        now = self.env._now
+    def _on_poisson(self, now: float, _: None) -> None:
         following = now + self.gaps.next()
         if following < self.duration_s:  # scheduled first: see _ingress
             self._at(following, self._on_poisson)
         self._new_message(self.pick_user.next(), now)
 
-    def _on_constant(self, event: Any) -> None:
-        k = event._value
+    def _on_constant(self, now: float, k: int) -> None:
         interval_s, order, phases = self._const
         users = len(order)
         following = k + 1
         at = (following // users) * interval_s + phases[following % users]
         if at < self.duration_s:
             self._at(at, self._on_constant, following)
-        self._new_message(order[k % users], self.env._now)
+        self._new_message(order[k % users], now)
 
-    def _on_replay(self, event: Any) -> None:
-        k = event._value
+    def _on_replay(self, now: float, k: int) -> None:
         r = self.replay
         assert r is not None
         if k + 1 < len(r) and r.intended_s[k + 1] < self.duration_s:
             self._at(r.intended_s[k + 1], self._on_replay, k + 1)
-        self._new_message(r.user[k], self.env._now, r.room[k], r.codec[k])
+        self._new_message(r.user[k], now, r.room[k], r.codec[k])
 
-    def _on_user_turn(self, event: Any) -> None:
-        self._new_message(event._value, self.env._now)
+    def _on_user_turn(self, now: float, user: int) -> None:
+        self._new_message(user, now)
 
     def _new_message(
         self, user: int, now: float, room: int | None = None, codec: int | None = None
@@ -409,7 +406,7 @@ class _Model:
         start = now if now > busy else busy
         if proc.limiter is not None:
             # asked when the loop picks the frame up (the server's t_in)
-            decision = proc.limiter.try_acquire(user_key(msg.user), start)
+            decision = proc.limiter.try_acquire(self.user_keys[msg.user], start)
             if not decision.allowed:
                 cost = self.ingress_s[codec] + self.reply_s[codec]
                 proc.busy_until = start + cost
@@ -428,11 +425,10 @@ class _Model:
         else:
             self._at(finish, self._on_ingress, attempt)
 
-    def _on_ingress(self, event: Any) -> None:
-        attempt = event._value
-        self._admit(attempt.msg.proc, attempt, self.env._now)
+    def _on_ingress(self, now: float, attempt: Attempt) -> None:
+        self._admit(attempt.msg.proc, attempt, now)
 
-    def _admit(self, proc: Process, attempt: Attempt, now: float) -> None:
+    def _admit(self, proc: Worker, attempt: Attempt, now: float) -> None:
         """Dedup, then the bounded write queue (server/session.py on_send)."""
         msg = attempt.msg
         entry = proc.dedup.get(msg)
@@ -454,7 +450,7 @@ class _Model:
             self._cut(proc, now)
 
     def _reply(
-        self, proc: Process, attempt: Attempt, outcome: int, now: float, retry_after_s: float
+        self, proc: Worker, attempt: Attempt, outcome: int, now: float, retry_after_s: float
     ) -> None:
         """The loop writes one Ack or Error frame to the sender."""
         codec = attempt.msg.codec
@@ -468,7 +464,7 @@ class _Model:
 
     # -- the writer -------------------------------------------------------------------
 
-    def _cut(self, proc: Process, now: float) -> None:
+    def _cut(self, proc: Worker, now: float) -> None:
         """Cut batches while a slot is free (a slot is taken before a batch is cut)."""
         proc.cutting = True
         queue, batch_max = proc.queue, self.batch_max
@@ -479,7 +475,7 @@ class _Model:
             self._start_batch(proc, writes, now)
         proc.cutting = False
 
-    def _start_batch(self, proc: Process, writes: list[Write], now: float) -> None:
+    def _start_batch(self, proc: Worker, writes: list[Write], now: float) -> None:
         breaker = proc.breaker
         if breaker is not None:
             decision = breaker.try_acquire(now)
@@ -495,35 +491,35 @@ class _Model:
                 breaker.release_permission()
             self._fail(proc, writes, STORE_BUSY, now, 0.0)
         else:
-            waiter = [writes, True]
+            waiter = PoolWaiter(proc, writes)
             proc.pool_waiters.append(waiter)
             proc.pool_waiting += 1
             if self.acquire_timeout_s < math.inf:
-                self._at(now + self.acquire_timeout_s, self._on_pool_timeout, (proc, waiter))
+                self._at(now + self.acquire_timeout_s, self._on_pool_timeout, waiter)
 
-    def _on_pool_timeout(self, event: Any) -> None:
-        proc, waiter = event._value
-        if not waiter[1]:
+    def _on_pool_timeout(self, now: float, waiter: PoolWaiter) -> None:
+        if not waiter.waiting:
             return  # got a connection in time
-        waiter[1] = False
+        waiter.waiting = False
+        proc = waiter.proc
         proc.pool_waiting -= 1
         if proc.breaker is not None:
             proc.breaker.release_permission()  # not the store's fault: no outcome
-        self._fail(proc, waiter[0], STORE_BUSY, self.env._now, 0.0)
+        self._fail(proc, waiter.writes, STORE_BUSY, now, 0.0)
 
-    def _release_connection(self, proc: Process, now: float) -> None:
+    def _release_connection(self, proc: Worker, now: float) -> None:
         """Hand the connection to the oldest waiter, or back to the pool."""
         waiters = proc.pool_waiters
         while waiters:
             waiter = waiters.popleft()
-            if waiter[1]:
-                waiter[1] = False
+            if waiter.waiting:
+                waiter.waiting = False
                 proc.pool_waiting -= 1
-                self._acquired(proc, waiter[0], now)
+                self._acquired(proc, waiter.writes, now)
                 return
         proc.pool_free += 1
 
-    def _acquired(self, proc: Process, writes: list[Write], now: float) -> None:
+    def _acquired(self, proc: Worker, writes: list[Write], now: float) -> None:
         batch = Batch(proc, writes, now)
         latency_s = self._latency_s(now) if self.has_latency else 0.0
         if latency_s > 0:  # spent holding the connection
@@ -531,8 +527,8 @@ class _Model:
         else:
             self._commit(batch, now)
 
-    def _on_latency_spent(self, event: Any) -> None:
-        self._commit(event._value, self.env._now)
+    def _on_latency_spent(self, now: float, batch: Batch) -> None:
+        self._commit(batch, now)
 
     def _commit(self, batch: Batch, now: float) -> None:
         proc = batch.proc
@@ -562,10 +558,9 @@ class _Model:
         else:
             self._at(start + service_s, self._on_committed, batch)
 
-    def _on_commit_deadline(self, event: Any) -> None:
+    def _on_commit_deadline(self, now: float, batch: Batch) -> None:
         """A commit over ``call_timeout_s``: answered as failed, but its thread goes on
         holding the connection and stores the rows (a retry finds a duplicate)."""
-        batch, now = event._value, self.env._now
         proc = batch.proc
         if proc.breaker is not None:
             proc.breaker.on_error(now, now - batch.acquired_s)
@@ -573,11 +568,11 @@ class _Model:
             self.stored_late.add(write.msg)
         self._fail(proc, batch.writes, ERROR, now, 0.0)
 
-    def _on_late_commit_done(self, event: Any) -> None:
-        self._release_connection(event._value.proc, self.env._now)
+    def _on_late_commit_done(self, now: float, batch: Batch) -> None:
+        self._release_connection(batch.proc, now)
 
     def _fail(
-        self, proc: Process, writes: list[Write], outcome: int, now: float, retry_after_s: float
+        self, proc: Worker, writes: list[Write], outcome: int, now: float, retry_after_s: float
     ) -> None:
         """Every attempt waiting on ``writes`` gets an Error; dedup forgets them."""
         dedup = proc.dedup
@@ -588,17 +583,16 @@ class _Model:
                 self._reply(proc, attempt, outcome, now, retry_after_s)
         self._batch_done(proc, len(writes), now)
 
-    def _batch_done(self, proc: Process, n: int, now: float) -> None:
-        proc.drained.append((now, n))
+    def _batch_done(self, proc: Worker, n: int, now: float) -> None:
+        proc.drained.append(tuple.__new__(Drained, (now, n)))  # (see _fan_out)
         proc.slots_free += 1
         if proc.queue and not proc.cutting:
             self._cut(proc, now)
 
-    def _on_committed(self, event: Any) -> None:
+    def _on_committed(self, now: float, batch: Batch) -> None:
         """After COMMIT: breaker success, connection back, then on the loop, per message
         in batch order, the fan-out and the acks (server/app.py fan_out_committed, then
         session.on_committed, as the future's callbacks run)."""
-        batch, now = event._value, self.env._now
         proc = batch.proc
         if proc.breaker is not None:
             proc.breaker.on_success(now, now - batch.acquired_s)
@@ -628,11 +622,13 @@ class _Model:
         self._batch_done(proc, len(batch.writes), now)
 
     def _fan_out(
-        self, proc: Process, msg: Message, stamp_s: float, now: float, cursor: float
+        self, proc: Worker, msg: Message, stamp_s: float, now: float, cursor: float
     ) -> float:
         """Deliver one message; returns the committing loop's cursor after its share."""
         deliveries, cpu_codec = self.deliveries, self.cpu_codec
-        for p, total_s, groups in msg.plan:
+        new = tuple.__new__  # a Delivery without NamedTuple's Python-level __new__ (3x)
+        for share in msg.plan:
+            p, total_s = share.proc, share.loop_s
             if p == proc.index:
                 start = cursor
                 cursor += total_s
@@ -642,11 +638,13 @@ class _Model:
                 start = now if now > busy else busy
                 other.busy_until = start + total_s
                 other.busy_total += total_s
-            for codec, count, first_s, cost_s in groups:
+            for group in share.groups:
+                codec = group.codec
+                t_s = start + group.first_s
                 deliveries.append(
-                    (start + first_s, start + first_s - stamp_s, count, codec, p, msg)
+                    new(Delivery, (t_s, t_s - stamp_s, group.recipients, codec, p, msg))
                 )
-                cpu_codec[codec] += cost_s
+                cpu_codec[codec] += group.cost_s
         return cursor
 
     # -- faults -----------------------------------------------------------------------
@@ -673,15 +671,14 @@ class _Model:
             return  # it timed out first: the server's work was for nothing
         attempt.outcome = outcome
         attempt.done_s = at
-        if at <= self.env._now:
+        if at <= self.env.now_s:
             self._went(at)
         else:
             heappush(self.done_heap, at)
         self._react(attempt, outcome, at, retry_after_s)
 
-    def _on_timer(self, event: Any) -> None:
+    def _on_timer(self, now: float, _: None) -> None:
         """Time out every attempt due by now; re-arm for the oldest one still waiting."""
-        now = self.env._now
         pending = self.pending
         while pending:
             attempt = pending[0]
@@ -707,7 +704,7 @@ class _Model:
         )
         if decision.retry and at + decision.delay_s < self.duration_s:
             msg.last_delay_s = decision.delay_s
-            self._at(at + decision.delay_s, self._on_retry, (msg, attempt.n + 1))
+            self._at(at + decision.delay_s, self._on_retry, attempt)
             return
         msg.finished = True
         dedup = msg.proc.dedup
@@ -737,15 +734,13 @@ class _Model:
         self.came, self.came_after_s, self.went, self.went_after_s = 0, 0.0, 0, 0.0
         return area / span_s
 
-    def _on_retry(self, event: Any) -> None:
-        msg, n = event._value
-        self._send(msg, n, self.env._now)
+    def _on_retry(self, now: float, previous: Attempt) -> None:
+        self._send(previous.msg, previous.n + 1, now)
 
     # -- the time series --------------------------------------------------------------
 
-    def _on_sample(self, event: Any) -> None:
-        now = self.env._now
-        k = event._value + 1  # tick k at k × interval: no drift from repeated additions
+    def _on_sample(self, now: float, tick: int) -> None:
+        k = tick + 1  # tick k at k × interval: no drift from repeated additions
         following = k * self.s.sim.timeseries_interval_s
         if following <= self.duration_s * (1 + 1e-12):
             self._at(following, self._on_sample, k)

@@ -1,9 +1,11 @@
-"""The pieces the model (``sim.model``) is built of: its records, one server process's
-state, the outcome codes, scheduling and random-draw helpers, and the tracing wrappers
-that let tests compare the model's policy calls with direct ones.
+"""The pieces the model (``sim.model``) is built of: its records, one server worker
+process's state (:class:`Worker`), the outcome codes, a random-draw helper, and the
+tracing wrappers that let tests compare the model's policy calls with direct ones.
 
-Records use ``__slots__`` and plain attributes: the model makes one ``Attempt`` per
-send and one ``Message`` per message, millions in a long run.
+Mutable records use ``__slots__`` and plain attributes: the model makes one ``Attempt``
+per send and one ``Message`` per message, millions in a long run. Immutable ones are
+``NamedTuple`` records (tuples with names: as cheap to read as a bare tuple, and equal to one).
+The model's scheduling is in :mod:`sim.engine`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-import simpy
-from simpy.events import Event
 
 from chatcap.policy import BreakerState
 from chatcap.results import OUTCOMES
@@ -27,7 +27,6 @@ ACKED, RATE_LIMITED, OVERLOADED, STORE_BUSY, UNAVAILABLE, TIMEOUT, ERROR = range
 assert OUTCOMES[TIMEOUT] == "timeout" and OUTCOMES[ERROR] == "error"
 
 STORED = object()  # dedup entry of a message already committed
-NORMAL = 1  # SimPy's priority of ordinary events
 BREAKER_CODES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 DRAIN_BATCHES = 32  # server/writer.py _DrainRate
 UNKNOWN_RATE_RETRY_AFTER_S = 1.0
@@ -71,8 +70,8 @@ class Message:
         self.intended_s = intended_s
         self.last_delay_s: float | None = None
         self.finished = False
-        self.proc: Process
-        self.plan: tuple[Any, ...]  # its fan-out (sim.model._plan)
+        self.proc: Worker
+        self.plan: Plan  # its fan-out (sim.model._plan)
 
 
 class Attempt:
@@ -101,9 +100,11 @@ class Write:
 
 
 class Batch:
+    """The writes one commit carries, cut from ``proc``'s queue."""
+
     __slots__ = ("acquired_s", "proc", "writes")
 
-    def __init__(self, proc: Process, writes: list[Write], acquired_s: float) -> None:
+    def __init__(self, proc: Worker, writes: list[Write], acquired_s: float) -> None:
         self.proc = proc
         self.writes = writes
         # When the call started, for the breaker: the connection's acquisition, moved
@@ -111,8 +112,85 @@ class Batch:
         self.acquired_s = acquired_s
 
 
-class Process:
-    """One server process: its loop, limiter, breaker, dedup, writer and pool."""
+class PoolWaiter:
+    """A batch waiting for a pool connection; ``waiting`` turns False when it gets one
+    or gives up (the entry then stays in the line until the line reaches it)."""
+
+    __slots__ = ("proc", "waiting", "writes")
+
+    def __init__(self, proc: Worker, writes: list[Write]) -> None:
+        self.proc = proc
+        self.writes = writes
+        self.waiting = True
+
+
+class Drained(NamedTuple):
+    """A finished batch, for the drain-rate estimate: when, and how many writes."""
+
+    at_s: float
+    n: int
+
+
+class Group:
+    """The recipients of one codec on one worker: ``recipients`` frames, the first of
+    them ``first_s`` after the worker's share starts; ``cost_s`` of loop time in all.
+    (Slotted, not a NamedTuple: read on every fan-out, and slot reads are the fastest.)"""
+
+    __slots__ = ("codec", "cost_s", "first_s", "recipients")
+
+    def __init__(self, codec: int, recipients: int, first_s: float, cost_s: float) -> None:
+        self.codec = codec
+        self.recipients = recipients
+        self.first_s = first_s
+        self.cost_s = cost_s
+
+
+class Share:
+    """One worker's part of a fan-out: its loop time and its codec groups."""
+
+    __slots__ = ("groups", "loop_s", "proc")
+
+    def __init__(self, proc: int, loop_s: float, groups: tuple[Group, ...]) -> None:
+        self.proc = proc
+        self.loop_s = loop_s
+        self.groups = groups
+
+
+Plan = tuple[Share, ...]  # how one message fans out, per worker hosting recipients
+
+
+class Delivery(NamedTuple):
+    """One delivery group: ``recipients`` users of ``codec`` on worker ``proc``, the
+    first reached at ``t_first_s``, ``latency_s`` after the Send left the client."""
+
+    t_first_s: float
+    latency_s: float
+    recipients: int
+    codec: int
+    proc: int
+    msg: Message
+
+
+class Episode(NamedTuple):
+    """A fault episode on the model's clock: in ``[start_s, end_s)`` the store gets
+    ``latency_s`` more latency and fails ``error_rate`` of the commits."""
+
+    start_s: float
+    end_s: float
+    latency_s: float
+    error_rate: float
+
+
+class Snapshot(NamedTuple):
+    """CPU worked so far: in all, and on behalf of each codec."""
+
+    worked_s: float
+    by_codec_s: list[float]
+
+
+class Worker:
+    """One server worker process (``server.processes`` of them): its loop, limiter,
+    breaker, dedup, writer and pool."""
 
     def __init__(self, index: int, slots: int, pool_size: int) -> None:
         self.index = index
@@ -127,9 +205,9 @@ class Process:
         self.cutting = False
         self.pool_size = pool_size
         self.pool_free = pool_size
-        self.pool_waiters: deque[list[Any]] = deque()  # [writes, still waiting]
+        self.pool_waiters: deque[PoolWaiter] = deque()
         self.pool_waiting = 0
-        self.drained: deque[tuple[float, int]] = deque(maxlen=DRAIN_BATCHES)
+        self.drained: deque[Drained] = deque(maxlen=DRAIN_BATCHES)
 
     def busy_done(self, at: float) -> float:
         """CPU seconds the loop has worked by ``at`` (reserved work is contiguous)."""
@@ -140,24 +218,12 @@ class Process:
         """server/writer.py: the queue's drain time at the rate of the last batches."""
         if not self.drained:
             return UNKNOWN_RATE_RETRY_AFTER_S
-        span_s = now - self.drained[0][0]
+        span_s = now - self.drained[0].at_s
         if span_s <= 0:
             return UNKNOWN_RATE_RETRY_AFTER_S
-        rate = sum(n for _, n in self.drained) / span_s
+        rate = sum(d.n for d in self.drained) / span_s
         wait_ms = math.ceil(len(self.queue) / rate * 1000.0)
         return max(1, min(OVERLOAD_RETRY_AFTER_CAP_S * 1000, wait_ms)) / 1000.0
-
-
-class Call(Event):
-    """An event that calls ``fn(event)`` when processed; its payload is ``_value``."""
-
-    __slots__ = ()
-
-    def __init__(self, env: simpy.Environment, fn: Callable[[Any], None], value: Any) -> None:
-        self.env = env
-        self.callbacks = [fn]
-        self._value = value
-        self._ok = True
 
 
 class Draws:
@@ -187,36 +253,66 @@ class RawRun:
     seed: int
     layout: Layout
     attempts: list[Attempt]
-    deliveries: list[tuple[Any, ...]]  # t_first, lat_first, n, codec, proc, message
+    deliveries: list[Delivery]
     step_s: float  # time between two recipients of one delivery group
     samples: dict[str, list[float]]
     cpu_window_s: float  # loop busy seconds in the measured window, all processes
     cpu_by_codec_s: list[float]  # CPU reserved in the window on behalf of each codec
     offered_per_s: float
     events: int
-    trace: list[tuple[Any, ...]] | None = None
+    trace: list[TraceEntry] | None = None
     users_by_codec: list[int] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- tracing
 
 
+class LimiterCall(NamedTuple):
+    """``("limiter", proc, key, now, decision)``: one limiter question and its answer."""
+
+    kind: str
+    proc: int
+    key: str
+    now: float
+    decision: Any
+
+
+class BreakerCall(NamedTuple):
+    """``(kind, proc, now, detail)``: ``breaker.try_acquire`` (detail: the decision),
+    ``breaker.on_success`` or ``breaker.on_error`` (detail: the call's duration)."""
+
+    kind: str
+    proc: int
+    now: float
+    detail: Any
+
+
+class BreakerRelease(NamedTuple):
+    """``("breaker.release_permission", proc)``: a permission handed back unused."""
+
+    kind: str
+    proc: int
+
+
+TraceEntry = LimiterCall | BreakerCall | BreakerRelease
+
+
 class TracedLimiter:
     """Records every limiter question and answer (tests compare whole traces)."""
 
-    def __init__(self, inner: Any, proc: int, trace: list[tuple[Any, ...]]) -> None:
+    def __init__(self, inner: Any, proc: int, trace: list[TraceEntry]) -> None:
         self.inner, self.proc, self.trace = inner, proc, trace
 
     def try_acquire(self, key: str, now: float, cost: float = 1.0) -> Any:
         decision = self.inner.try_acquire(key, now, cost)
-        self.trace.append(("limiter", self.proc, key, now, decision))
+        self.trace.append(LimiterCall("limiter", self.proc, key, now, decision))
         return decision
 
 
 class TracedBreaker:
     """Records every call the model makes on a breaker."""
 
-    def __init__(self, inner: Any, proc: int, trace: list[tuple[Any, ...]]) -> None:
+    def __init__(self, inner: Any, proc: int, trace: list[TraceEntry]) -> None:
         self.inner, self.proc, self.trace = inner, proc, trace
         self.config = inner.config
 
@@ -226,19 +322,19 @@ class TracedBreaker:
 
     def try_acquire(self, now: float) -> Any:
         decision = self.inner.try_acquire(now)
-        self.trace.append(("breaker.try_acquire", self.proc, now, decision))
+        self.trace.append(BreakerCall("breaker.try_acquire", self.proc, now, decision))
         return decision
 
     def on_success(self, now: float, duration_s: float) -> None:
-        self.trace.append(("breaker.on_success", self.proc, now, duration_s))
+        self.trace.append(BreakerCall("breaker.on_success", self.proc, now, duration_s))
         self.inner.on_success(now, duration_s)
 
     def on_error(self, now: float, duration_s: float) -> None:
-        self.trace.append(("breaker.on_error", self.proc, now, duration_s))
+        self.trace.append(BreakerCall("breaker.on_error", self.proc, now, duration_s))
         self.inner.on_error(now, duration_s)
 
     def release_permission(self) -> None:
-        self.trace.append(("breaker.release_permission", self.proc))
+        self.trace.append(BreakerRelease("breaker.release_permission", self.proc))
         self.inner.release_permission()
 
 

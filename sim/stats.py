@@ -26,6 +26,7 @@ import pandas as pd
 from chatcap.protocol import CODECS, Deliver
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
+from sim.parts import Delivery
 
 __all__ = [
     "deliver_bytes",
@@ -86,20 +87,26 @@ def requests_frame(attempts: list[Any], offered_per_s: float, replication: int) 
     )
 
 
-def deliveries_frame(deliveries: list[tuple[Any, ...]], step_s: float) -> pd.DataFrame:
+def deliveries_frame(deliveries: list[Delivery], step_s: float) -> pd.DataFrame:
     """One row per (message, process, receiving codec) delivery group."""
     n = len(deliveries)
-    codec = np.fromiter((d[3] for d in deliveries), np.int8, n)
+    # one pass: the field columns of the records, by name
+    fields = Delivery._fields
+    columns = dict(
+        zip(fields, zip(*deliveries, strict=True) if n else [()] * len(fields), strict=True)
+    )
+    msgs = columns["msg"]
+    codec = np.array(columns["codec"], np.int8)
     return pd.DataFrame(
         {
-            "user": np.fromiter((d[5].user for d in deliveries), np.int64, n),
-            "msg": np.fromiter((d[5].index for d in deliveries), np.int64, n),
-            "t_first_s": np.fromiter((d[0] for d in deliveries), float, n),
-            "first_ms": np.fromiter((d[1] for d in deliveries), float, n) * 1000.0,
+            "user": np.fromiter((m.user for m in msgs), np.int64, n),
+            "msg": np.fromiter((m.index for m in msgs), np.int64, n),
+            "t_first_s": np.array(columns["t_first_s"], float),
+            "first_ms": np.array(columns["latency_s"], float) * 1000.0,
             "step_ms": np.full(n, step_s * 1000.0),
-            "count": np.fromiter((d[2] for d in deliveries), np.int64, n),
+            "count": np.array(columns["recipients"], np.int64),
             "codec": np.array(CODEC_NAMES)[codec],
-            "process": np.fromiter((d[4] for d in deliveries), np.int64, n),
+            "process": np.array(columns["proc"], np.int64),
         }
     )
 

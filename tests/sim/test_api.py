@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
-from simcase import scenario
+from support_simcase import scenario
 
 import sim
 from chatcap.results import REQUEST_COLUMNS, SUMMARY_COLUMNS, write_table

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from simcase import outcomes, scenario, script
+from support_simcase import outcomes, scenario, script
 
 import sim
 from chatcap import wiring
