@@ -1,21 +1,26 @@
-"""The SimPy model of the chat server's send pipeline, built from ``chatcap.policy``.
+"""The SimPy model of the chat server's send pipeline, built from ``chatcap.policy``
+and ``chatcap.pipeline`` — the same rule objects the server calls.
 
-A ``Send`` travels the stages of DESIGN.md "One pipeline, two implementations", as
-``server/session.py`` and ``server/writer.py`` run them:
+A ``Send`` travels the stages of the design's "one pipeline, two implementations":
 
 1. **ingress** on the sender's process (users stick to process ``user % processes``):
    the event loop decodes the frame (``per_send_fixed_us + decode_us``); the per-user
    limiter (a ``KeyedLimiter`` from ``chatcap.wiring``) is asked at the moment the loop
-   picks the frame up — refused: an ``Error`` frame, outcome ``rate_limited``;
-2. **dedup** by ``(user, message)``: a retry of a message in flight joins its write and
-   shares the outcome; one already stored is acked at once, without a commit;
+   picks the frame up — refused: an ``Error`` frame, outcome ``rate_limited``, its
+   ``retry_after`` as protocol ms (``chatcap.pipeline.answers.protocol_ms``);
+2. **dedup** by ``(user, message)`` (``chatcap.pipeline.dedup.DedupTable``, unbounded;
+   an entry goes when its client is done with the message): a retry of a message in
+   flight joins its write and shares the outcome; one already stored is acked at once,
+   without a commit;
 3. the **bounded write queue** (``write_queue_max``, else ``overloaded`` with the
-   server's drain-rate ``retry_after``);
+   drain-rate ``retry_after`` of ``chatcap.pipeline.drain``);
 4. the **batching writer**: a batch slot is taken before a batch is cut (``batch_max``
    at most), ``store.max_in_flight_batches`` in flight; each batch asks the **breaker**
-   (``unavailable``), takes a **pool** connection (FIFO with hand-off; ``store_busy``
-   after ``acquire_timeout_ms``, no breaker outcome), spends the injected **fault**
-   latency holding it, may fail by the injected error rate (``error``, breaker error),
+   (``unavailable``), takes a **pool** connection (``chatcap.pipeline.handoff.WaitLine``:
+   FIFO with hand-off; ``store_busy`` after ``acquire_timeout_ms``, no breaker outcome),
+   spends the injected **fault** latency holding it, may fail by the injected error
+   rate (``chatcap.pipeline.faults.FaultPlan``, drawn from the model's seeded
+   ``Random``; ``error``, breaker error),
    then **commits**: the store runs ``store_concurrency`` commits at once in arrival
    order (1 = SQLite; 0 = one per connection), service time drawn from
    ``sim.store_service`` with mean ``store_service_ms + store_per_msg_ms × (n − 1)``;
@@ -54,6 +59,7 @@ from random import Random
 import numpy as np
 
 from chatcap import wiring
+from chatcap.pipeline import JOIN, NEW, REPLAY, FaultPlan, acquire_timeout_s, protocol_ms
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
 from sim.calibration import Costs
@@ -65,15 +71,12 @@ from sim.parts import (
     OVERLOADED,
     RATE_LIMITED,
     STORE_BUSY,
-    STORED,
     TIMEOUT,
     UNAVAILABLE,
     Attempt,
     Batch,
     Delivery,
-    Drained,
     Draws,
-    Episode,
     Group,
     Message,
     ModelError,
@@ -87,8 +90,6 @@ from sim.parts import (
     TraceEntry,
     Worker,
     Write,
-    breaker_retry_after_ms,
-    limiter_retry_after_s,
     user_key,
 )
 from sim.workload import Replay, build_layout
@@ -166,7 +167,7 @@ class _Model:
         rules = wiring.pool_rules(srv.pool)
         slots = srv.store.max_in_flight_batches
         self.procs = [Worker(i, slots, rules.size) for i in range(srv.processes)]
-        self.acquire_timeout_s = srv.pool.acquire_timeout_ms / 1000.0  # inf = forever
+        self.acquire_timeout_s = acquire_timeout_s(srv.pool.acquire_timeout_ms)
         self.never_wait = self.acquire_timeout_s == 0.0
         self.queue_max = srv.store.write_queue_max
         self.batch_max = srv.store.batch_max
@@ -211,17 +212,10 @@ class _Model:
 
     def _init_faults(self, s: Scenario, rng: Random) -> None:
         f = s.server.faults
-        self.fault_rng = rng
-        self.base_latency_s = f.store_latency_ms / 1000.0
-        self.base_error_rate = f.store_error_rate
-        self.episodes = [
-            Episode(
-                e.start_s, e.start_s + e.duration_s, e.store_latency_ms / 1000.0, e.store_error_rate
-            )
-            for e in f.episodes
-        ]
-        self.has_latency = self.base_latency_s > 0 or any(e.latency_s > 0 for e in self.episodes)
-        self.has_errors = self.base_error_rate > 0 or any(e.error_rate > 0 for e in self.episodes)
+        # the run starts at 0; the model never sets runtime overrides, so the flags hold
+        self.faults = FaultPlan(f, started_at=0.0, rng=rng)
+        self.has_latency = self.faults.has_latency
+        self.has_errors = self.faults.has_errors
 
     def _init_client(self, s: Scenario, rng: Random) -> None:
         self.policy = wiring.retry_policy(s.client)
@@ -259,7 +253,7 @@ class _Model:
         members, the loop time of its share and, per codec present, the offset of the
         first recipient's frame (encode once per codec, then one write per member). The
         sending connection is skipped (its Ack says it all), and so is a codec nobody
-        else in the room speaks on that process (server/hub.py fan_out)."""
+        else in the room speaks on that process (as the server's hub does)."""
         procs = len(self.procs)
         skip = -1
         if room in self.layout.user_rooms[user]:  # replayed sends may come from outside
@@ -412,7 +406,8 @@ class _Model:
                 proc.busy_until = start + cost
                 proc.busy_total += cost
                 self.cpu_codec[codec] += cost
-                self._resolve(attempt, RATE_LIMITED, start + cost, limiter_retry_after_s(decision))
+                retry_after_s = protocol_ms(decision.retry_after_s) / 1000.0
+                self._resolve(attempt, RATE_LIMITED, start + cost, retry_after_s)
                 return
         cost = self.ingress_s[codec] + self.burn_s
         finish = start + cost
@@ -429,14 +424,15 @@ class _Model:
         self._admit(attempt.msg.proc, attempt, now)
 
     def _admit(self, proc: Worker, attempt: Attempt, now: float) -> None:
-        """Dedup, then the bounded write queue (server/session.py on_send)."""
+        """Dedup (``chatcap.pipeline.dedup``), then the bounded write queue."""
         msg = attempt.msg
-        entry = proc.dedup.get(msg)
-        if entry is not None:
-            if entry is STORED:
+        dedup = proc.dedup
+        answer = dedup.answer(msg)
+        if answer != NEW:
+            if answer == JOIN:
+                dedup.in_flight(msg).attempts.append(attempt)  # shares the write's outcome
+            else:  # REPLAY: stored already, acked at once
                 self._reply(proc, attempt, ACKED, now, 0.0)
-            else:
-                entry.attempts.append(attempt)  # shares the write's outcome
             return
         queue = proc.queue
         if len(queue) >= self.queue_max:
@@ -444,7 +440,7 @@ class _Model:
             self._reply(proc, attempt, OVERLOADED, now, retry_after_s)
             return
         write = Write(msg, attempt)
-        proc.dedup[msg] = write
+        dedup.begin(msg, write)
         queue.append(write)
         if proc.slots_free and not proc.cutting:
             self._cut(proc, now)
@@ -480,10 +476,11 @@ class _Model:
         if breaker is not None:
             decision = breaker.try_acquire(now)
             if not decision.allowed:
-                retry_after_s = breaker_retry_after_ms(decision.retry_after_s, self.open_duration_s)
-                self._fail(proc, writes, UNAVAILABLE, now, retry_after_s / 1000.0)
+                retry_after_ms = protocol_ms(decision.retry_after_s, self.open_duration_s)
+                self._fail(proc, writes, UNAVAILABLE, now, retry_after_ms / 1000.0)
                 return
-        if proc.pool_free and not proc.pool_waiting:
+        line = proc.pool_line
+        if not line.must_wait(proc.pool_free):
             proc.pool_free -= 1
             self._acquired(proc, writes, now)
         elif self.never_wait:
@@ -492,36 +489,29 @@ class _Model:
             self._fail(proc, writes, STORE_BUSY, now, 0.0)
         else:
             waiter = PoolWaiter(proc, writes)
-            proc.pool_waiters.append(waiter)
-            proc.pool_waiting += 1
+            line.join(waiter)
             if self.acquire_timeout_s < math.inf:
                 self._at(now + self.acquire_timeout_s, self._on_pool_timeout, waiter)
 
     def _on_pool_timeout(self, now: float, waiter: PoolWaiter) -> None:
-        if not waiter.waiting:
-            return  # got a connection in time
-        waiter.waiting = False
         proc = waiter.proc
-        proc.pool_waiting -= 1
+        if not proc.pool_line.leave(waiter):
+            return  # got a connection in time
         if proc.breaker is not None:
             proc.breaker.release_permission()  # not the store's fault: no outcome
         self._fail(proc, waiter.writes, STORE_BUSY, now, 0.0)
 
     def _release_connection(self, proc: Worker, now: float) -> None:
         """Hand the connection to the oldest waiter, or back to the pool."""
-        waiters = proc.pool_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if waiter.waiting:
-                waiter.waiting = False
-                proc.pool_waiting -= 1
-                self._acquired(proc, waiter.writes, now)
-                return
-        proc.pool_free += 1
+        waiter = proc.pool_line.hand_off()
+        if waiter is not None:
+            self._acquired(proc, waiter.writes, now)
+        else:
+            proc.pool_free += 1
 
     def _acquired(self, proc: Worker, writes: list[Write], now: float) -> None:
         batch = Batch(proc, writes, now)
-        latency_s = self._latency_s(now) if self.has_latency else 0.0
+        latency_s = self.faults.store_latency_s(now) if self.has_latency else 0.0
         if latency_s > 0:  # spent holding the connection
             self._at(now + latency_s, self._on_latency_spent, batch)
         else:
@@ -532,7 +522,7 @@ class _Model:
 
     def _commit(self, batch: Batch, now: float) -> None:
         proc = batch.proc
-        if self.has_errors and self._fails(now):
+        if self.has_errors and self.faults.store_fails(now):
             if proc.breaker is not None:
                 proc.breaker.on_error(now, now - batch.acquired_s)
             self._release_connection(proc, now)
@@ -577,22 +567,21 @@ class _Model:
         """Every attempt waiting on ``writes`` gets an Error; dedup forgets them."""
         dedup = proc.dedup
         for write in writes:
-            if dedup.get(write.msg) is write:
-                del dedup[write.msg]
+            dedup.fail(write.msg, write)
             for attempt in write.attempts:
                 self._reply(proc, attempt, outcome, now, retry_after_s)
         self._batch_done(proc, len(writes), now)
 
     def _batch_done(self, proc: Worker, n: int, now: float) -> None:
-        proc.drained.append(tuple.__new__(Drained, (now, n)))  # (see _fan_out)
+        proc.drain.record(now, n)
         proc.slots_free += 1
         if proc.queue and not proc.cutting:
             self._cut(proc, now)
 
     def _on_committed(self, now: float, batch: Batch) -> None:
         """After COMMIT: breaker success, connection back, then on the loop, per message
-        in batch order, the fan-out and the acks (server/app.py fan_out_committed, then
-        session.on_committed, as the future's callbacks run)."""
+        in batch order, the fan-out and then the acks (the server's after-commit order:
+        Deliver before Ack)."""
         proc = batch.proc
         if proc.breaker is not None:
             proc.breaker.on_success(now, now - batch.acquired_s)
@@ -605,11 +594,9 @@ class _Model:
             msg = write.msg
             cursor += share_s
             cpu_codec[msg.codec] += share_s
-            if dedup.get(msg) is write:
-                if msg.finished:
-                    del dedup[msg]
-                else:
-                    dedup[msg] = STORED
+            # stored: a retry gets its ack at once; dropped if the client is done already
+            if dedup.settle(msg, write, None) and msg.finished:
+                dedup.discard(msg)
             if msg not in self.stored_late:  # a duplicate is not delivered again
                 cursor = self._fan_out(proc, msg, write.stamp_s, now, cursor)
             for attempt in write.attempts:
@@ -646,22 +633,6 @@ class _Model:
                 )
                 cpu_codec[codec] += group.cost_s
         return cursor
-
-    # -- faults -----------------------------------------------------------------------
-
-    def _latency_s(self, now: float) -> float:
-        latency_s = self.base_latency_s
-        for start, end, extra_s, _ in self.episodes:
-            if start <= now < end:
-                latency_s += extra_s
-        return latency_s
-
-    def _fails(self, now: float) -> bool:
-        passes = 1.0 - self.base_error_rate
-        for start, end, _, rate in self.episodes:
-            if start <= now < end:
-                passes *= 1.0 - rate
-        return passes < 1.0 and self.fault_rng.random() < 1.0 - passes
 
     # -- the client -------------------------------------------------------------------
 
@@ -707,9 +678,10 @@ class _Model:
             self._at(at + decision.delay_s, self._on_retry, attempt)
             return
         msg.finished = True
+        # The client is done: a stored entry goes (an in-flight one goes at its commit).
         dedup = msg.proc.dedup
-        if dedup.get(msg) is STORED:
-            del dedup[msg]
+        if dedup.answer(msg) == REPLAY:
+            dedup.discard(msg)
         if self.s.workload.arrival == "closed" and self.replay is None:
             following = at + self.s.workload.think_time_s
             if following < self.duration_s:
@@ -755,7 +727,7 @@ class _Model:
             "queue_depth": sum(len(p.queue) for p in procs),
             "batches_in_flight": sum(p.slots - p.slots_free for p in procs),
             "pool_in_use": sum(p.pool_size - p.pool_free for p in procs),
-            "pool_waiting": sum(p.pool_waiting for p in procs),
+            "pool_waiting": sum(len(p.pool_line) for p in procs),
             "breaker_state": max(
                 (BREAKER_CODES[p.breaker.state] for p in procs if p.breaker is not None),
                 default=0,

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from chatcap.pipeline import DedupTable, DrainRate, WaitLine, overload_retry_after_ms
 from chatcap.policy import BreakerState
 from chatcap.results import OUTCOMES
 from chatcap.scenario import Scenario
@@ -26,12 +27,7 @@ from sim.workload import Layout
 ACKED, RATE_LIMITED, OVERLOADED, STORE_BUSY, UNAVAILABLE, TIMEOUT, ERROR = range(7)
 assert OUTCOMES[TIMEOUT] == "timeout" and OUTCOMES[ERROR] == "error"
 
-STORED = object()  # dedup entry of a message already committed
 BREAKER_CODES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-DRAIN_BATCHES = 32  # server/writer.py _DrainRate
-UNKNOWN_RATE_RETRY_AFTER_S = 1.0
-OVERLOAD_RETRY_AFTER_CAP_S = 60.0
-UINT32_MAX_MS = 2**32 - 1
 CHUNK = 4096  # random draws are made this many at a time
 
 
@@ -113,22 +109,13 @@ class Batch:
 
 
 class PoolWaiter:
-    """A batch waiting for a pool connection; ``waiting`` turns False when it gets one
-    or gives up (the entry then stays in the line until the line reaches it)."""
+    """A batch waiting in its worker's pool line (``Worker.pool_line``)."""
 
-    __slots__ = ("proc", "waiting", "writes")
+    __slots__ = ("proc", "writes")
 
     def __init__(self, proc: Worker, writes: list[Write]) -> None:
         self.proc = proc
         self.writes = writes
-        self.waiting = True
-
-
-class Drained(NamedTuple):
-    """A finished batch, for the drain-rate estimate: when, and how many writes."""
-
-    at_s: float
-    n: int
 
 
 class Group:
@@ -171,16 +158,6 @@ class Delivery(NamedTuple):
     msg: Message
 
 
-class Episode(NamedTuple):
-    """A fault episode on the model's clock: in ``[start_s, end_s)`` the store gets
-    ``latency_s`` more latency and fails ``error_rate`` of the commits."""
-
-    start_s: float
-    end_s: float
-    latency_s: float
-    error_rate: float
-
-
 class Snapshot(NamedTuple):
     """CPU worked so far: in all, and on behalf of each codec."""
 
@@ -190,7 +167,8 @@ class Snapshot(NamedTuple):
 
 class Worker:
     """One server worker process (``server.processes`` of them): its loop, limiter,
-    breaker, dedup, writer and pool."""
+    breaker, dedup, writer and pool — the rules from ``chatcap.policy`` and
+    ``chatcap.pipeline``, the loop and the queues the model's own."""
 
     def __init__(self, index: int, slots: int, pool_size: int) -> None:
         self.index = index
@@ -198,16 +176,16 @@ class Worker:
         self.busy_total = 0.0  # CPU seconds reserved so far
         self.limiter: Any = None
         self.breaker: Any = None
-        self.dedup: dict[Message, Any] = {}
+        # unbounded: a message's entry goes when its client is done with it
+        self.dedup: DedupTable[Message, Write, None] = DedupTable(max_entries=None)
         self.queue: deque[Write] = deque()
         self.slots = slots
         self.slots_free = slots
         self.cutting = False
         self.pool_size = pool_size
         self.pool_free = pool_size
-        self.pool_waiters: deque[PoolWaiter] = deque()
-        self.pool_waiting = 0
-        self.drained: deque[Drained] = deque(maxlen=DRAIN_BATCHES)
+        self.pool_line: WaitLine[PoolWaiter] = WaitLine()
+        self.drain = DrainRate()
 
     def busy_done(self, at: float) -> float:
         """CPU seconds the loop has worked by ``at`` (reserved work is contiguous)."""
@@ -215,15 +193,9 @@ class Worker:
         return self.busy_total - ahead if ahead > 0 else self.busy_total
 
     def overload_retry_after_s(self, now: float) -> float:
-        """server/writer.py: the queue's drain time at the rate of the last batches."""
-        if not self.drained:
-            return UNKNOWN_RATE_RETRY_AFTER_S
-        span_s = now - self.drained[0].at_s
-        if span_s <= 0:
-            return UNKNOWN_RATE_RETRY_AFTER_S
-        rate = sum(d.n for d in self.drained) / span_s
-        wait_ms = math.ceil(len(self.queue) / rate * 1000.0)
-        return max(1, min(OVERLOAD_RETRY_AFTER_CAP_S * 1000, wait_ms)) / 1000.0
+        """The ``overloaded`` hint (``chatcap.pipeline.drain``), in seconds."""
+        rate = self.drain.per_s(now)
+        return overload_retry_after_ms(len(self.queue), rate) / 1000.0
 
 
 class Draws:
@@ -336,18 +308,3 @@ class TracedBreaker:
     def release_permission(self) -> None:
         self.trace.append(BreakerRelease("breaker.release_permission", self.proc))
         self.inner.release_permission()
-
-
-def limiter_retry_after_s(decision: Any) -> float:
-    """A limiter refusal as the client hears it: whole ms, rounded up (session.retry_ms)."""
-    seconds = float(decision.retry_after_s)
-    if not math.isfinite(seconds):
-        return UINT32_MAX_MS / 1000.0
-    return max(1, min(UINT32_MAX_MS, math.ceil(seconds * 1000))) / 1000.0
-
-
-def breaker_retry_after_ms(retry_after_s: float, never_s: float) -> int:
-    """server/writer.py retry_after_ms: whole ms, at least 1; inf becomes ``never_s``."""
-    if not math.isfinite(retry_after_s):
-        retry_after_s = never_s
-    return min(UINT32_MAX_MS, max(1, math.ceil(retry_after_s * 1000.0)))
