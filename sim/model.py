@@ -59,7 +59,7 @@ from random import Random
 import numpy as np
 
 from chatcap import wiring
-from chatcap.pipeline import JOIN, NEW, REPLAY, FaultPlan, acquire_timeout_s, protocol_ms
+from chatcap.pipeline import JOIN, NEW, FaultPlan, acquire_timeout_s, protocol_ms
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
 from sim.calibration import Costs
@@ -595,8 +595,11 @@ class _Model:
             cursor += share_s
             cpu_codec[msg.codec] += share_s
             # stored: a retry gets its ack at once; dropped if the client is done already
-            if dedup.settle(msg, write, None) and msg.finished:
-                dedup.discard(msg)
+            if dedup.settle(msg, write, None):
+                if msg.finished:
+                    dedup.discard(msg)
+                else:
+                    msg.stored = True  # stays stored until _react discards it
             if msg not in self.stored_late:  # a duplicate is not delivered again
                 cursor = self._fan_out(proc, msg, write.stamp_s, now, cursor)
             for attempt in write.attempts:
@@ -679,9 +682,8 @@ class _Model:
             return
         msg.finished = True
         # The client is done: a stored entry goes (an in-flight one goes at its commit).
-        dedup = msg.proc.dedup
-        if dedup.answer(msg) == REPLAY:
-            dedup.discard(msg)
+        if msg.stored:
+            msg.proc.dedup.discard(msg)
         if self.s.workload.arrival == "closed" and self.replay is None:
             following = at + self.s.workload.think_time_s
             if following < self.duration_s:

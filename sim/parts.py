@@ -55,6 +55,7 @@ class Message:
         "plan",
         "proc",
         "room",
+        "stored",
         "user",
     )
 
@@ -66,6 +67,7 @@ class Message:
         self.intended_s = intended_s
         self.last_delay_s: float | None = None
         self.finished = False
+        self.stored = False  # its dedup entry holds its ack (a retry is acked at once)
         self.proc: Worker
         self.plan: Plan  # its fan-out (sim.model._plan)
 
