@@ -53,13 +53,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from heapq import heapify, heappop, heappush, heapreplace
 from random import Random
 
 import numpy as np
 
 from chatcap import wiring
-from chatcap.pipeline import JOIN, NEW, FaultPlan, acquire_timeout_s, protocol_ms
+from chatcap.pipeline import JOIN, NEW, FaultPlan, acquire_timeout_s, protocol_ms, throttle_until
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
 from sim.calibration import Costs
@@ -83,18 +84,20 @@ from sim.parts import (
     Plan,
     PoolWaiter,
     RawRun,
+    ScriptedCommit,
     Share,
     Snapshot,
     TracedBreaker,
     TracedLimiter,
     TraceEntry,
+    WireEvent,
     Worker,
     Write,
     user_key,
 )
 from sim.workload import Replay, build_layout
 
-__all__ = ["ModelError", "RawRun", "simulate", "user_key"]
+__all__ = ["ModelError", "RawRun", "ScriptedCommit", "simulate", "user_key"]
 
 # ---------------------------------------------------------------------------- the model
 
@@ -106,9 +109,25 @@ def simulate(
     *,
     replay: Replay | None = None,
     trace: list[TraceEntry] | None = None,
+    store_script: Sequence[ScriptedCommit] | None = None,
+    wire: list[WireEvent] | None = None,
 ) -> RawRun:
-    """Run one replication of ``scenario`` with ``seed``; see the module docstring."""
-    return _Model(scenario, seed, costs, replay, trace).run()
+    """Run one replication of ``scenario`` with ``seed``; see the module docstring.
+
+    For tests that hold the model against the server step by step:
+
+    * ``store_script``: the store's commits, in the order batches reach it — batch *k*
+      takes ``store_script[k].delay_s`` (instead of the scenario's service time and the
+      hand-off wait) and then fails if ``.fails`` (the breaker hears an error with the
+      connection's time held); batches past the script commit at once;
+    * ``wire``: a list the model appends to, in order, ``("deliver", message)`` when a
+      committed message is fanned out and ``("answer", attempt)`` when an answer to a
+      send leaves the server — the order the server writes its frames in.
+    """
+    model = _Model(scenario, seed, costs, replay, trace)
+    model.store_script = list(store_script) if store_script is not None else None
+    model.wire = wire
+    return model.run()
 
 
 class _Model:
@@ -124,6 +143,12 @@ class _Model:
         self.seed = seed
         self.replay = replay
         self.trace = trace
+        self.store_script: list[ScriptedCommit] | None = None
+        self.commits_started = 0
+        self.wire: list[WireEvent] | None = None
+        self.scripted: dict[int, tuple[Message, int]] = {}  # replay message id -> (msg, n)
+        # a script may retry a message its client had finished with: keep stored entries
+        self.scripted_retries = replay is not None and replay.message is not None
         w, srv, sim = scenario.workload, scenario.server, scenario.sim
         streams = np.random.SeedSequence(seed).spawn(8)
         self.layout = build_layout(w, np.random.default_rng(streams[0]))
@@ -144,6 +169,8 @@ class _Model:
         self.cpu_codec = [0.0] * len(CODEC_NAMES)
         self.msg_counter = [0] * w.users
         self.user_keys = [user_key(u) for u in range(w.users)]
+        self.held_until = [0.0] * w.users  # per user: no frame read before (throttling)
+        self.held: dict[int, deque[Attempt]] = {}  # per user: frames waiting for that
         self.stored_late: set[Message] = set()  # committed after their deadline answer
         self.samples: dict[str, list[float]] = {}
         self.snapshots: list[Snapshot] = []
@@ -359,14 +386,24 @@ class _Model:
         assert r is not None
         if k + 1 < len(r) and r.intended_s[k + 1] < self.duration_s:
             self._at(r.intended_s[k + 1], self._on_replay, k + 1)
-        self._new_message(r.user[k], now, r.room[k], r.codec[k])
+        if r.message is None:
+            self._new_message(r.user[k], now, r.room[k], r.codec[k])
+            return
+        known = self.scripted.get(r.message[k])
+        if known is None:  # a new message: its first attempt
+            msg = self._new_message(r.user[k], now, r.room[k], r.codec[k])
+            self.scripted[r.message[k]] = (msg, 1)
+        else:  # the script's retry of it
+            msg, n = known
+            self.scripted[r.message[k]] = (msg, n + 1)
+            self._send(msg, n + 1, now)
 
     def _on_user_turn(self, now: float, user: int) -> None:
         self._new_message(user, now)
 
     def _new_message(
         self, user: int, now: float, room: int | None = None, codec: int | None = None
-    ) -> None:
+    ) -> Message:
         if room is None:
             rooms = self.layout.user_rooms[user]
             room = rooms[0] if len(rooms) == 1 else rooms[int(self._room_rng.random() * len(rooms))]
@@ -378,6 +415,7 @@ class _Model:
         msg.plan = self._plan(room, user)
         msg.proc = self.procs[user % len(self.procs)]  # the balancer is sticky by user
         self._send(msg, 1, now)
+        return msg
 
     # -- ingress ----------------------------------------------------------------------
 
@@ -385,6 +423,7 @@ class _Model:
         """Attempt ``n`` of ``msg`` leaves the client at ``now``."""
         attempt = Attempt(msg, n, now, now + self.ack_timeout_s)
         self.attempts.append(attempt)
+        msg.in_server += 1
         self.policy.on_send(n, now)
         self.outstanding += 1
         self.came += 1
@@ -394,6 +433,36 @@ class _Model:
             if not self.timer_armed:
                 self.timer_armed = True
                 self._at(attempt.deadline_s, self._on_timer)
+        self._ingress(now, attempt)
+
+    def _ingress(self, now: float, attempt: Attempt) -> None:
+        """The frame reaches the server: read now, or held back behind a refusal."""
+        user = attempt.msg.user
+        if self.held_until[user] > now or user in self.held:
+            # read throttling: after a rate_limited answer the connection's next frames
+            # wait (chatcap.pipeline.answers.throttle_until), in order
+            line = self.held.get(user)
+            if line is None:
+                self.held[user] = deque((attempt,))
+                self._at(self.held_until[user], self._on_hold_over, user)
+            else:
+                line.append(attempt)
+            return
+        self._read(now, attempt)
+
+    def _on_hold_over(self, now: float, user: int) -> None:
+        """Read the held frames in order until one is refused again (a new hold)."""
+        line = self.held[user]
+        while line:
+            if self.held_until[user] > now:
+                self._at(self.held_until[user], self._on_hold_over, user)
+                return
+            self._read(now, line.popleft())
+        del self.held[user]
+
+    def _read(self, now: float, attempt: Attempt) -> None:
+        """The loop reads the attempt's frame: the limiter, then admission."""
+        msg = attempt.msg
         proc = msg.proc
         codec = msg.codec
         busy = proc.busy_until
@@ -406,6 +475,7 @@ class _Model:
                 proc.busy_until = start + cost
                 proc.busy_total += cost
                 self.cpu_codec[codec] += cost
+                self.held_until[msg.user] = throttle_until(start, decision.retry_after_s)
                 retry_after_s = protocol_ms(decision.retry_after_s) / 1000.0
                 self._resolve(attempt, RATE_LIMITED, start + cost, retry_after_s)
                 return
@@ -522,6 +592,9 @@ class _Model:
 
     def _commit(self, batch: Batch, now: float) -> None:
         proc = batch.proc
+        if self.store_script is not None:
+            self._scripted_commit(batch, now)
+            return
         if self.has_errors and self.faults.store_fails(now):
             if proc.breaker is not None:
                 proc.breaker.on_error(now, now - batch.acquired_s)
@@ -547,6 +620,27 @@ class _Model:
             self._at(start + service_s, self._on_late_commit_done, batch)
         else:
             self._at(start + service_s, self._on_committed, batch)
+
+    def _scripted_commit(self, batch: Batch, now: float) -> None:
+        """A commit as ``store_script`` says (see :func:`simulate`)."""
+        script, k = self.store_script, self.commits_started
+        assert script is not None
+        self.commits_started = k + 1
+        step = script[k] if k < len(script) else ScriptedCommit()
+        if step.delay_s > self.call_timeout_s and not step.fails:
+            self._at(now + self.call_timeout_s, self._on_commit_deadline, batch)
+            self._at(now + step.delay_s, self._on_late_commit_done, batch)
+        elif step.fails:
+            self._at(now + step.delay_s, self._on_scripted_failure, batch)
+        else:
+            self._at(now + step.delay_s, self._on_committed, batch)
+
+    def _on_scripted_failure(self, now: float, batch: Batch) -> None:
+        proc = batch.proc
+        if proc.breaker is not None:
+            proc.breaker.on_error(now, now - batch.acquired_s)
+        self._release_connection(proc, now)
+        self._fail(proc, batch.writes, ERROR, now, 0.0)
 
     def _on_commit_deadline(self, now: float, batch: Batch) -> None:
         """A commit over ``call_timeout_s``: answered as failed, but its thread goes on
@@ -590,17 +684,18 @@ class _Model:
         begin = cursor = now if now > busy else busy
         dedup, reply_s, cpu_codec = proc.dedup, self.reply_s, self.cpu_codec
         share_s = self.batch_s / len(batch.writes)  # the batch's own loop cost, split
+        wire = self.wire
         for write in batch.writes:
             msg = write.msg
             cursor += share_s
             cpu_codec[msg.codec] += share_s
-            # stored: a retry gets its ack at once; dropped if the client is done already
+            # stored: a retry gets its ack at once, as long as the server may still see
+            # one of its attempts (dropped once the client is done and none is left)
             if dedup.settle(msg, write, None):
-                if msg.finished:
-                    dedup.discard(msg)
-                else:
-                    msg.stored = True  # stays stored until _react discards it
+                msg.stored = True
             if msg not in self.stored_late:  # a duplicate is not delivered again
+                if wire is not None:
+                    wire.append(("deliver", msg))
                 cursor = self._fan_out(proc, msg, write.stamp_s, now, cursor)
             for attempt in write.attempts:
                 cost = reply_s[msg.codec]
@@ -640,9 +735,17 @@ class _Model:
     # -- the client -------------------------------------------------------------------
 
     def _resolve(self, attempt: Attempt, outcome: int, at: float, retry_after_s: float) -> None:
-        """The answer to ``attempt`` reaches the client at ``at`` (≥ now)."""
+        """The server answers ``attempt``; the answer reaches the client at ``at`` (≥ now)."""
+        msg = attempt.msg
+        msg.in_server -= 1
+        if self.wire is not None:
+            self.wire.append(("answer", attempt))
         if at > attempt.deadline_s or attempt.outcome >= 0:
-            return  # it timed out first: the server's work was for nothing
+            # it timed out first: the server's work was for nothing
+            if msg.finished and msg.stored and not msg.in_server and not self.scripted_retries:
+                msg.proc.dedup.discard(msg)
+            return
+        attempt.retry_after_s = retry_after_s
         attempt.outcome = outcome
         attempt.done_s = at
         if at <= self.env.now_s:
@@ -681,8 +784,9 @@ class _Model:
             self._at(at + decision.delay_s, self._on_retry, attempt)
             return
         msg.finished = True
-        # The client is done: a stored entry goes (an in-flight one goes at its commit).
-        if msg.stored:
+        # The client is done: its stored entry goes once the server holds none of its
+        # attempts (one still queued would otherwise be written, and delivered, again).
+        if msg.stored and not msg.in_server and not self.scripted_retries:
             msg.proc.dedup.discard(msg)
         if self.s.workload.arrival == "closed" and self.replay is None:
             following = at + self.s.workload.think_time_s

@@ -49,6 +49,7 @@ class Message:
     __slots__ = (
         "codec",
         "finished",
+        "in_server",
         "index",
         "intended_s",
         "last_delay_s",
@@ -67,6 +68,7 @@ class Message:
         self.intended_s = intended_s
         self.last_delay_s: float | None = None
         self.finished = False
+        self.in_server = 0  # its attempts the server has not answered yet
         self.stored = False  # its dedup entry holds its ack (a retry is acked at once)
         self.proc: Worker
         self.plan: Plan  # its fan-out (sim.model._plan)
@@ -75,7 +77,7 @@ class Message:
 class Attempt:
     """One send attempt; ``outcome`` stays -1 until the client knows it."""
 
-    __slots__ = ("deadline_s", "done_s", "msg", "n", "outcome", "sent_s")
+    __slots__ = ("deadline_s", "done_s", "msg", "n", "outcome", "retry_after_s", "sent_s")
 
     def __init__(self, msg: Message, n: int, sent_s: float, deadline_s: float) -> None:
         self.msg = msg
@@ -84,6 +86,7 @@ class Attempt:
         self.deadline_s = deadline_s
         self.done_s = math.nan
         self.outcome = -1
+        self.retry_after_s = 0.0  # the answer's retry hint (0: none)
 
 
 class Write:
@@ -146,6 +149,16 @@ class Share:
 
 
 Plan = tuple[Share, ...]  # how one message fans out, per worker hosting recipients
+
+
+class ScriptedCommit(NamedTuple):
+    """One commit of a scripted store (``sim.model.simulate(store_script=…)``)."""
+
+    delay_s: float = 0.0
+    fails: bool = False
+
+
+WireEvent = tuple[str, Any]  # ("deliver", Message) or ("answer", Attempt), in write order
 
 
 class Delivery(NamedTuple):

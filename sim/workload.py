@@ -124,12 +124,19 @@ def _rooms_of_users(members: list[np.ndarray], users: int) -> tuple[tuple[int, .
 
 @dataclass(frozen=True)
 class Replay:
-    """First attempts of a measured run, in time order."""
+    """Sends of a script or a measured run, in time order.
+
+    Without ``message`` every entry is a message's first attempt (the model makes its
+    own retries). With it, entries that share a ``message`` id are attempts of one
+    message, in order: the first is new, each later one is its next attempt (the same
+    ``client_msg_id``, deduplicated by the server) — a script of explicit retries, as
+    the server-vs-model differential test sends them."""
 
     intended_s: list[float]
     user: list[int]
     room: list[int]
     codec: list[int]  # index into CODEC_NAMES
+    message: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.intended_s)

@@ -12,6 +12,7 @@ from support_simcase import outcomes, scenario, script
 
 import sim
 from chatcap import wiring
+from chatcap.pipeline import throttle_until
 from chatcap.scenario import Scenario, load_scenario_data
 from sim.calibration import Costs
 from sim.model import user_key
@@ -31,13 +32,19 @@ def test_the_limiter_decides_as_the_policy_object_does_on_the_same_calls() -> No
     trace: list[tuple[Any, ...]] = []
     sim.run(s, replay=script(rows), trace=trace)
 
+    # the same calls put to the policy object directly get the same answers
     direct = wiring.keyed_limiter(s.server.rate_limit)
-    expected = [
-        (user_key(u), t, direct.try_acquire(user_key(u), t)) for t, u, _, _ in rows
-    ]  # fmt: skip
     seen = [(key, now, d) for kind, _, key, now, d in trace if kind == "limiter"]
-    assert seen == expected
-    assert any(not d.allowed for _, _, d in expected)
+    assert [(k, t, direct.try_acquire(k, t)) for k, t, _ in seen] == seen
+    assert len(seen) == len(rows) and any(not d.allowed for _, _, d in seen)
+    # a refused user's next frame is read no earlier than the refusal's throttle allows
+    held: dict[str, float] = {}
+    for key, now, d in seen:
+        assert now >= held.get(key, 0.0)
+        if not d.allowed:
+            held[key] = throttle_until(now, d.retry_after_s)
+    asked_at = {(k, t) for k, t, _ in seen}
+    assert any((user_key(u), t) not in asked_at for t, u, _, _ in rows)  # some were held
 
 
 def test_the_breaker_hears_what_the_policy_object_would_and_answers_the_same() -> None:

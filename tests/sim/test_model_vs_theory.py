@@ -324,7 +324,9 @@ def test_a_pool_that_never_waits_blocks_as_erlang_b() -> None:
 
 def test_an_overdriven_token_bucket_admits_its_rate() -> None:
     """One user offers 5× the bucket's rate; in the long run exactly ``rate_per_s`` get
-    through (the burst is spent once, within the warm-up)."""
+    through (the burst is spent once, within the warm-up). Read throttling holds the
+    connection's next frame until a refusal's retry_after, when the bucket has a token
+    again: refusals alternate with admissions, the rest of the offer waits unread."""
     rate_per_s = 100.0
     scenario = measured_scenario(
         "theory-mm1.toml",
@@ -338,7 +340,7 @@ def test_an_overdriven_token_bucket_admits_its_rate() -> None:
         server__rate_limit__burst=20,
     )
     runs = replications(scenario, SIMPLE_REPLICATIONS)
-    assert runs["error_rate"].min() > 0.7  # overdriven: most sends are refused
+    assert runs["error_rate"].between(0.45, 0.55).all()  # one refused per one admitted
     admitted = plain_mean(runs["acked_per_s"])
     assert abs(admitted.relative_error(rate_per_s)) <= 0.01, admitted
-    assert_littles_law(runs)
+    # no Little's law here: the unread backlog grows all run long (not stationary)
