@@ -54,17 +54,40 @@ class Stored(Generic[A]):
         self.ack = ack
 
 
-class DedupTable(Generic[K, H, A]):
-    """``key -> in-flight handle | Stored(ack)``; see the module docstring."""
+class _StoredMark:
+    """The in-table mark of a stored key (its ack is kept beside, in ``_acks``)."""
 
-    __slots__ = ("_entries", "hits", "max_entries")
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<stored>"
+
+
+_STORED: Final = _StoredMark()
+
+
+class DedupTable(Generic[K, H, A]):
+    """``key -> in-flight handle | Stored(ack)``; see the module docstring.
+
+    Kept as ``key -> handle | _STORED`` with the acks of stored keys in a second dict
+    (``None`` acks implied, not kept), so settling allocates nothing. Unbounded, the
+    entries are a plain ``dict`` (cheaper than an ``OrderedDict`` on every call);
+    bounded, an ``OrderedDict`` keeps the LRU order."""
+
+    __slots__ = ("_acks", "_entries", "_lru", "hits", "max_entries")
 
     def __init__(self, max_entries: int | None = None) -> None:
         if max_entries is not None and max_entries < 1:
             raise ValueError(f"max_entries must be >= 1 or None, got {max_entries!r}")
         self.max_entries = max_entries
         self.hits = 0  # Sends that found their key known (JOIN or REPLAY)
-        self._entries: OrderedDict[K, H | Stored[A]] = OrderedDict()
+        lru: OrderedDict[K, H | _StoredMark] | None = None
+        if max_entries is not None:
+            lru = OrderedDict()
+        self._lru = lru  # the same mapping as _entries when bounded, else None
+        self._entries: dict[K, H | _StoredMark] = {} if lru is None else lru
+        # the acks of keys marked _STORED, but for a None ack (implicit: the model's)
+        self._acks: dict[K, A] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -75,47 +98,57 @@ class DedupTable(Generic[K, H, A]):
         if entry is None:
             return NEW
         self.hits += 1
-        if self.max_entries is not None:
-            self._entries.move_to_end(key)
-        return REPLAY if type(entry) is Stored else JOIN
+        if self._lru is not None:
+            self._lru.move_to_end(key)
+        return REPLAY if entry is _STORED else JOIN
 
     def in_flight(self, key: K) -> H:
         """The handle of ``key``'s first attempt (after ``JOIN``); KeyError otherwise."""
         entry = self._entries[key]
-        if type(entry) is Stored:
+        if entry is _STORED:
             raise KeyError(f"{key!r} is stored, not in flight")
         return cast(H, entry)
 
     def stored(self, key: K) -> A:
         """The ack of ``key``'s stored message (after ``REPLAY``); KeyError otherwise."""
-        entry = self._entries[key]
-        if type(entry) is not Stored:
+        if self._entries[key] is not _STORED:
             raise KeyError(f"{key!r} is in flight, not stored")
-        return cast(Stored[A], entry).ack
+        return cast(A, self._acks.get(key))
 
     def begin(self, key: K, handle: H) -> None:
         """``key``'s first attempt is in flight as ``handle``."""
-        entries = self._entries
-        entries[key] = handle
-        if self.max_entries is not None:
-            entries.move_to_end(key)
-            while len(entries) > self.max_entries:
-                entries.popitem(last=False)
+        acks = self._acks
+        if acks:  # begun over a stored key: its ack goes
+            acks.pop(key, None)
+        self._entries[key] = handle
+        lru = self._lru
+        if lru is not None:
+            lru.move_to_end(key)
+            limit = cast(int, self.max_entries)
+            while len(lru) > limit:
+                evicted, entry = lru.popitem(last=False)
+                if entry is _STORED and acks:
+                    acks.pop(evicted, None)
 
     def settle(self, key: K, handle: H, ack: A) -> bool:
         """``handle`` committed: keep only ``ack``. False if the entry moved on."""
-        if self._entries.get(key) is not handle:
+        entries = self._entries
+        if entries.get(key) is not handle:
             return False
-        self._entries[key] = Stored(ack)
+        entries[key] = _STORED
+        if ack is not None:
+            self._acks[key] = ack
         return True
 
     def fail(self, key: K, handle: H) -> bool:
         """``handle`` failed: forget ``key`` so a retry is new. False if it moved on."""
-        if self._entries.get(key) is not handle:
+        entries = self._entries
+        if entries.get(key) is not handle:
             return False
-        del self._entries[key]
+        del entries[key]
         return True
 
     def discard(self, key: K) -> None:
         """Forget ``key`` whatever its state (no error if unknown)."""
-        self._entries.pop(key, None)
+        if self._entries.pop(key, None) is _STORED and self._acks:
+            self._acks.pop(key, None)

@@ -36,29 +36,35 @@ class Drained(NamedTuple):
 
 
 class DrainRate:
-    """Sends leaving the queue per second, over the last ``batches`` finished batches."""
+    """Sends leaving the queue per second, over the last ``batches`` finished batches.
 
-    __slots__ = ("_done", "_sends")
+    The window holds each batch as a plain ``(at_s, sends)`` pair, the fields of
+    :class:`Drained` (``record`` runs once per batch: a ``NamedTuple`` costs a call)."""
+
+    __slots__ = ("_batches", "_done", "_sends")
 
     def __init__(self, batches: int = DRAIN_BATCHES) -> None:
         if batches < 1:
             raise ValueError(f"batches must be >= 1, got {batches!r}")
-        self._done: deque[Drained] = deque(maxlen=batches)
+        self._batches = batches
+        self._done: deque[tuple[float, int]] = deque(maxlen=batches)
         self._sends = 0  # the sum over _done, kept as batches come and go
 
     def record(self, now: float, sends: int) -> None:
         """A batch of ``sends`` finished (committed or failed) at ``now``."""
         done = self._done
-        if len(done) == done.maxlen:
-            self._sends -= done[0].sends
-        done.append(Drained(now, sends))
-        self._sends += sends
+        if len(done) == self._batches:
+            self._sends += sends - done[0][1]
+        else:
+            self._sends += sends
+        done.append((now, sends))
 
     def per_s(self, now: float) -> float | None:
         """The recent rate; None while unknown (no batch yet, or none before ``now``)."""
-        if not self._done:
+        done = self._done
+        if not done:
             return None
-        span_s = now - self._done[0].at_s
+        span_s = now - done[0][0]
         if span_s <= 0:
             return None
         return self._sends / span_s

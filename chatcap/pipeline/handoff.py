@@ -42,7 +42,7 @@ class WaitLine(Generic[T]):
 
     def must_wait(self, free: int) -> bool:
         """Whether a newcomer must queue, given ``free`` idle or openable connections."""
-        return free <= 0 or bool(self._line)
+        return not (free > 0 and not self._line)  # = free <= 0 or bool(line), no call
 
     def join(self, waiter: T) -> None:
         """``waiter`` waits at the back of the line."""

@@ -82,3 +82,36 @@ def test_unbounded_table_keeps_keys_until_discarded() -> None:
 def test_table_rejects_a_bound_below_one() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         DedupTable(0)
+
+
+def test_a_none_ack_replays_as_none() -> None:
+    t: DedupTable[str, Handle, None] = DedupTable()
+    h = Handle()
+    t.begin("k", h)
+    assert t.settle("k", h, None)
+    assert t.answer("k") == REPLAY and t.stored("k") is None
+
+
+def test_a_key_stored_again_replays_its_newest_ack() -> None:
+    t = table()
+    first, second = Handle(), Handle()
+    t.begin("k", first)
+    t.settle("k", first, 1)
+    t.discard("k")
+    assert t.answer("k") == NEW
+    t.begin("k", second)
+    assert t.in_flight("k") is second
+    t.settle("k", second, 2)
+    assert t.stored("k") == 2
+
+
+def test_evicted_and_discarded_keys_leave_no_ack_behind() -> None:
+    t = table(max_entries=3)
+    for i in range(50):
+        h = Handle()
+        t.begin(str(i), h)
+        t.settle(str(i), h, i)
+    assert len(t) == 3 and [t.stored(k) for k in ("47", "48", "49")] == [47, 48, 49]
+    for k in ("47", "48", "49"):
+        t.discard(k)
+    assert len(t) == 0 and not t._acks  # the acks are kept beside the entries
