@@ -142,6 +142,8 @@ class _Model:
         self.s = scenario
         self.seed = seed
         self.replay = replay
+        # closed arrivals: a user's next turn follows its message (not for a replay)
+        self.closed_loop = scenario.workload.arrival == "closed" and replay is None
         self.trace = trace
         self.store_script: list[ScriptedCommit] | None = None
         self.commits_started = 0
@@ -274,6 +276,7 @@ class _Model:
             np.add.at(cells, (members % procs, self.layout.user_codec[members]), 1)
             self.room_counts.append(cells)
         self.plans: dict[tuple[int, int], Plan] = {}
+        self.user_plans: dict[int, Plan] = {}  # room * users + user -> _plan(room, user)
 
     def _plan(self, room: int, user: int) -> Plan:
         """How a message from ``user`` fans out in ``room``: per process hosting other
@@ -412,7 +415,11 @@ class _Model:
         index = self.msg_counter[user]
         self.msg_counter[user] = index + 1
         msg = Message(user, room, codec, index, now)
-        msg.plan = self._plan(room, user)
+        plan_key = room * len(self.msg_counter) + user  # an int key: cheaper than a pair
+        plan = self.user_plans.get(plan_key)
+        if plan is None:
+            plan = self.user_plans[plan_key] = self._plan(room, user)
+        msg.plan = plan
         msg.proc = self.procs[user % len(self.procs)]  # the balancer is sticky by user
         self._send(msg, 1, now)
         return msg
@@ -433,7 +440,11 @@ class _Model:
             if not self.timer_armed:
                 self.timer_armed = True
                 self._at(attempt.deadline_s, self._on_timer)
-        self._ingress(now, attempt)
+        user = msg.user
+        if self.held_until[user] > now or user in self.held:
+            self._ingress(now, attempt)  # held back behind a refusal
+        else:
+            self._read(now, attempt)  # the common case, without the extra call
 
     def _ingress(self, now: float, attempt: Attempt) -> None:
         """The frame reaches the server: read now, or held back behind a refusal."""
@@ -537,7 +548,7 @@ class _Model:
         while proc.slots_free and queue:
             proc.slots_free -= 1
             n = len(queue) if len(queue) < batch_max else batch_max
-            writes = [queue.popleft() for _ in range(n)]
+            writes = [queue.popleft()] if n == 1 else [queue.popleft() for _ in range(n)]
             self._start_batch(proc, writes, now)
         proc.cutting = False
 
@@ -704,7 +715,11 @@ class _Model:
                 self._resolve(attempt, ACKED, cursor, 0.0)
         proc.busy_total += cursor - begin
         proc.busy_until = cursor
-        self._batch_done(proc, len(batch.writes), now)
+        # _batch_done, inline: once per committed batch
+        proc.drain.record(now, len(batch.writes))
+        proc.slots_free += 1
+        if proc.queue and not proc.cutting:
+            self._cut(proc, now)
 
     def _fan_out(
         self, proc: Worker, msg: Message, stamp_s: float, now: float, cursor: float
@@ -748,8 +763,10 @@ class _Model:
         attempt.retry_after_s = retry_after_s
         attempt.outcome = outcome
         attempt.done_s = at
-        if at <= self.env.now_s:
-            self._went(at)
+        if at <= self.env.now_s:  # _went(at), inline: once per answer
+            self.outstanding -= 1
+            self.went += 1
+            self.went_after_s += at - self.tick_s
         else:
             heappush(self.done_heap, at)
         self._react(attempt, outcome, at, retry_after_s)
@@ -788,7 +805,7 @@ class _Model:
         # attempts (one still queued would otherwise be written, and delivered, again).
         if msg.stored and not msg.in_server and not self.scripted_retries:
             msg.proc.dedup.discard(msg)
-        if self.s.workload.arrival == "closed" and self.replay is None:
+        if self.closed_loop:
             following = at + self.s.workload.think_time_s
             if following < self.duration_s:
                 self._at(following, self._on_user_turn, msg.user)
