@@ -3,7 +3,7 @@
 ``python -m bench calibrate`` measures these on the machine and writes them as JSON;
 ``[sim] calibration = "path.json"`` points the model at such a file (relative paths are
 read from the working directory); without one the model uses :data:`DEFAULT_COSTS`,
-figures of the order of ``ANCHORS.md`` (a 2-core machine, Python 3.11).
+figures of the order of ``docs/anchors.md`` (a 2-core machine, Python 3.11).
 
 The JSON document (``schema_version`` 1), all times per operation:
 
@@ -64,6 +64,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from chatcap.scenario import CODEC_NAMES
+
 __all__ = [
     "DEFAULT_COSTS",
     "SCHEMA_VERSION",
@@ -74,7 +76,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-CODECS = ("json", "protobuf")
+CODECS = CODEC_NAMES  # the codecs a calibration gives figures for: every codec
 
 
 class CalibrationError(ValueError):
@@ -135,7 +137,7 @@ class Costs:
 
 DEFAULT_COSTS = Costs()
 """Built-in figures: codec costs measured for a ~120-byte chat body with this
-package's codecs; the per-send and per-recipient figures from ``ANCHORS.md`` (echo
+package's codecs; the per-send and per-recipient figures from ``docs/anchors.md`` (echo
 ~12 µs per message, ~5 µs per broadcast delivery); SQLite WAL ``NORMAL`` commits."""
 
 
