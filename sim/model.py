@@ -7,9 +7,12 @@ A ``Send`` travels the stages of the design's "one pipeline, two implementations
    the event loop decodes the frame (``per_send_fixed_us + decode_us``); the per-user
    limiter (a ``KeyedLimiter`` from ``chatcap.wiring``) is asked at the moment the loop
    picks the frame up — refused: an ``Error`` frame, outcome ``rate_limited``, its
-   ``retry_after`` as protocol ms (``chatcap.pipeline.answers.protocol_ms``);
+   ``retry_after`` as protocol ms (``chatcap.pipeline.answers.protocol_ms``), and that
+   user's next frames are read no earlier than ``answers.throttle_until`` (the server's
+   read throttling), in order;
 2. **dedup** by ``(user, message)`` (``chatcap.pipeline.dedup.DedupTable``, unbounded;
-   an entry goes when its client is done with the message): a retry of a message in
+   an entry goes when its client is done with the message and no attempt of it is left
+   in the server): a retry of a message in
    flight joins its write and shares the outcome; one already stored is acked at once,
    without a commit;
 3. the **bounded write queue** (``write_queue_max``, else ``overloaded`` with the
