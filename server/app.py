@@ -31,22 +31,23 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from chatcap import wiring
-from chatcap.policy import CircuitBreaker, KeyedLimiter, make_limiter
+from chatcap.policy import KeyedLimiter, make_limiter
+from chatcap.policy.breaker import Transition
 from chatcap.protocol import SUBPROTOCOLS
 from chatcap.scenario import Scenario, ServerConfig
 from server.auth import Authenticator, TokenIssuer, UserStore, load_secret
 from server.clock import now_s
 from server.dedup import Deduper
 from server.errors import StoreReadError
-from server.faults import FaultInjector, burn_cpu
+from server.faults import burn_cpu
 from server.http import build_router
 from server.hub import Client, Hub
 from server.logs import event
 from server.metrics import BREAKER_STATE_VALUES, Metrics
 from server.session import SendPath, Session
 from server.store import StoreConnection, StoreError
-from server.storepool import PoolTimeout, StorePool, pool_rules
-from server.writer import Writer
+from server.storepool import PoolTimeout
+from server.writer import start_write_path
 
 GOING_AWAY = 1001
 
@@ -154,22 +155,21 @@ class ChatServer:
         raise_nofile_limit()
         cfg = self.scenario.server
         self.loop = asyncio.get_running_loop()
-        self.faults = FaultInjector(cfg.faults, started_at=self.clock(), seed=self.scenario.seed)
-        self.breaker = self._make_breaker()
-        rules = pool_rules(cfg.pool)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
-        self.pool = StorePool(rules, self._connect, log=self.log, clock=self.clock)
-        await self.pool.start()
-        self.writer = Writer(
-            cfg.store,
-            self.breaker,
-            self.pool,
-            self.faults,
+        parts = await start_write_path(
+            self.scenario,
+            self._connect,
             clock=self.clock,
+            log=self.log,
+            breaker_listeners=(self.metrics.breaker_listener, self._log_transition),
             on_batch=self._on_batch,
-            max_in_flight_batches=cfg.store.max_in_flight_batches,
         )
-        await self.writer.start()
+        self.faults, self.breaker, self.pool, self.writer = (
+            parts.faults,
+            parts.breaker,
+            parts.pool,
+            parts.writer,
+        )
         self.send_path = SendPath(
             config=cfg,
             hub=self.hub,
@@ -210,19 +210,14 @@ class ChatServer:
     def _connect(self) -> StoreConnection:
         return StoreConnection(self.db_path, self.scenario.server.store.synchronous)
 
-    def _make_breaker(self) -> CircuitBreaker | None:
-        def log_transition(t: Any) -> None:
-            event(
-                self.log,
-                "breaker.transition",
-                logging.WARNING,
-                from_state=t.from_state.value,
-                to_state=t.to_state.value,
-                reason=t.reason,
-            )
-
-        return wiring.make_breaker(
-            self.scenario.server.breaker, listeners=(self.metrics.breaker_listener, log_transition)
+    def _log_transition(self, t: Transition) -> None:
+        event(
+            self.log,
+            "breaker.transition",
+            logging.WARNING,
+            from_state=t.from_state.value,
+            to_state=t.to_state.value,
+            reason=t.reason,
         )
 
     # ---------------------------------------------------------------- services

@@ -43,12 +43,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
 
+from chatcap import wiring
 from chatcap.pipeline.answers import DRAIN_RETRY_AFTER_MS, protocol_ms, waited_ms
 from chatcap.pipeline.drain import DrainRate, overload_retry_after_ms
-from chatcap.policy.breaker import CircuitBreaker
+from chatcap.policy.breaker import CircuitBreaker, Transition
 from chatcap.protocol.messages import INTERNAL, OVERLOADED, STORE_BUSY, UNAVAILABLE
-from chatcap.scenario import StoreConfig
+from chatcap.scenario import Scenario, StoreConfig
 from server.clock import Clock, loop_deadline, now_s
 from server.faults import FaultInjector
 from server.store import PendingSend, StoreConnection, StoredMessage, StoreError
@@ -60,8 +63,10 @@ __all__ = [
     "StoreBusy",
     "StoreFailed",
     "Unavailable",
+    "WritePath",
     "WriteRejected",
     "Writer",
+    "start_write_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -413,3 +418,48 @@ def _copy(exc: WriteRejected) -> WriteRejected:
     clone.__dict__.update(exc.__dict__)
     clone.__cause__ = exc.__cause__
     return clone
+
+
+# -- wiring -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WritePath:
+    """The write path's parts, as the server runs them (and the differential test too)."""
+
+    faults: FaultInjector
+    breaker: CircuitBreaker | None
+    pool: StorePool
+    writer: Writer
+
+
+async def start_write_path(
+    scenario: Scenario,
+    connect: Callable[[], StoreConnection],
+    *,
+    clock: Clock,
+    log: logging.Logger,
+    breaker_listeners: Sequence[Callable[[Transition], None]] = (),
+    on_batch: Callable[[int, float], None] | None = None,
+    executor: Executor | None = None,
+    wall_clock_us: Callable[[], int] = _wall_clock_us,
+) -> WritePath:
+    """Build and start the fault plan, breaker, pool and writer from ``scenario``, wired
+    once: :class:`server.app.ChatServer` and the scripted test harness both call this."""
+    cfg = scenario.server
+    faults = FaultInjector(cfg.faults, started_at=clock(), seed=scenario.seed)
+    breaker = wiring.make_breaker(cfg.breaker, listeners=breaker_listeners)
+    pool = StorePool(wiring.pool_rules(cfg.pool), connect, log=log, clock=clock, executor=executor)
+    await pool.start()
+    writer = Writer(
+        cfg.store,
+        breaker,
+        pool,
+        faults,
+        clock=clock,
+        on_batch=on_batch,
+        max_in_flight_batches=cfg.store.max_in_flight_batches,
+        wall_clock_us=wall_clock_us,
+    )
+    await writer.start()
+    return WritePath(faults, breaker, pool, writer)

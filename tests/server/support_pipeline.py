@@ -68,13 +68,12 @@ from chatcap.protocol import CODECS, Ack, Deliver, Error, Send
 from chatcap.scenario import Scenario, load_scenario
 from server.clock import Clock
 from server.dedup import Deduper
-from server.faults import FaultInjector
 from server.hub import Client, Hub
 from server.metrics import Metrics
 from server.session import SendPath, Session
 from server.store import PendingSend, StoredMessage, StoreError
-from server.storepool import StorePool, pool_rules
-from server.writer import Writer
+from server.storepool import StorePool
+from server.writer import Writer, start_write_path
 
 __all__ = [
     "Commit",
@@ -478,41 +477,31 @@ async def _wire(
     recorder: _Recorder,
     clock: Clock,
 ) -> tuple[SendPath, Writer, StorePool]:
-    """The send path as ``server.app.ChatServer`` builds it, on the scripted parts."""
+    """The send path as ``server.app.ChatServer`` builds it (the same
+    :func:`server.writer.start_write_path`), on the scripted store and clock."""
     cfg = scenario.server
     log = logging.getLogger("chatcap.test_pipeline")
     hub = Hub(cfg.outbound_buffer_max_bytes, metrics, log, broadcast=recorder.broadcast)
-    faults = FaultInjector(cfg.faults, started_at=clock(), seed=scenario.seed)
-    breaker = wiring.make_breaker(cfg.breaker, listeners=(metrics.breaker_listener,))
-    pool = StorePool(
-        pool_rules(cfg.pool),
+    parts = await start_write_path(
+        scenario,
         store.connect,  # type: ignore[arg-type]
+        clock=clock,
         log=log,
-        clock=clock,
+        breaker_listeners=(metrics.breaker_listener,),
         executor=ScriptedExecutor(store),
-    )
-    await pool.start()
-    writer = Writer(
-        cfg.store,
-        breaker,
-        pool,
-        faults,
-        clock=clock,
-        max_in_flight_batches=cfg.store.max_in_flight_batches,
         wall_clock_us=lambda: int(clock() * 1e6),
     )
-    await writer.start()
     path = SendPath(
         config=cfg,
         hub=hub,
-        writer=writer,
+        writer=parts.writer,
         limiter=wiring.keyed_limiter(cfg.rate_limit),
         deduper=Deduper(),
         metrics=metrics,
-        faults=faults,
+        faults=parts.faults,
         reads=None,  # type: ignore[arg-type]  # members join through the hub directly
         going_away=asyncio.Event(),
         log=log,
         clock=clock,
     )
-    return path, writer, pool
+    return path, parts.writer, parts.pool
