@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 import types
 import typing
@@ -186,6 +187,21 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS on the chat port (https:// and wss://); off while both files are empty."""
+
+    cert_file: str = opt("", "PEM certificate chain the server presents (with key_file)")
+    key_file: str = opt("", "PEM private key of cert_file (with cert_file)")
+    ca_file: str = opt(
+        "", "PEM CA bundle chatcap's own clients (generator, calibration) trust; empty = system"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The reference chat server."""
 
@@ -194,7 +210,12 @@ class ServerConfig:
     max_connections_per_ip: int = opt(1000, "open WebSockets per client IP", ge=1)
     handshake_rate_per_s: float = opt(200.0, "new handshakes per second per IP", gt=0)
     handshake_burst: int = opt(400, "handshake burst per IP", ge=1)
-    origins: list[str] = opt([], "allowed Origin headers; empty = any (no browser check)")
+    origins: list[str] = opt(
+        [],
+        "browser origins allowed (CORS on REST, the WebSocket Origin check), e.g. "
+        "'https://chat.example.com'; '*' = any; empty = no cross-origin page",
+    )
+    web: bool = opt(True, "serve the chat page at / (static HTML + JS)")
     compression: bool = opt(False, "permessage-deflate (costs CPU and ~38 KiB/connection)")
     outbound_buffer_max_bytes: int = opt(
         1_048_576,
@@ -217,6 +238,7 @@ class ServerConfig:
     breaker: BreakerSection = section(BreakerSection, "store circuit breaker")
     store: StoreConfig = section(StoreConfig, "message store")
     faults: FaultsConfig = section(FaultsConfig, "fault injection")
+    tls: TlsConfig = section(TlsConfig, "TLS (https://, wss://)")
 
 
 # ---------------------------------------------------------------------------- workload
@@ -577,6 +599,19 @@ def _check_cross_fields(s: Scenario, source: str) -> None:
             srv.pool.min_idle,
             f"must be ≤ server.pool.size ({srv.pool.size})",
         )
+    for i, origin in enumerate(srv.origins):
+        problem = origin_problem(origin)
+        if problem:
+            raise _fail(source, f"server.origins[{i}]", origin, problem)
+    tls = srv.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        given, missing = ("cert_file", "key_file") if tls.cert_file else ("key_file", "cert_file")
+        raise _fail(
+            source,
+            f"server.tls.{given}",
+            getattr(tls, given),
+            f"needs server.tls.{missing} too (both or neither)",
+        )
     retry = s.client.retry
     if retry.base_ms > retry.cap_ms:
         raise _fail(
@@ -585,6 +620,24 @@ def _check_cross_fields(s: Scenario, source: str) -> None:
             retry.base_ms,
             f"must be ≤ client.retry.cap_ms ({retry.cap_ms:g})",
         )
+
+
+_ORIGIN = re.compile(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+
+
+def origin_problem(origin: str) -> str:
+    """Why ``origin`` is not a browser Origin (``scheme://host[:port]``) or ``*``; "" if it is."""
+    if origin == "*":
+        return ""
+    if not _ORIGIN.match(origin):
+        return (
+            "must be '*' or an origin such as 'https://chat.example.com' or "
+            "'http://127.0.0.1:8080' (scheme://host[:port]: no path, no trailing slash)"
+        )
+    port = origin.rsplit(":", 1)[-1]
+    if origin.count(":") == 2 and port.isdigit() and not 1 <= int(port) <= 65535:
+        return "port must be in 1..65535"
+    return ""
 
 
 def _plain(value: Any) -> Any:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import resource
+import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ from chatcap import wiring
 from chatcap.policy import KeyedLimiter, make_limiter
 from chatcap.policy.breaker import Transition
 from chatcap.protocol import SUBPROTOCOLS
-from chatcap.scenario import Scenario, ServerConfig
+from chatcap.scenario import Scenario, ServerConfig, TlsConfig
 from server.auth import Authenticator, TokenIssuer, UserStore, load_secret
 from server.clock import now_s
 from server.dedup import Deduper
@@ -98,6 +99,38 @@ def forget_handshake_headers(conn: ServerConnection) -> None:
         conn.response.headers.clear()
 
 
+def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
+    """The TLS context of ``server.tls`` (None when off); a bad file is a ValueError
+    naming the key and the cause."""
+    if not tls.enabled:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for key, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if not Path(path).is_file():
+            raise ValueError(f"server.tls.{key} = {path!r}: no such file")
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(
+            f"server.tls: cannot load cert_file {tls.cert_file!r} with key_file "
+            f"{tls.key_file!r}: {exc}"
+        ) from None
+    return context
+
+
+def close_codes(conn: ServerConnection) -> dict[str, Any]:
+    """What the closing handshake said, for the ``ws.close`` line: the code the server
+    sent when it closed first (1009 for an over-size frame, 1008 for a slow consumer),
+    else the client's; 1006 only when no close frame went either way."""
+    sent, rcvd = conn.protocol.close_sent, conn.protocol.close_rcvd
+    if sent is not None and (rcvd is None or conn.protocol.close_rcvd_then_sent is False):
+        return {"code": sent.code, "by": "server"}
+    if rcvd is not None:
+        return {"code": rcvd.code, "by": "client"}
+    return {"code": 1006, "by": "none"}
+
+
 class ChatServer:
     """One server process. ``await start()``, then ``await shutdown()``."""
 
@@ -137,6 +170,7 @@ class ChatServer:
             )
         )
         self.deduper = Deduper()
+        self.ssl_context = server_ssl_context(cfg.tls)
         self.router = build_router(self)
         self.draining = False
         # set when connections are being closed: throttled sessions stop holding frames
@@ -191,21 +225,27 @@ class ChatServer:
             self.port,
             process_request=self.router.process_request,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-            origins=list(cfg.origins) or None,  # type: ignore[arg-type]
-            **websocket_options(cfg),
+            ssl=self.ssl_context,
+            **websocket_options(cfg),  # origins: checked by the router (server.http)
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         event(
             self.log,
             "server.started",
-            url=f"ws://{self.host}:{self.port}/api/v1/ws",
+            url=self.ws_url,
             codecs=",".join(SUBPROTOCOLS),
             store=self.db_path,
             auth=cfg.auth,
             secret=self.secret_source,
             scenario=self.scenario.name,
         )
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://HOST:PORT/api/v1/ws`` (``wss://`` with ``server.tls``)."""
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}/api/v1/ws"
 
     def _connect(self) -> StoreConnection:
         return StoreConnection(self.db_path, self.scenario.server.store.synchronous)
@@ -290,7 +330,7 @@ class ChatServer:
             pass
         finally:
             self.hub.remove(client)
-            event(self.log, "ws.close", user=client.user, code=conn.close_code)
+            event(self.log, "ws.close", user=client.user, **close_codes(conn))
 
     # ---------------------------------------------------------------- shutdown
 

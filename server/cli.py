@@ -53,7 +53,7 @@ async def serve_until_signal(args: argparse.Namespace, loop_name: str) -> int:
     )
     await server.start()
     print(
-        f"chatcap server listening on ws://{args.host}:{server.port}/api/v1/ws "
+        f"chatcap server listening on {server.ws_url} "
         f"codecs={','.join(SUBPROTOCOLS)} store={server.db_path} loop={loop_name} "
         f"pid={__import__('os').getpid()}",
         flush=True,

@@ -18,6 +18,14 @@ middleware             does                                                   fa
 ``admin_auth``         the admin token (env ``CHATCAP_ADMIN_TOKEN``)            403/404
 ``handshake_guard``    subprotocol offered, per-IP connection cap and rate      400/429
 =====================  =====================================================  ==========
+
+Browsers: one allowlist, ``server.origins``, governs every route (see
+:class:`OriginPolicy`): a request with an ``Origin`` header that is neither the
+server's own origin nor allowed is refused 403 and logged (``http.origin_refused``) —
+REST and the WebSocket handshake alike; an allowed one gets CORS headers, and its
+preflight (``OPTIONS``) is answered 204. A request without ``Origin`` (not a browser)
+is not an origin question. ``server.web`` serves the chat page (``server/web/``) at
+``/`` and its files at ``/web/<name>``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -48,6 +57,20 @@ from server.logs import event
 
 API = "/api/v1"
 PROTOBUF_TYPE = "application/x-protobuf"
+# REST history answers one `chat.v1.Envelope` (its `history` case), as the WebSocket does
+PROTOBUF_HISTORY_TYPE = f"{PROTOBUF_TYPE}; proto=chat.v1.Envelope"
+WEB_DIR = Path(__file__).with_name("web")
+WEB_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
+CORS_MAX_AGE_S = 600
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-Id"
+CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After, WWW-Authenticate"
 
 
 @dataclass(slots=True)
@@ -242,6 +265,50 @@ def handshake_guard(inner: Handler) -> Handler:
     return handle
 
 
+# ---------------------------------------------------------------------------- origins
+
+
+@dataclass(frozen=True, slots=True)
+class OriginPolicy:
+    """``server.origins`` as a rule: which browser origins may use the server.
+
+    The server's own origin (the scheme it serves and the request's ``Host``) is always
+    allowed, so the page at ``/`` works whatever the list says; ``"*"`` allows any.
+    """
+
+    allowed: frozenset[str]
+    scheme: str = "http"
+
+    @classmethod
+    def from_config(cls, origins: Sequence[str], *, tls: bool) -> OriginPolicy:
+        return cls(frozenset(o.lower() for o in origins), "https" if tls else "http")
+
+    def allows(self, origin: str, host: str | None) -> bool:
+        origin = origin.lower()
+        if "*" in self.allowed or origin in self.allowed:
+            return True
+        return host is not None and origin == f"{self.scheme}://{host.lower()}"
+
+
+def cors_headers(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+        "Vary": "Origin",
+    }
+
+
+def preflight_response(origin: str) -> Response:
+    resp = response(204, b"", "text/plain")
+    del resp.headers["Content-Type"]
+    for name, value in cors_headers(origin).items():
+        resp.headers[name] = value
+    resp.headers["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+    resp.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+    resp.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+    return resp
+
+
 # ---------------------------------------------------------------------------- routing
 
 
@@ -276,8 +343,12 @@ class Router:
     def __init__(self, app: Any, groups: Sequence[RouteGroup]) -> None:
         self.app = app
         self.groups = groups
+        cfg = app.scenario.server
+        self.origins = OriginPolicy.from_config(cfg.origins, tls=cfg.tls.enabled)
         self.not_found = request_log(count(_not_found))
         self.wrong_method = request_log(count(_method_not_allowed))
+        self.refused_origin = request_log(count(_origin_refused))
+        self.preflight = request_log(count(_preflight))
 
     async def process_request(
         self, connection: ServerConnection, request: Request
@@ -288,22 +359,54 @@ class Router:
         except ValueError:
             query = {}
         ctx = HttpContext(self.app, connection, request, split.path, query)
+        origin = request.headers.get("Origin")
         for group in self.groups:
             for route in group.routes:
                 match = route.pattern.match(split.path)
                 if match:
                     ctx.route, ctx.params = route.name, match.groupdict()
+                    if origin is not None and not self.origins.allows(
+                        origin, request.headers.get("Host")
+                    ):
+                        return await self.refused_origin(ctx)
+                    if request.method == "OPTIONS" and origin is not None:
+                        return await self.preflight(ctx)
                     if request.method != "GET":  # every route, the upgrade included, is GET
                         return await self.wrong_method(ctx)
                     resp = await route.handler(ctx)
                     if resp is None:
                         connection.username = ctx.user or ""
+                    elif origin is not None:
+                        for name, value in cors_headers(origin).items():
+                            resp.headers[name] = value
                     return resp
         return await self.not_found(ctx)
 
 
 async def _not_found(ctx: HttpContext) -> Response:
     return error_response(404, "not_found", f"no route for {ctx.path}")
+
+
+async def _origin_refused(ctx: HttpContext) -> Response:
+    origin = ctx.request.headers.get("Origin", "")[:200]
+    event(
+        ctx.app.log,
+        "http.origin_refused",
+        logging.WARNING,
+        id=ctx.request_id,
+        route=ctx.route,
+        origin=origin,
+        ip=ctx.ip,
+    )
+    return error_response(
+        403,
+        "origin_refused",
+        f"Origin {origin!r} is not in server.origins (add it, or '*', to let its pages in)",
+    )
+
+
+async def _preflight(ctx: HttpContext) -> Response:
+    return preflight_response(ctx.request.headers.get("Origin", ""))
 
 
 async def _method_not_allowed(ctx: HttpContext) -> Response:
@@ -334,8 +437,17 @@ async def metrics(ctx: HttpContext) -> Response:
 
 async def token(ctx: HttpContext) -> Response:
     assert ctx.user is not None
-    issued, expires_at = ctx.app.tokens.issue(ctx.user, ctx.app.wall_time())
-    return json_response(200, {"token": issued, "expires_at": expires_at, "user": ctx.user})
+    now = ctx.app.wall_time()
+    issued, expires_at = ctx.app.tokens.issue(ctx.user, now)
+    return json_response(
+        200,
+        {
+            "token": issued,
+            "user": ctx.user,
+            "expires_at_s": int(expires_at),  # Unix seconds, as the JWT's `exp`
+            "expires_in_s": max(0, int(expires_at - now)),
+        },
+    )
 
 
 def _int_arg(ctx: HttpContext, name: str, default: int, lo: int, hi: int) -> int:
@@ -371,7 +483,9 @@ async def history(ctx: HttpContext) -> Response:
     )
     wants_pb = PROTOBUF_TYPE in ctx.request.headers.get("Accept", "")
     codec = SUBPROTOCOLS["chat.v1.protobuf" if wants_pb else "chat.v1.json"]
-    return response(200, codec.encode(page), codec.content_type)
+    # one shape on both channels: the envelope a WebSocket client decodes (docs/server.md)
+    content_type = PROTOBUF_HISTORY_TYPE if wants_pb else codec.content_type
+    return response(200, codec.encode(page), content_type)
 
 
 async def admin_faults(ctx: HttpContext) -> Response:
@@ -405,8 +519,52 @@ async def websocket(ctx: HttpContext) -> None:
     return None  # go on with the opening handshake
 
 
+@dataclass(frozen=True, slots=True)
+class WebFiles:
+    """The chat page's files (``server/web/``), read once at start-up."""
+
+    files: dict[str, tuple[bytes, str]]
+
+    @classmethod
+    def load(cls, folder: Path = WEB_DIR) -> WebFiles:
+        found = {}
+        for path in sorted(folder.glob("*")) if folder.is_dir() else ():
+            kind = WEB_TYPES.get(path.suffix)
+            if kind and path.is_file() and re.fullmatch(r"[A-Za-z0-9_.-]+", path.name):
+                found[path.name] = (path.read_bytes(), kind)
+        return cls(found)
+
+    def answer(self, name: str) -> Response:
+        if name not in self.files:
+            return error_response(404, "not_found", f"no file /web/{name[:64]}")
+        body, kind = self.files[name]
+        return response(
+            200,
+            body,
+            kind,
+            X_Content_Type_Options="nosniff",
+            Content_Security_Policy=(
+                "default-src 'self'; connect-src 'self' http: https: ws: wss:; "
+                "img-src 'self' data:; frame-ancestors 'none'"
+            ),
+        )
+
+
+def web_routes(group: RouteGroup, files: WebFiles) -> None:
+    async def page(ctx: HttpContext) -> Response:
+        return files.answer("index.html")
+
+    async def asset(ctx: HttpContext) -> Response:
+        return files.answer(ctx.params["name"])
+
+    group.add("web_page", "/", page)
+    group.add("web_file", "/web/{name}", asset)
+
+
 def build_router(app: Any) -> Router:
     root = RouteGroup("", (request_log, count))
+    if app.scenario.server.web:
+        web_routes(root, WebFiles.load())
     root.add("healthz", "/healthz", healthz)
     root.add("readyz", "/readyz", readyz)
     root.add("metrics", "/metrics", metrics)

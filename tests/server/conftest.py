@@ -75,7 +75,7 @@ def launch(
         raise RuntimeError(
             f"server did not start: {first!r}\n" + (tmp_path / "server.log").read_text()[-3000:]
         )
-    port = int(first.split("ws://127.0.0.1:")[1].split("/")[0])
+    port = int(first.split("://127.0.0.1:")[1].split("/")[0])
     return ServerProcess(proc, port, tmp_path / "server.log", ADMIN_TOKEN, FACTOR)
 
 

@@ -18,7 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from chatcap.protocol import CODECS, Ack, Deliver, Error, HistoryPage, Join, Joined
+from chatcap.protocol import CODECS, Ack, Deliver, Error, HistoryPage, Join, Joined, chat_pb2
 from tests.server.support_chat import ChatClient, ServerProcess
 
 Start = Callable[..., ServerProcess]
@@ -70,7 +70,10 @@ def test_history_over_rest_in_both_formats(start_server: Start, codec: str) -> N
     status, headers, body = server.get(
         "/api/v1/rooms/r1/messages?after_seq=3", {**auth, "Accept": "application/x-protobuf"}
     )
-    assert status == 200 and headers["Content-Type"] == "application/x-protobuf"
+    # one shape on both channels: the Envelope (its `history` case), named in the type
+    assert status == 200
+    assert headers["Content-Type"] == "application/x-protobuf; proto=chat.v1.Envelope"
+    assert chat_pb2.Envelope.FromString(body).WhichOneof("kind") == "history"
     pb = CODECS["protobuf"].decode(body)
     assert isinstance(pb, HistoryPage)
     assert [m.body for m in pb.messages] == ["m3", "m4"] and pb.has_more is False
