@@ -135,6 +135,17 @@ BAD = [
         "[server]\norigins = 'https://a.example'\n",
         "server.origins = 'https://a.example': must be a list",
     ),
+    (
+        "[server]\norigins = ['*', 'https://a.example/']\n",
+        "server.origins[1] = 'https://a.example/': must be '*' or an origin",
+    ),
+    ("[server]\norigins = ['a.example']\n", "server.origins[0] = 'a.example': must be"),
+    ("[server]\norigins = ['http://h:99999']\n", "port must be in 1..65535"),
+    (
+        "[server.tls]\ncert_file = 'c.pem'\n",
+        "server.tls.cert_file = 'c.pem': needs server.tls.key_file too (both or neither)",
+    ),
+    ("[server.tls]\nkey_file = 'k.pem'\n", "needs server.tls.cert_file too"),
     ("seed = -1\n", "seed = -1: must be ≥ 0"),
     ("[server\n", "not valid TOML"),
 ]
