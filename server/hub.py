@@ -2,7 +2,9 @@
 
 One hub per server process owns every live :class:`Client`. Rooms map to their
 members grouped by codec, so a committed message is encoded **once per codec** and the
-same bytes are written to every member of that codec.
+same bytes are written to every member of that codec — except the connection that sent
+it: the protocol's rule is that the sender's Ack stands for its own Deliver
+(PROTOCOL.md, ``deliver``).
 
 Writes never wait. Like ``websockets.broadcast`` they push the frame into each
 connection's transport buffer; unlike it, they first look at how much is already

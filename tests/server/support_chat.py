@@ -128,7 +128,7 @@ class ChatClient:
                 return msg
 
     def recv_kind(self, kind: type, timeout_s: float = 5.0) -> Any:
-        """The next frame of ``kind``, skipping others (e.g. own Delivers)."""
+        """The next frame of ``kind``, skipping others (e.g. other members' Delivers)."""
         deadline = time.monotonic() + timeout_s * self.server.factor
         while True:
             msg = self.recv(max(0.01, deadline - time.monotonic()) / self.server.factor)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from websockets.protocol import State
 
 from chatcap import wiring
@@ -21,6 +22,7 @@ from server.hub import Client, Hub
 from server.metrics import Metrics
 from server.session import SendPath, Session
 from server.store import PendingSend, StoredMessage
+from tests.server.support_chat import ServerProcess
 from tests.server.support_writepath import FakeClock, run
 
 JSON = CODECS["json"]
@@ -163,3 +165,50 @@ def test_ack_latency_is_measured_on_the_session_clock() -> None:
         return total_s
 
     assert abs(run(main()) - 0.000_250) < 1e-9
+
+
+def test_the_ack_stands_for_the_senders_own_deliver_while_other_members_get_the_deliver() -> None:
+    async def main() -> list[tuple[str, Any]]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        member(path, wire, "bob", "r")
+        Session(path, alice).handle(
+            Send(room="r", client_msg_id="c1", body="hi", sent_at_us=7), clock()
+        )
+        sent, fut = writer.pending[0]
+        fut.set_result(stored(sent, 1))
+        await asyncio.sleep(0)
+        return wire.frames
+
+    frames = run(main())
+    assert [(user, type(frame)) for user, frame in frames] == [("bob", Deliver), ("alice", Ack)]
+    deliver, ack = frames[0][1], frames[1][1]
+    assert (ack.client_msg_id, ack.room, ack.seq, ack.ts_us) == ("c1", "r", 1, deliver.ts_us)
+    assert (deliver.client_msg_id, deliver.sender, deliver.body) == ("c1", "alice", "hi")
+
+
+@pytest.mark.parametrize("codec", ["json", "protobuf"])
+def test_a_real_sender_gets_its_ack_and_never_its_own_deliver(
+    start_server: Callable[..., ServerProcess], codec: str
+) -> None:
+    server = start_server()
+    with (
+        server.client("ann", codec) as ann,
+        server.client("ann", codec) as ann_phone,
+        server.client("bob", codec) as bob,
+    ):
+        for client in (ann, ann_phone, bob):
+            client.join("lobby")
+        cid = ann.send_text("lobby", "mine")
+        ack = ann.recv()
+        assert isinstance(ack, Ack) and (ack.client_msg_id, ack.seq) == (cid, 1)
+        for other in (ann_phone, bob):  # the same user's other connection too
+            got = other.recv()
+            assert isinstance(got, Deliver) and (got.seq, got.client_msg_id) == (1, cid)
+        # bob's message is the sentinel: had ann's own Deliver been sent, it would be
+        # ann's next frame (it was written before her Ack)
+        bob.send_text("lobby", "yours")
+        assert isinstance(bob.recv(), Ack)
+        nxt = ann.recv()
+        assert isinstance(nxt, Deliver) and (nxt.seq, nxt.sender) == (2, "bob")
