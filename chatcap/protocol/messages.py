@@ -111,7 +111,7 @@ bad_frame      the frame did not decode (``DecodeError``), or a text frame   fix
                on the protobuf subprotocol / binary on the JSON one
 bad_request    decoded, but not allowed here (e.g. a server-only kind)       fix the client
 unauthorized   missing, expired or invalid token                             get a new token
-not_member     the action needs a joined room                                Join first
+not_member     a Send to a room this connection has not joined               Join first
 rate_limited   the sender's rate limit is spent                              wait retry_after_ms
 overloaded     the server's write queue is full (peak shaving)               wait retry_after_ms
 store_busy     no store connection within the pool's acquire timeout         back off, retry

@@ -14,7 +14,7 @@ import pytest
 from websockets.protocol import State
 
 from chatcap import wiring
-from chatcap.protocol import CODECS, Ack, Deliver, Send
+from chatcap.protocol import CODECS, Ack, Deliver, Error, Send
 from chatcap.scenario import FaultsConfig, ServerConfig
 from server.dedup import Deduper
 from server.faults import FaultInjector
@@ -212,3 +212,20 @@ def test_a_real_sender_gets_its_ack_and_never_its_own_deliver(
         assert isinstance(bob.recv(), Ack)
         nxt = ann.recv()
         assert isinstance(nxt, Deliver) and (nxt.seq, nxt.sender) == (2, "bob")
+
+
+def test_a_send_to_a_room_this_connection_has_not_joined_is_not_member() -> None:
+    async def main() -> tuple[list[tuple[str, Any]], int]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        member(path, wire, "alice", "elsewhere")  # the same user on another connection
+        Session(path, alice).handle(Send(room="elsewhere", client_msg_id="c9", body="x"), clock())
+        return wire.frames, len(writer.pending)
+
+    frames, submitted = run(main())
+    assert submitted == 0  # nothing goes to the store
+    [(user, err)] = frames
+    assert user == "alice" and isinstance(err, Error)
+    assert (err.code, err.client_msg_id) == ("not_member", "c9")
+    assert "'elsewhere'" in err.message
