@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench._support.args import parse_override
-from bench.cli import main
+from bench.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,3 +82,47 @@ def test_help_lists_every_sub_command(capsys: pytest.CaptureFixture[str]) -> Non
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert all(name in out for name in (*PASS_THROUGH, "check-scenario", "codecs"))
+
+
+def _sub_commands(parser: argparse.ArgumentParser) -> list[str]:
+    """The verbs the parser itself knows (never a hand-kept list)."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1
+    return sorted(actions[0].choices)
+
+
+BENCH_VERBS = _sub_commands(build_parser())
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, check=False,
+        stdin=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+
+
+def test_the_verb_walk_sees_the_pass_through_commands_too() -> None:
+    from bench.cli import PASS_THROUGH
+
+    assert set(PASS_THROUGH) <= set(BENCH_VERBS)
+    assert {"check-scenario", "codecs", "scenario-reference"} <= set(BENCH_VERBS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("bench", "--help"),
+        ("bench", "-h"),
+        *[("bench", verb, "--help") for verb in BENCH_VERBS],
+        ("server", "--help"),
+        ("server", "-h"),
+        ("server", "adduser", "--help"),
+    ],
+    ids=" ".join,
+)
+def test_every_help_exits_0_with_a_usage_and_no_traceback(argv: tuple[str, ...]) -> None:
+    proc = run_cli("-m", *argv)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    module, *verb = [a for a in argv if not a.startswith("-")]
+    assert proc.stdout.startswith(f"usage: python -m {' '.join([module, *verb])}")
