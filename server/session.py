@@ -206,12 +206,13 @@ class Session:
                     self.bad_frame(
                         f"{kind} frame on the {self.client.codec.subprotocol} subprotocol",
                         "frame_type",
+                        self.client.codec.client_msg_id_of(frame),
                     )
                     continue
                 try:
                     msg = self.client.codec.decode(frame)
                 except DecodeError as exc:
-                    self.bad_frame(exc.reason, "decode")
+                    self.bad_frame(exc.reason, "decode", exc.client_msg_id)
                     continue
                 self.handle(msg, t_in)
                 if self.resume_at > t_in:  # refused as rate_limited: read throttling
@@ -437,6 +438,8 @@ class Session:
             )
         )
 
-    def bad_frame(self, reason: str, kind: str) -> None:
+    def bad_frame(self, reason: str, kind: str, client_msg_id: str = "") -> None:
+        """Answer a frame that did not decode; ``client_msg_id`` is its Send's id when
+        the codec could still read it (``Codec.client_msg_id_of``), else ``""``."""
         self.path.metrics.bad_frames.labels(reason=kind).inc()  # bounded label values
-        self.error(BAD_FRAME, reason)
+        self.error(BAD_FRAME, reason, client_msg_id)

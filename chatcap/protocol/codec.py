@@ -17,6 +17,9 @@ The contract every codec keeps:
 - ``encode`` trusts its input: it is meant for Structs the program built itself.
 - ``decode(encode(msg)) == msg`` for every valid ``msg``, and both codecs decode
   their own encodings of ``msg`` to the same Struct.
+- A ``DecodeError`` for a frame that is a Send carries its ``client_msg_id`` whenever
+  it can still be read (``client_msg_id_of``), so the server's ``bad_frame`` answer
+  names the send that failed; ``""`` otherwise.
 """
 
 from typing import Protocol
@@ -47,6 +50,12 @@ class Codec(Protocol):
 
     def decode(self, data: bytes | str) -> Envelope:
         """Parse one frame payload; raise ``DecodeError`` for anything invalid."""
+        ...
+
+    def client_msg_id_of(self, data: bytes | str) -> str:
+        """A Send frame's ``client_msg_id``, read leniently from a frame that may not
+        decode; ``""`` when it is not a Send or its id is not a valid one. Never raises.
+        """
         ...
 
 

@@ -9,19 +9,57 @@ Unknown keys are ignored (forward compatible, like protobuf); an unknown ``"type
 an error. msgspec already rejects invalid UTF-8 and unpaired UTF-16 surrogate escapes
 (``"\\ud800"``), so no str reaches the program that the Protobuf encoder could not
 encode when it fans the message out to Protobuf clients.
+
+A frame that fails to decode is read a second time, leniently, for its Send's
+``client_msg_id`` (``client_msg_id_of``): only on the error path, so a valid frame
+costs nothing more.
 """
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
-from chatcap.protocol.errors import DecodeError
+from chatcap.protocol.errors import DecodeError, echoable_client_msg_id
 from chatcap.protocol.messages import Envelope
 
 __all__ = ["JsonCodec"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Envelope).decode
+
+
+class _SendProbe(msgspec.Struct):
+    """The two keys a lenient read looks at; every other key is skipped unchecked."""
+
+    type: Any = None
+    client_msg_id: Any = None
+
+
+_probe = msgspec.json.Decoder(_SendProbe).decode
+
+
+def _lenient_object(data: bytes | str) -> Any:
+    """The frame's top-level ``type`` and ``client_msg_id``, checking nothing else.
+
+    msgspec's probe first (fast, and blind to what the other keys hold); when the text
+    itself is what it refused (invalid UTF-8 or a lone surrogate somewhere, e.g. in the
+    body), the stdlib parser, which accepts both (``surrogateescape`` keeps bad bytes as
+    lone surrogates, and ``echoable_client_msg_id`` refuses an id holding one).
+    """
+    try:
+        probe = _probe(data)
+        return {"type": probe.type, "client_msg_id": probe.client_msg_id}
+    except (msgspec.ValidationError, RecursionError):  # not an object; nested too deeply
+        return None
+    except (msgspec.DecodeError, UnicodeError):
+        pass
+    try:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogateescape")
+        return json.loads(text)
+    except (ValueError, RecursionError, TypeError):  # JSONDecodeError is a ValueError
+        return None
 
 
 class JsonCodec:
@@ -41,13 +79,28 @@ class JsonCodec:
         try:
             msg: Envelope = _decode(data)
         except msgspec.DecodeError as exc:  # ValidationError is a subclass
-            raise DecodeError(str(exc)) from None
+            reason = str(exc)
         except UnicodeError as exc:  # invalid UTF-8 bytes, or a str with lone surrogates
-            raise DecodeError(f"invalid text: {exc}") from None
+            reason = f"invalid text: {exc}"
         except RecursionError:
-            raise DecodeError("JSON nested too deeply") from None
+            reason = "JSON nested too deeply"
         except (TypeError, ValueError, OverflowError) as exc:
             # Not expected from msgspec for str/bytes input; kept so that nothing but
             # DecodeError can ever escape (e.g. a bytearray or memoryview subclass).
-            raise DecodeError(f"{type(exc).__name__}: {exc}") from None
-        return msg
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            return msg
+        raise DecodeError(reason, self.client_msg_id_of(data))
+
+    def client_msg_id_of(self, data: bytes | str) -> str:
+        """The ``client_msg_id`` of a frame that is a Send, read leniently; else ``""``.
+
+        The frame need not decode: an object whose ``"type"`` is ``"send"`` and whose
+        ``client_msg_id`` is a valid id gives that id whatever its other keys hold (a
+        body of the wrong type, a room too long, invalid UTF-8 in the body). Malformed
+        JSON, another type, or an invalid id give ``""``. Never raises.
+        """
+        doc = _lenient_object(data)
+        if not isinstance(doc, dict) or doc.get("type") != "send":
+            return ""
+        return echoable_client_msg_id(doc.get("client_msg_id"))

@@ -12,15 +12,19 @@ sub-message is about 1.7× faster than the keyword constructors, which copy nest
 messages. Each kind has its own pair of small functions, picked by a dict lookup on the
 Struct's type or the oneof case name; every field is read exactly once, because each
 read of a string field decodes UTF-8 anew.
+
+A frame that fails to decode is walked once more, by hand on the wire format, for its
+Send's ``client_msg_id`` (``client_msg_id_of``): upb refuses a whole frame for one bad
+byte in the body, yet the id before it is readable. Only on the error path.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final, NoReturn
 
 from google.protobuf.message import DecodeError as _PbDecodeError
 
 from chatcap.protocol import chat_pb2 as pb
-from chatcap.protocol.errors import DecodeError
+from chatcap.protocol.errors import DecodeError, echoable_client_msg_id
 from chatcap.protocol.messages import (
     CLIENT_MSG_ID_MAX_CHARS,
     ROOM_MAX_CHARS,
@@ -164,6 +168,74 @@ _DECODERS: Final[dict[str, Callable[[Any], Envelope]]] = {
     "history": _dec_history,
 }
 
+# --- a lenient read of a Send's client_msg_id, on the wire format ---------------------
+
+_KIND_NUMBERS: Final = frozenset(
+    f.number for f in pb.Envelope.DESCRIPTOR.oneofs_by_name["kind"].fields
+)
+_SEND_NUMBER: Final = pb.Envelope.DESCRIPTOR.fields_by_name["send"].number
+_SEND_ID_NUMBER: Final = pb.Send.DESCRIPTOR.fields_by_name["client_msg_id"].number
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; IndexError/ValueError if bad."""
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 70:
+            raise ValueError("varint too long")
+
+
+def _wire_fields(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """``(number, wire type, payload of a length-delimited field)`` for each field,
+    stopping quietly at the first one that is malformed (groups included)."""
+    pos, end = 0, len(buf)
+    try:
+        while pos < end:
+            key, pos = _varint(buf, pos)
+            number, wire_type = key >> 3, key & 7
+            if number == 0:
+                return
+            if wire_type == _VARINT:
+                _, pos = _varint(buf, pos)
+                payload = b""
+            elif wire_type == _LEN:
+                length, pos = _varint(buf, pos)
+                if pos + length > end:
+                    return
+                payload, pos = buf[pos : pos + length], pos + length
+            elif wire_type in (_I64, _I32):
+                pos += 8 if wire_type == _I64 else 4
+                if pos > end:
+                    return
+                payload = b""
+            else:
+                return
+            yield number, wire_type, payload
+    except (IndexError, ValueError):
+        return
+
+
+def _send_id_bytes(buf: bytes) -> bytes:
+    """The Send case's client_msg_id as protobuf's parser would merge it: the last one
+    read wins, and another oneof case after a Send clears it."""
+    found = b""
+    for number, wire_type, payload in _wire_fields(buf):
+        if number == _SEND_NUMBER and wire_type == _LEN:
+            for inner, inner_type, value in _wire_fields(payload):
+                if inner == _SEND_ID_NUMBER and inner_type == _LEN:
+                    found = value
+        elif number in _KIND_NUMBERS:
+            found = b""
+    return found
+
+
 # --- encode: Struct -> pb message, field by field -------------------------------------
 
 
@@ -263,6 +335,13 @@ class ProtobufCodec:
         if isinstance(data, str):
             raise DecodeError("text frame on the protobuf subprotocol")
         try:
+            return self._decode(data)
+        except DecodeError as exc:
+            exc.client_msg_id = self.client_msg_id_of(data)
+            raise
+
+    def _decode(self, data: bytes) -> Envelope:
+        try:
             env = _from_string(data)
         except _PbDecodeError as exc:
             raise DecodeError(f"not a chat.v1.Envelope: {exc}") from None
@@ -273,3 +352,20 @@ class ProtobufCodec:
         if kind is None:
             raise DecodeError("empty envelope")
         return _DECODERS[kind](getattr(env, kind))
+
+    def client_msg_id_of(self, data: bytes | str) -> str:
+        """The ``client_msg_id`` of a frame whose set case is ``send``, read leniently
+        on the wire format; else ``""``.
+
+        The frame need not decode: a Send whose id field is a valid id gives that id
+        whatever the rest holds (a room too long, a negative ``sent_at_us``, invalid
+        UTF-8 in the body, junk after the Send). A text frame, no Send case, or an
+        invalid id give ``""``. Never raises.
+        """
+        if isinstance(data, str):
+            return ""
+        try:
+            cid = _send_id_bytes(bytes(data)).decode("utf-8")
+        except UnicodeDecodeError:
+            return ""
+        return echoable_client_msg_id(cid)

@@ -15,6 +15,7 @@ from websockets.protocol import State
 
 from chatcap import wiring
 from chatcap.protocol import CODECS, Ack, Deliver, Error, Send
+from chatcap.protocol import chat_pb2 as pb
 from chatcap.scenario import FaultsConfig, ServerConfig
 from server.dedup import Deduper
 from server.faults import FaultInjector
@@ -229,3 +230,28 @@ def test_a_send_to_a_room_this_connection_has_not_joined_is_not_member() -> None
     assert user == "alice" and isinstance(err, Error)
     assert (err.code, err.client_msg_id) == ("not_member", "c9")
     assert "'elsewhere'" in err.message
+
+
+def test_a_bad_frame_answer_echoes_the_client_msg_id_when_it_can_be_read(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server = start_server()
+    long_room = "r" * 129
+    with server.client("ann", "json") as ann, server.client("bob", "protobuf") as bob:
+        ann.ws.send('{"type":"send","client_msg_id":"j1","room":"lobby","body":5}')
+        ann.ws.send(f'{{"type":"send","client_msg_id":"j2","room":"{long_room}"}}')
+        ann.ws.send(b'{"type":"send","client_msg_id":"j3","room":"lobby"}')  # binary frame
+        ann.ws.send('{"type":"send","client_msg_id":"j4","room":"lobby"')  # unreadable
+        answers = [ann.recv() for _ in range(4)]
+        bob.ws.send(
+            pb.Envelope(send=pb.Send(client_msg_id="p1", room=long_room)).SerializeToString()
+        )
+        bob.ws.send(
+            pb.Envelope(
+                send=pb.Send(client_msg_id="p2", room="lobby", sent_at_us=-1)
+            ).SerializeToString()
+        )
+        answers += [bob.recv() for _ in range(2)]
+    assert all(isinstance(a, Error) and a.code == "bad_frame" for a in answers), answers
+    assert [a.client_msg_id for a in answers] == ["j1", "j2", "j3", "", "p1", "p2"]
+    assert "binary frame" in answers[2].message

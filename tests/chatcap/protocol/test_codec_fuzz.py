@@ -19,6 +19,7 @@ import pytest
 from support_strategies import sample_envelopes
 
 from chatcap.protocol.codec import CODECS, Codec, DecodeError
+from chatcap.protocol.errors import echoable_client_msg_id
 from chatcap.protocol.messages import KINDS, Envelope
 from tests.support_protowire import tag, varint
 
@@ -245,7 +246,7 @@ def _fuzz(
     codec: Codec, make_input: Callable[[random.Random], bytes | str], runs: int
 ) -> dict[str, int]:
     rng = random.Random(f"{SEED}-{codec.name}")
-    counts = {"accepted": 0, "rejected": 0}
+    counts = {"accepted": 0, "rejected": 0, "named": 0}
     for i in range(runs):
         data = make_input(rng)
         try:
@@ -253,7 +254,10 @@ def _fuzz(
         except DecodeError as exc:
             assert isinstance(exc.reason, str)
             assert exc.reason
+            # the id read leniently is a valid one or "": an Error can always carry it
+            assert echoable_client_msg_id(exc.client_msg_id) == exc.client_msg_id
             counts["rejected"] += 1
+            counts["named"] += bool(exc.client_msg_id)
             continue
         except Exception as exc:
             pytest.fail(f"run {i}: {type(exc).__name__}: {exc} for input {data[:200]!r}")
@@ -271,6 +275,7 @@ def test_random_and_mutated_frames_raise_only_decode_error(name: str) -> None:
     # Both outcomes must be exercised, or the mutators are not doing their job.
     assert counts["accepted"] > DEFAULT_RUNS // 50
     assert counts["rejected"] > DEFAULT_RUNS // 2
+    assert counts["named"] > DEFAULT_RUNS // 500  # broken Sends that still name their id
 
 
 @pytest.mark.slow
