@@ -50,6 +50,7 @@ from chatcap.pipeline.answers import (
 )
 from chatcap.policy import KeyedLimiter
 from chatcap.protocol import DecodeError, Envelope, Join, Joined, Leave, Send
+from chatcap.protocol.errors import CLIENT_KINDS_HINT
 from chatcap.protocol.messages import (
     BAD_FRAME,
     BAD_REQUEST,
@@ -256,7 +257,10 @@ class Session:
         elif kind is Leave:
             self.path.hub.leave(self.client, msg.room)  # type: ignore[union-attr]
         else:
-            self.error(BAD_REQUEST, f"{kind.__name__} is sent by the server, not by clients")
+            tag = kind.__struct_config__.tag
+            self.error(
+                BAD_REQUEST, f"{tag!r} is sent by the server, not by clients; {CLIENT_KINDS_HINT}"
+            )
 
     def on_send(self, msg: Send, t_in: float) -> None:
         path, client = self.path, self.client

@@ -2,12 +2,19 @@
 
 It lives in its own module so that the codec modules and the registry in ``codec`` can
 all import it without an import cycle. ``echoable_client_msg_id`` is the one rule both
-codecs use to decide whether a frame that failed to decode still names its Send.
+codecs use to decide whether a frame that failed to decode still names its Send;
+``CLIENT_KINDS_HINT`` ends every error about a frame's kind, in both codecs and the
+server.
 """
 
-from chatcap.protocol.messages import CLIENT_MSG_ID_MAX_CHARS
+from typing import Final
 
-__all__ = ["DecodeError", "echoable_client_msg_id"]
+from chatcap.protocol.messages import CLIENT_KINDS, CLIENT_MSG_ID_MAX_CHARS
+
+__all__ = ["CLIENT_KINDS_HINT", "DecodeError", "echoable_client_msg_id"]
+
+CLIENT_KINDS_HINT: Final = "a client sends one of: " + ", ".join(CLIENT_KINDS)
+"""The tail of every error about a frame's kind: what a client may send."""
 
 
 class DecodeError(ValueError):

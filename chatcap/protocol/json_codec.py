@@ -5,24 +5,25 @@ names, e.g. ``{"type": "send", "client_msg_id": "c1", "room": "lobby", "body": "
 "sent_at_us": 1700000000000000}``. msgspec decodes straight into the typed Structs and
 checks every limit on the way, so decode costs about what untyped parsing costs.
 
-Unknown keys are ignored (forward compatible, like protobuf); an unknown ``"type"`` is
-an error. msgspec already rejects invalid UTF-8 and unpaired UTF-16 surrogate escapes
+Unknown keys are ignored (forward compatible, like protobuf); an unknown, missing or
+non-string ``"type"`` is an error whose reason lists the kinds a client may send.
+msgspec already rejects invalid UTF-8 and unpaired UTF-16 surrogate escapes
 (``"\\ud800"``), so no str reaches the program that the Protobuf encoder could not
 encode when it fans the message out to Protobuf clients.
 
-A frame that fails to decode is read a second time, leniently, for its Send's
-``client_msg_id`` (``client_msg_id_of``): only on the error path, so a valid frame
-costs nothing more.
+A frame that fails to decode is read a second time, leniently, for its ``"type"`` (to
+say what a client may send instead) and its Send's ``client_msg_id``
+(``client_msg_id_of``): only on the error path, so a valid frame costs nothing more.
 """
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
-from chatcap.protocol.errors import DecodeError, echoable_client_msg_id
-from chatcap.protocol.messages import Envelope
+from chatcap.protocol.errors import CLIENT_KINDS_HINT, DecodeError, echoable_client_msg_id
+from chatcap.protocol.messages import KINDS, Envelope
 
 __all__ = ["JsonCodec"]
 
@@ -33,7 +34,7 @@ _decode = msgspec.json.Decoder(Envelope).decode
 class _SendProbe(msgspec.Struct):
     """The two keys a lenient read looks at; every other key is skipped unchecked."""
 
-    type: Any = None
+    type: Any = msgspec.UNSET
     client_msg_id: Any = None
 
 
@@ -41,7 +42,8 @@ _probe = msgspec.json.Decoder(_SendProbe).decode
 
 
 def _lenient_object(data: bytes | str) -> Any:
-    """The frame's top-level ``type`` and ``client_msg_id``, checking nothing else.
+    """The frame's top-level ``type`` (``UNSET`` when absent) and ``client_msg_id``,
+    checking nothing else; ``None`` when the frame is not a readable JSON object.
 
     msgspec's probe first (fast, and blind to what the other keys hold); when the text
     itself is what it refused (invalid UTF-8 or a lone surrogate somewhere, e.g. in the
@@ -57,9 +59,34 @@ def _lenient_object(data: bytes | str) -> Any:
         pass
     try:
         text = data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogateescape")
-        return json.loads(text)
+        doc = json.loads(text)
     except (ValueError, RecursionError, TypeError):  # JSONDecodeError is a ValueError
         return None
+    if not isinstance(doc, dict):
+        return None
+    return {"type": doc.get("type", msgspec.UNSET), "client_msg_id": doc.get("client_msg_id")}
+
+
+_JSON_TYPE_NAMES: Final = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    list: "array",
+    dict: "object",
+}
+
+
+def _kind_problem(kind: Any) -> str | None:
+    """Why ``kind`` (a frame's ``"type"``) names no envelope kind, or None if it does."""
+    if kind is msgspec.UNSET:
+        return f'missing "type"; {CLIENT_KINDS_HINT}'
+    if not isinstance(kind, str):
+        got = _JSON_TYPE_NAMES.get(type(kind), type(kind).__name__)
+        return f'"type" must be a string, got {got}; {CLIENT_KINDS_HINT}'
+    if kind not in KINDS:
+        return f"unknown type {kind[:40]!r}; {CLIENT_KINDS_HINT}"
+    return None
 
 
 class JsonCodec:
@@ -90,7 +117,12 @@ class JsonCodec:
             reason = f"{type(exc).__name__}: {exc}"
         else:
             return msg
-        raise DecodeError(reason, self.client_msg_id_of(data))
+        doc = _lenient_object(data)
+        if doc is None:
+            raise DecodeError(reason)
+        reason = _kind_problem(doc["type"]) or reason
+        cid = echoable_client_msg_id(doc["client_msg_id"]) if doc["type"] == "send" else ""
+        raise DecodeError(reason, cid)
 
     def client_msg_id_of(self, data: bytes | str) -> str:
         """The ``client_msg_id`` of a frame that is a Send, read leniently; else ``""``.
@@ -101,6 +133,6 @@ class JsonCodec:
         JSON, another type, or an invalid id give ``""``. Never raises.
         """
         doc = _lenient_object(data)
-        if not isinstance(doc, dict) or doc.get("type") != "send":
+        if doc is None or doc["type"] != "send":
             return ""
-        return echoable_client_msg_id(doc.get("client_msg_id"))
+        return echoable_client_msg_id(doc["client_msg_id"])

@@ -22,6 +22,7 @@ import msgspec
 __all__ = [
     "BAD_FRAME",
     "BAD_REQUEST",
+    "CLIENT_KINDS",
     "CLIENT_MSG_ID_MAX_CHARS",
     "ERROR_CODES",
     "INT64_MAX",
@@ -109,7 +110,7 @@ code           meaning                                                       cli
 =============  ============================================================  ====================
 bad_frame      the frame did not decode (``DecodeError``), or a text frame   fix the client
                on the protobuf subprotocol / binary on the JSON one
-bad_request    decoded, but not allowed here (e.g. a server-only kind)       fix the client
+bad_request    decoded, but a kind only the server sends (see CLIENT_KINDS)  fix the client
 unauthorized   missing, expired or invalid token                             get a new token
 not_member     a Send to a room this connection has not joined               Join first
 rate_limited   the sender's rate limit is spent                              wait retry_after_ms
@@ -213,3 +214,7 @@ KINDS: Final[dict[str, type[Envelope]]] = {
     "error": Error,
     "history": HistoryPage,
 }
+
+#: The kinds a client may send (C→S), in schema order; every other kind is sent by the
+#: server, and a client that sends one gets ``bad_request``.
+CLIENT_KINDS: Final[tuple[str, ...]] = ("join", "leave", "send")

@@ -24,8 +24,9 @@ from typing import Any, Final, NoReturn
 from google.protobuf.message import DecodeError as _PbDecodeError
 
 from chatcap.protocol import chat_pb2 as pb
-from chatcap.protocol.errors import DecodeError, echoable_client_msg_id
+from chatcap.protocol.errors import CLIENT_KINDS_HINT, DecodeError, echoable_client_msg_id
 from chatcap.protocol.messages import (
+    CLIENT_KINDS,
     CLIENT_MSG_ID_MAX_CHARS,
     ROOM_MAX_CHARS,
     Ack,
@@ -167,6 +168,14 @@ _DECODERS: Final[dict[str, Callable[[Any], Envelope]]] = {
     "error": _dec_error,
     "history": _dec_history,
 }
+
+_EMPTY_ENVELOPE: Final = (
+    "empty envelope: no kind case set (unknown field numbers are skipped); "
+    + CLIENT_KINDS_HINT
+    + " (Envelope fields "
+    + ", ".join(str(pb.Envelope.DESCRIPTOR.fields_by_name[k].number) for k in CLIENT_KINDS)
+    + ")"
+)
 
 # --- a lenient read of a Send's client_msg_id, on the wire format ---------------------
 
@@ -350,7 +359,7 @@ class ProtobufCodec:
             raise DecodeError(f"not a chat.v1.Envelope: {type(exc).__name__}: {exc}") from None
         kind = env.WhichOneof("kind")
         if kind is None:
-            raise DecodeError("empty envelope")
+            raise DecodeError(_EMPTY_ENVELOPE)
         return _DECODERS[kind](getattr(env, kind))
 
     def client_msg_id_of(self, data: bytes | str) -> str:

@@ -255,3 +255,29 @@ def test_a_bad_frame_answer_echoes_the_client_msg_id_when_it_can_be_read(
     assert all(isinstance(a, Error) and a.code == "bad_frame" for a in answers), answers
     assert [a.client_msg_id for a in answers] == ["j1", "j2", "j3", "", "p1", "p2"]
     assert "binary frame" in answers[2].message
+
+
+def test_a_server_kind_from_a_client_is_bad_request_naming_what_a_client_may_send() -> None:
+    async def main() -> list[tuple[str, Any]]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        Session(path, alice).handle(Ack(client_msg_id="c1", room="r", seq=1), clock())
+        return wire.frames
+
+    [(_, err)] = run(main())
+    assert (err.code, err.message) == (
+        "bad_request",
+        "'ack' is sent by the server, not by clients; a client sends one of: join, leave, send",
+    )
+
+
+def test_an_unknown_type_is_answered_with_the_kinds_a_client_may_send(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server = start_server()
+    with server.client("ann") as ann:
+        ann.ws.send('{"type":"post","client_msg_id":"c1","room":"lobby"}')
+        err = ann.recv()
+    assert isinstance(err, Error) and err.code == "bad_frame"
+    assert err.message == "unknown type 'post'; a client sends one of: join, leave, send"

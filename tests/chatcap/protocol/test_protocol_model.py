@@ -1,5 +1,8 @@
 """The envelope model, the codec registry and the fixed facts of both wire forms."""
 
+import re
+from pathlib import Path
+
 import msgspec
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
@@ -7,6 +10,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from chatcap.protocol import chat_pb2 as pb
 from chatcap.protocol.codec import CODECS, SUBPROTOCOLS, DecodeError, get_codec
 from chatcap.protocol.messages import (
+    CLIENT_KINDS,
     ERROR_CODES,
     INT64_MAX,
     KINDS,
@@ -155,8 +159,11 @@ def test_protobuf_rejects_a_text_frame() -> None:
 
 
 def test_protobuf_rejects_an_empty_envelope() -> None:
-    with pytest.raises(DecodeError, match="empty envelope"):
+    with pytest.raises(DecodeError, match="empty envelope") as info:
         PROTOBUF.decode(b"")
+    assert info.value.reason.endswith(
+        "a client sends one of: join, leave, send (Envelope fields 1, 3, 4)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -183,8 +190,8 @@ def test_json_accepts_an_escaped_surrogate_pair() -> None:
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
-        (b'{"type":"shout","room":"a"}', "Invalid value 'shout'"),
-        (b'{"room":"a"}', "missing required field `type`"),
+        (b'{"type":"shout","room":"a"}', "unknown type 'shout'"),
+        (b'{"room":"a"}', 'missing "type"'),
         (b'{"type":"leave"}', "missing required field `room`"),
         (b"[]", "Expected `object`"),
         (b"", "truncated"),
@@ -237,3 +244,30 @@ def test_an_empty_client_msg_id_is_allowed_on_error_and_deliver_only() -> None:
     assert JSON.decode(b'{"type":"deliver","room":"a"}') == Deliver(room="a")
     with pytest.raises(DecodeError):
         JSON.decode(b'{"type":"send","client_msg_id":"","room":"a"}')
+
+
+@pytest.mark.parametrize(
+    ("frame", "got"),
+    [
+        (b'{"type":"shout","room":"a"}', "unknown type 'shout'"),
+        (b'{"type":"Send","client_msg_id":"c1","room":"a"}', "unknown type 'Send'"),
+        (b'{"room":"a"}', 'missing "type"'),
+        (b'{"type":null,"room":"a"}', '"type" must be a string, got null'),
+        (b'{"type":7}', '"type" must be a string, got number'),
+        (b'{"type":{"k":1}}', '"type" must be a string, got object'),
+        (b'{"type":"shout","body":"\\ud800"}', "unknown type 'shout'"),  # stdlib fallback
+    ],
+)
+def test_a_json_frame_of_no_known_type_says_what_it_got_and_what_a_client_may_send(
+    frame: bytes, got: str
+) -> None:
+    with pytest.raises(DecodeError) as info:
+        JSON.decode(frame)
+    assert info.value.reason == f"{got}; a client sends one of: join, leave, send"
+
+
+def test_client_kinds_are_the_cases_chat_proto_marks_client_to_server() -> None:
+    proto = (Path(pb.__file__).parent / "chat.proto").read_text()
+    marked = re.findall(r"^\s+\w+ (\w+) = \d+;\s+// client → server", proto, re.MULTILINE)
+    assert tuple(marked) == CLIENT_KINDS
+    assert set(CLIENT_KINDS) < set(KINDS)
