@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -126,3 +130,87 @@ def test_every_help_exits_0_with_a_usage_and_no_traceback(argv: tuple[str, ...])
     assert "Traceback" not in proc.stderr
     module, *verb = [a for a in argv if not a.startswith("-")]
     assert proc.stdout.startswith(f"usage: python -m {' '.join([module, *verb])}")
+
+
+# ---------------------------------------------------------------------------- server options
+
+SMOKE = str(ROOT / "scenarios" / "smoke.toml")
+
+
+def run_server(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m server --scenario smoke.toml ARGS`` that must fail before serving."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", "--scenario", SMOKE, *args], capture_output=True,
+        text=True, cwd=ROOT, check=False, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+
+
+def assert_one_clear_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "listening on" not in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert all(word in last for word in words), last
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "eighty"])
+def test_server_port_outside_0_to_65535_is_refused_naming_the_range(port: str) -> None:
+    assert_one_clear_error(run_server("--port", port), "--port", port, "0..65535")
+
+
+def test_server_db_under_a_regular_file_names_db_and_the_file(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("not a folder")
+    db = plain / "x.sqlite3"
+    assert_one_clear_error(run_server("--db", str(db)), f"--db {db}", f"{plain} is a regular file")
+
+
+def test_server_db_that_is_a_directory_names_db(tmp_path: Path) -> None:
+    assert_one_clear_error(run_server("--db", str(tmp_path)), "--db", "is a directory")
+
+
+def test_server_db_in_a_directory_it_cannot_write_names_db() -> None:
+    # root writes anywhere: as root the server runs as nobody (setpriv) against a
+    # root-owned folder; otherwise the folder is made read-only for this user.
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: every folder is writable")
+    folder = Path(tempfile.mkdtemp(prefix="chatcap-ro-"))
+    try:
+        folder.chmod(0o555)
+        db = str(folder / "x.sqlite3")
+        cmd = [sys.executable, "-m", "server", "--scenario", SMOKE, "--db", db]
+        proc = subprocess.run(
+            [*as_nobody, *cmd] if os.geteuid() == 0 else cmd, capture_output=True, text=True,
+            cwd=ROOT, check=False, stdin=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+        assert_one_clear_error(proc, f"--db {db}", f"the directory {folder} is not writable")
+        assert not (folder / "x.sqlite3").exists()
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def test_server_store_path_from_the_scenario_is_named_when_no_db_is_given(
+    tmp_path: Path,
+) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(f"[server.store]\npath = {str(tmp_path)!r}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--scenario", str(scenario), "--port", "0"],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=60,
+    )  # fmt: skip
+    assert_one_clear_error(proc, "server.store.path", "(or --db)", "is a directory")
+
+
+def test_server_port_already_taken_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = run_server("--port", port, "--db", str(tmp_path / "x.sqlite3"))
+    assert_one_clear_error(proc, f"--port {port}", "already in use")
+
+
+def test_server_host_that_does_not_resolve_is_named(tmp_path: Path) -> None:
+    proc = run_server("--host", "no-such-host.invalid", "--port", "0", "--db", str(tmp_path / "x"))
+    assert_one_clear_error(proc, "--host no-such-host.invalid", "cannot resolve")
