@@ -17,6 +17,12 @@ frame; the Ack is written from a future callback. Join (store reads, replay) run
 task owned by the session and cancelled when the client goes away. What a session uses
 of the server is one typed bundle, :class:`SendPath`, built once by the app.
 
+Membership changes in frame order: a Join subscribes the connection the moment its
+frame is dispatched (the store reads and the Joined follow in the task), a Leave
+unsubscribes it at once and is answered by ``Left`` — also for a room not joined
+(idempotent). A Joined not yet sent when a Leave of its room arrives is not sent at
+all (and a replay under way stops): the Left is the last word on that room.
+
 Read throttling: once a Send is refused with ``rate_limited``, the session processes no
 further frame of that connection (of any kind) until the ``retry_after`` it just sent
 has passed (at most :data:`THROTTLE_MAX_S`; the rule is
@@ -49,7 +55,7 @@ from chatcap.pipeline.answers import (
     throttle_until,
 )
 from chatcap.policy import KeyedLimiter
-from chatcap.protocol import DecodeError, Envelope, Join, Joined, Leave, Send
+from chatcap.protocol import DecodeError, Envelope, Join, Joined, Leave, Left, Send
 from chatcap.protocol.errors import CLIENT_KINDS_HINT
 from chatcap.protocol.messages import (
     BAD_FRAME,
@@ -253,9 +259,10 @@ class Session:
         if kind is Send:
             self.on_send(msg, t_in)  # type: ignore[arg-type]
         elif kind is Join:
+            self.path.hub.join(self.client, msg.room)  # type: ignore[union-attr]
             self.spawn(self.on_join(msg))  # type: ignore[arg-type]
         elif kind is Leave:
-            self.path.hub.leave(self.client, msg.room)  # type: ignore[union-attr]
+            self.on_leave(msg)  # type: ignore[arg-type]
         else:
             tag = kind.__struct_config__.tag
             self.error(
@@ -354,14 +361,21 @@ class Session:
         retry_after = int(getattr(exc, "retry_after_ms", 0) or 0)
         self.error(code, str(exc) or code, client_msg_id, retry_after)
 
-    # ---------------------------------------------------------------- join / replay
+    # ---------------------------------------------------------------- join / leave
+
+    def on_leave(self, msg: Leave) -> None:
+        """Unsubscribe now, then say so: after this Left no Deliver of the room follows."""
+        self.path.hub.leave(self.client, msg.room)
+        self.send(Left(room=msg.room))
 
     async def on_join(self, msg: Join) -> None:
+        """The rest of a Join that :meth:`dispatch` subscribed: Joined, replay, go live."""
         path, client, room = self.path, self.client, msg.room
-        path.hub.join(client, room)
         try:
             async with asyncio.timeout(path.config.request_timeout_s):
                 last_seq = await path.reads.last_seq(room)
+                if room not in client.rooms:  # a Leave came first: its Left answered
+                    return
                 self.send(Joined(room=room, last_seq=last_seq))
                 through = last_seq
                 if msg.since_seq is not None:
@@ -396,12 +410,14 @@ class Session:
             rows = [r for r in rows if r.seq <= last_seq]
             if not rows:
                 break
-            codec, conn = self.client.codec, self.client.conn
+            codec, conn, rooms = self.client.codec, self.client.conn, self.client.rooms
             for row in rows:
+                if room not in rooms:  # left during the replay: nothing more of it
+                    return after
                 # awaiting send() here gives replay backpressure: a slow reader slows
                 # its own replay instead of filling server memory.
                 await conn.send(codec.encode(deliver_frame(row)), text=codec.text)
-            after = rows[-1].seq
+                after = row.seq
         return after
 
     # ---------------------------------------------------------------- helpers

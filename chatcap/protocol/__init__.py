@@ -23,6 +23,7 @@ from chatcap.protocol.messages import (
     Join,
     Joined,
     Leave,
+    Left,
     Send,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "Join",
     "Joined",
     "Leave",
+    "Left",
     "Send",
     "get_codec",
 ]

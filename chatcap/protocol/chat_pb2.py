@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63hatcap/protocol/chat.proto\x12\x07\x63hat.v1\"\xa0\x02\n\x08\x45nvelope\x12\x1d\n\x04join\x18\x01 \x01(\x0b\x32\r.chat.v1.JoinH\x00\x12!\n\x06joined\x18\x02 \x01(\x0b\x32\x0f.chat.v1.JoinedH\x00\x12\x1f\n\x05leave\x18\x03 \x01(\x0b\x32\x0e.chat.v1.LeaveH\x00\x12\x1d\n\x04send\x18\x04 \x01(\x0b\x32\r.chat.v1.SendH\x00\x12\x1b\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x0c.chat.v1.AckH\x00\x12#\n\x07\x64\x65liver\x18\x06 \x01(\x0b\x32\x10.chat.v1.DeliverH\x00\x12\x1f\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x0e.chat.v1.ErrorH\x00\x12\'\n\x07history\x18\x08 \x01(\x0b\x32\x14.chat.v1.HistoryPageH\x00\x42\x06\n\x04kind\":\n\x04Join\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x16\n\tsince_seq\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_since_seq\"(\n\x06Joined\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"\x15\n\x05Leave\x12\x0c\n\x04room\x18\x01 \x01(\t\"M\n\x04Send\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x0c\n\x04room\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\x12\x12\n\nsent_at_us\x18\x04 \x01(\x03\"F\n\x03\x41\x63k\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x0c\n\x04room\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\r\n\x05ts_us\x18\x04 \x01(\x03\"|\n\x07\x44\x65liver\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\r\n\x05ts_us\x18\x05 \x01(\x03\x12\x15\n\rclient_msg_id\x18\x06 \x01(\t\x12\x12\n\nsent_at_us\x18\x07 \x01(\x03\"U\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rclient_msg_id\x18\x03 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\r\"i\n\x0bHistoryPage\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\"\n\x08messages\x18\x02 \x03(\x0b\x32\x10.chat.v1.Deliver\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x12\x16\n\x0enext_after_seq\x18\x04 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63hatcap/protocol/chat.proto\x12\x07\x63hat.v1\"\xbf\x02\n\x08\x45nvelope\x12\x1d\n\x04join\x18\x01 \x01(\x0b\x32\r.chat.v1.JoinH\x00\x12!\n\x06joined\x18\x02 \x01(\x0b\x32\x0f.chat.v1.JoinedH\x00\x12\x1f\n\x05leave\x18\x03 \x01(\x0b\x32\x0e.chat.v1.LeaveH\x00\x12\x1d\n\x04send\x18\x04 \x01(\x0b\x32\r.chat.v1.SendH\x00\x12\x1b\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x0c.chat.v1.AckH\x00\x12#\n\x07\x64\x65liver\x18\x06 \x01(\x0b\x32\x10.chat.v1.DeliverH\x00\x12\x1f\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x0e.chat.v1.ErrorH\x00\x12\'\n\x07history\x18\x08 \x01(\x0b\x32\x14.chat.v1.HistoryPageH\x00\x12\x1d\n\x04left\x18\t \x01(\x0b\x32\r.chat.v1.LeftH\x00\x42\x06\n\x04kind\":\n\x04Join\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x16\n\tsince_seq\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_since_seq\"(\n\x06Joined\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"\x15\n\x05Leave\x12\x0c\n\x04room\x18\x01 \x01(\t\"\x14\n\x04Left\x12\x0c\n\x04room\x18\x01 \x01(\t\"M\n\x04Send\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x0c\n\x04room\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\x12\x12\n\nsent_at_us\x18\x04 \x01(\x03\"F\n\x03\x41\x63k\x12\x15\n\rclient_msg_id\x18\x01 \x01(\t\x12\x0c\n\x04room\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\r\n\x05ts_us\x18\x04 \x01(\x03\"|\n\x07\x44\x65liver\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\r\n\x05ts_us\x18\x05 \x01(\x03\x12\x15\n\rclient_msg_id\x18\x06 \x01(\t\x12\x12\n\nsent_at_us\x18\x07 \x01(\x03\"U\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rclient_msg_id\x18\x03 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\r\"i\n\x0bHistoryPage\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\"\n\x08messages\x18\x02 \x03(\x0b\x32\x10.chat.v1.Deliver\x12\x10\n\x08has_more\x18\x03 \x01(\x08\x12\x16\n\x0enext_after_seq\x18\x04 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatcap.protocol.chat_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE']._serialized_start=41
-  _globals['_ENVELOPE']._serialized_end=329
-  _globals['_JOIN']._serialized_start=331
-  _globals['_JOIN']._serialized_end=389
-  _globals['_JOINED']._serialized_start=391
-  _globals['_JOINED']._serialized_end=431
-  _globals['_LEAVE']._serialized_start=433
-  _globals['_LEAVE']._serialized_end=454
-  _globals['_SEND']._serialized_start=456
-  _globals['_SEND']._serialized_end=533
-  _globals['_ACK']._serialized_start=535
-  _globals['_ACK']._serialized_end=605
-  _globals['_DELIVER']._serialized_start=607
-  _globals['_DELIVER']._serialized_end=731
-  _globals['_ERROR']._serialized_start=733
-  _globals['_ERROR']._serialized_end=818
-  _globals['_HISTORYPAGE']._serialized_start=820
-  _globals['_HISTORYPAGE']._serialized_end=925
+  _globals['_ENVELOPE']._serialized_end=360
+  _globals['_JOIN']._serialized_start=362
+  _globals['_JOIN']._serialized_end=420
+  _globals['_JOINED']._serialized_start=422
+  _globals['_JOINED']._serialized_end=462
+  _globals['_LEAVE']._serialized_start=464
+  _globals['_LEAVE']._serialized_end=485
+  _globals['_LEFT']._serialized_start=487
+  _globals['_LEFT']._serialized_end=507
+  _globals['_SEND']._serialized_start=509
+  _globals['_SEND']._serialized_end=586
+  _globals['_ACK']._serialized_start=588
+  _globals['_ACK']._serialized_end=658
+  _globals['_DELIVER']._serialized_start=660
+  _globals['_DELIVER']._serialized_end=784
+  _globals['_ERROR']._serialized_start=786
+  _globals['_ERROR']._serialized_end=871
+  _globals['_HISTORYPAGE']._serialized_start=873
+  _globals['_HISTORYPAGE']._serialized_end=978
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,7 @@ __all__ = [
     "Join",
     "Joined",
     "Leave",
+    "Left",
     "MaybeClientMsgId",
     "RetryAfterMs",
     "Room",
@@ -147,7 +148,13 @@ class Joined(_Message, frozen=True, kw_only=True, tag="joined"):
 
 
 class Leave(_Message, frozen=True, kw_only=True, tag="leave"):
-    """Unsubscribe from ``room``."""
+    """Unsubscribe from ``room``; answered by ``Left`` (also when it was not joined)."""
+
+    room: Room
+
+
+class Left(_Message, frozen=True, kw_only=True, tag="left"):
+    """The server carried out a Leave of ``room`` (sent even if it was not joined)."""
 
     room: Room
 
@@ -200,7 +207,7 @@ class HistoryPage(_Message, frozen=True, kw_only=True, tag="history"):
     next_after_seq: Seq = 0
 
 
-Envelope: TypeAlias = Join | Joined | Leave | Send | Ack | Deliver | Error | HistoryPage
+Envelope: TypeAlias = Join | Joined | Leave | Send | Ack | Deliver | Error | HistoryPage | Left
 """Any one frame of the protocol."""
 
 #: Envelope kinds by their tag (the JSON "type" and the proto oneof case name).
@@ -213,6 +220,7 @@ KINDS: Final[dict[str, type[Envelope]]] = {
     "deliver": Deliver,
     "error": Error,
     "history": HistoryPage,
+    "left": Left,
 }
 
 #: The kinds a client may send (C→S), in schema order; every other kind is sent by the

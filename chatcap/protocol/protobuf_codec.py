@@ -37,6 +37,7 @@ from chatcap.protocol.messages import (
     Join,
     Joined,
     Leave,
+    Left,
     Send,
 )
 
@@ -88,6 +89,10 @@ def _dec_joined(m: pb.Joined) -> Joined:
 
 def _dec_leave(m: pb.Leave) -> Leave:
     return Leave(room=_room("leave", m.room))
+
+
+def _dec_left(m: pb.Left) -> Left:
+    return Left(room=_room("left", m.room))
 
 
 def _dec_send(m: pb.Send) -> Send:
@@ -167,6 +172,7 @@ _DECODERS: Final[dict[str, Callable[[Any], Envelope]]] = {
     "deliver": _dec_deliver,
     "error": _dec_error,
     "history": _dec_history,
+    "left": _dec_left,
 }
 
 _EMPTY_ENVELOPE: Final = (
@@ -265,6 +271,10 @@ def _enc_leave(env: pb.Envelope, msg: Leave) -> None:
     env.leave.room = msg.room
 
 
+def _enc_left(env: pb.Envelope, msg: Left) -> None:
+    env.left.room = msg.room
+
+
 def _enc_send(env: pb.Envelope, msg: Send) -> None:
     m = env.send
     m.client_msg_id = msg.client_msg_id
@@ -322,6 +332,7 @@ _ENCODERS: Final[dict[type, Callable[[pb.Envelope, Any], None]]] = {
     Deliver: _enc_deliver,
     Error: _enc_error,
     HistoryPage: _enc_history,
+    Left: _enc_left,
 }
 
 

@@ -140,3 +140,10 @@ class ChatClient:
 
         self.send(Join(room=room, since_seq=since_seq))
         return self.recv_kind(Joined)
+
+    def leave(self, room: str) -> Any:
+        """Send a Leave and return its Left (frames before it, e.g. Delivers, skipped)."""
+        from chatcap.protocol import Leave, Left
+
+        self.send(Leave(room=room))
+        return self.recv_kind(Left)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -14,7 +14,7 @@ import pytest
 from websockets.protocol import State
 
 from chatcap import wiring
-from chatcap.protocol import CODECS, Ack, Deliver, Error, Send
+from chatcap.protocol import CODECS, Ack, Deliver, Error, Join, Leave, Left, Send
 from chatcap.protocol import chat_pb2 as pb
 from chatcap.scenario import FaultsConfig, ServerConfig
 from server.dedup import Deduper
@@ -242,7 +242,7 @@ def test_a_bad_frame_answer_echoes_the_client_msg_id_when_it_can_be_read(
         ann.ws.send(f'{{"type":"send","client_msg_id":"j2","room":"{long_room}"}}')
         ann.ws.send(b'{"type":"send","client_msg_id":"j3","room":"lobby"}')  # binary frame
         ann.ws.send('{"type":"send","client_msg_id":"j4","room":"lobby"')  # unreadable
-        answers = [ann.recv() for _ in range(4)]
+        answers: list[Any] = [ann.recv() for _ in range(4)]
         bob.ws.send(
             pb.Envelope(send=pb.Send(client_msg_id="p1", room=long_room)).SerializeToString()
         )
@@ -281,3 +281,99 @@ def test_an_unknown_type_is_answered_with_the_kinds_a_client_may_send(
         err = ann.recv()
     assert isinstance(err, Error) and err.code == "bad_frame"
     assert err.message == "unknown type 'post'; a client sends one of: join, leave, send"
+
+
+class ZeroReads:
+    """A store that holds no message: every room's last seq is 0."""
+
+    async def last_seq(self, room: str) -> int:
+        return 0
+
+    async def read_store(self, op: str, *args: Any) -> Any:
+        return []
+
+
+def test_a_leave_takes_effect_then_is_answered_with_left_and_no_deliver_follows() -> None:
+    async def main() -> tuple[list[tuple[str, Any]], int]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        alice = member(path, wire, "alice", "r")
+        bob = member(path, wire, "bob", "r")
+        session = Session(path, alice)
+        session.handle(Leave(room="r"), clock())
+        session.handle(Send(room="r", client_msg_id="a1", body="x"), clock())  # left: refused
+        Session(path, bob).handle(Send(room="r", client_msg_id="b1", body="hi"), clock())
+        sent, fut = writer.pending[0]
+        fut.set_result(stored(sent, 1))
+        await asyncio.sleep(0)
+        return wire.frames, path.hub.members("r")
+
+    frames, members = run(main())
+    assert [(user, type(frame)) for user, frame in frames] == [
+        ("alice", Left),
+        ("alice", Error),
+        ("bob", Ack),  # bob alone in the room: nobody to deliver to
+    ]
+    assert frames[0][1] == Left(room="r")
+    assert frames[1][1].code == "not_member"
+    assert members == 1
+
+
+def test_leaving_a_room_not_joined_is_answered_with_left_too() -> None:
+    async def main() -> list[tuple[str, Any]]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = send_path(wire, writer, clock)
+        session = Session(path, member(path, wire, "alice", "r"))
+        session.handle(Leave(room="never"), clock())
+        session.handle(Leave(room="r"), clock())
+        session.handle(Leave(room="r"), clock())  # twice: idempotent
+        return wire.frames
+
+    assert run(main()) == [
+        ("alice", Left(room="never")),
+        ("alice", Left(room="r")),
+        ("alice", Left(room="r")),
+    ]
+
+
+def test_a_leave_right_behind_its_join_wins_and_the_joined_is_not_sent() -> None:
+    async def main() -> tuple[list[tuple[str, Any]], set[str], int]:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = replace(send_path(wire, writer, clock), reads=ZeroReads())
+        alice = member(path, wire, "alice", "home")
+        session = Session(path, alice)
+        session.handle(Join(room="r"), clock())  # both read in one go: the Join's task
+        session.handle(Leave(room="r"), clock())  # has not run yet
+        await asyncio.gather(*session.tasks)
+        return wire.frames, alice.rooms, path.hub.members("r")
+
+    frames, rooms, members = run(main())
+    assert frames == [("alice", Left(room="r"))]
+    assert (rooms, members) == ({"home"}, 0)
+
+
+def test_a_send_right_behind_its_join_is_accepted() -> None:
+    async def main() -> int:
+        wire, writer, clock = Wire(), HeldWriter(), FakeClock()
+        path = replace(send_path(wire, writer, clock), reads=ZeroReads())
+        session = Session(path, member(path, wire, "alice", "home"))
+        session.handle(Join(room="r"), clock())
+        session.handle(Send(room="r", client_msg_id="c1", body="x"), clock())
+        await asyncio.gather(*session.tasks)
+        return len(writer.pending)
+
+    assert run(main()) == 1  # membership starts at the Join frame, not at its Joined
+
+
+@pytest.mark.parametrize("codec", ["json", "protobuf"])
+def test_a_real_leave_is_answered_with_left(
+    start_server: Callable[..., ServerProcess], codec: str
+) -> None:
+    server = start_server()
+    with server.client("ann", codec) as ann:
+        ann.join("lobby")
+        assert ann.leave("lobby") == Left(room="lobby")
+        assert ann.leave("lobby") == Left(room="lobby")  # not a member any more: still Left
+        ann.send_text("lobby", "x")
+        err = ann.recv()
+        assert isinstance(err, Error) and err.code == "not_member"

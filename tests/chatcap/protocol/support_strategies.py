@@ -19,6 +19,7 @@ from chatcap.protocol.messages import (
     Join,
     Joined,
     Leave,
+    Left,
     Send,
 )
 
@@ -71,6 +72,7 @@ ENVELOPES: dict[str, st.SearchStrategy[Any]] = {
         has_more=st.booleans(),
         next_after_seq=non_negative_int64s,
     ),
+    "left": st.builds(Left, room=rooms),
 }
 
 envelopes: st.SearchStrategy[Envelope] = st.one_of(*ENVELOPES.values())
@@ -101,4 +103,6 @@ def sample_envelopes() -> list[Envelope]:
         Error(),
         HistoryPage(room="room-42", messages=(deliver,) * 3, has_more=True, next_after_seq=123456),
         HistoryPage(room="empty"),
+        Left(room="lobby"),
+        Left(room="r" * 128),
     ]

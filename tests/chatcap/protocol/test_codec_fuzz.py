@@ -170,7 +170,7 @@ def _json_input(rng: random.Random) -> bytes | str:
 
 
 def _random_field(rng: random.Random, depth: int) -> bytes:
-    field = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 99, 536870911, 0])
+    field = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 99, 536870911, 0])
     wire_type = rng.choice([0, 1, 2, 2, 2, 3, 4, 5, 6, 7])
     if wire_type == 0:
         value = rng.choice([0, 1, -1, 2**63, 2**64 - 1, rng.getrandbits(64)])
@@ -228,7 +228,7 @@ def _protobuf_input(rng: random.Random) -> bytes | str:
         return rng.choice(_JSON_CORPUS).decode("utf-8")
     if roll < 0.95:
         return rng.choice(_JSON_CORPUS)
-    kind = rng.randint(1, 8)  # a known oneof case holding random fields
+    kind = rng.randint(1, len(KINDS))  # a known oneof case holding random fields
     payload = b"".join(_random_field(rng, 1) for _ in range(rng.randint(0, 5)))
     return tag(kind, 2) + varint(len(payload)) + payload
 
