@@ -1,8 +1,9 @@
 """The asyncio load client (:mod:`bench.micro.loadclient`) run as a subprocess.
 
 * :class:`Sizes` (messages, windows, room size, connections, timeout) and :class:`Job`
-  (case, ``ours`` or ``bare``, codec) — what one client run does;
-* :func:`client_argv` → the command line, :func:`run_client` → its one-line JSON outcome;
+  (case, ``ours``, ``ours-tls`` or ``bare``, codec) — what one client run does;
+* :func:`client_argv` → the command line (``--ca-file`` when the server announced
+  ``wss://`` and names a CA), :func:`run_client` → its one-line JSON outcome;
 * :func:`run_case` — one echo or fan-out case against our server (``calibrate`` and the
   ``regress`` gate's trials).
 
@@ -39,12 +40,18 @@ class Sizes:
 @dataclass(frozen=True)
 class Job:
     case: str
-    impl: str
+    impl: str  # "ours", "ours-tls" (our server over TLS) or "bare"
     codec: str  # "none" for bare
 
     @property
     def label(self) -> str:
         return f"{self.case:6} {self.impl}/{self.codec}"
+
+    @property
+    def protocol(self) -> str:
+        """What the load client speaks (``--impl``): ``ours`` (chat) or ``bare``; TLS
+        follows the server's URL."""
+        return "bare" if self.impl == "bare" else "ours"
 
 
 def client_argv(job: Job, server: ServerProc, sizes: Sizes, tag: str) -> list[str]:
@@ -55,7 +62,7 @@ def client_argv(job: Job, server: ServerProc, sizes: Sizes, tag: str) -> list[st
         "--case",
         job.case,
         "--impl",
-        job.impl,
+        job.protocol,
         "--url",
         server.url,
         "--server-pid",
@@ -65,8 +72,10 @@ def client_argv(job: Job, server: ServerProc, sizes: Sizes, tag: str) -> list[st
         "--tag",
         tag,
     ]
-    if job.impl == "ours":
+    if job.protocol == "ours":
         argv += ["--codec", job.codec]
+    if server.secure and server.ca_file:
+        argv += ["--ca-file", server.ca_file]
     if job.case == "echo":
         argv += ["--messages", str(sizes.messages), "--window", str(sizes.window)]
     elif job.case == "fanout":

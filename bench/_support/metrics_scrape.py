@@ -18,12 +18,15 @@ sample, keyed by name and labels; ``*_created`` timestamps dropped) and offers:
   (``server.metrics.LATENCY_BUCKETS_S``) are ten per decade up to 1 s, so the estimate
   is within about ±13 % of the true quantile there; above 1 s, "between the bounds".
 
-Pure apart from :func:`fetch` (an HTTP GET on 127.0.0.1 with a timeout); no clock reads.
+Pure apart from :func:`fetch` (an HTTP GET with a timeout; over https the caller passes
+the context that trusts the server, :meth:`bench._support.servers.ServerProc.client_context`);
+no clock reads.
 """
 
 from __future__ import annotations
 
 import math
+import ssl
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,13 +190,15 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     return lower
 
 
-def fetch_text(base_url: str, timeout_s: float = 5.0) -> str:
-    """``GET {base_url}/metrics`` as text (raises ``OSError`` on failure)."""
-    with urllib.request.urlopen(base_url.rstrip("/") + "/metrics", timeout=timeout_s) as resp:
+def fetch_text(base_url: str, timeout_s: float = 5.0, context: ssl.SSLContext | None = None) -> str:
+    """``GET {base_url}/metrics`` as text (raises ``OSError`` on failure); ``context``
+    verifies an https server."""
+    url = base_url.rstrip("/") + "/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s, context=context) as resp:
         body: bytes = resp.read()
     return body.decode("utf-8")
 
 
-def fetch(base_url: str, timeout_s: float = 5.0) -> Scrape:
-    """Scrape and parse the server at ``base_url`` (``http://127.0.0.1:PORT``)."""
-    return parse(fetch_text(base_url, timeout_s))
+def fetch(base_url: str, timeout_s: float = 5.0, context: ssl.SSLContext | None = None) -> Scrape:
+    """Scrape and parse the server at ``base_url`` (``http(s)://127.0.0.1:PORT``)."""
+    return parse(fetch_text(base_url, timeout_s, context))

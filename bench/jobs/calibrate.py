@@ -26,6 +26,9 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    the measured phase (read by the load client) × the loop thread's share of the
    process's CPU over the whole client run. The store's commits run on the pool's
    threads; the model charges them as store *time* (below), not as loop CPU.
+   With ``server.tls`` on in the scenario the load client speaks ``wss://`` (and the
+   ``/metrics`` reads ``https://``), trusting ``server.tls.ca_file``: the loop costs then
+   include TLS, as that server's would.
 
    The model charges one message in a room of ``K`` (one codec)::
 
@@ -88,6 +91,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench._support.args import BadInput
 from bench._support.clients import WINDOW, run_case
 from bench._support.host import raise_nofile_limit
 from bench._support.metrics_scrape import ACK_LATENCY, Scrape, fetch
@@ -99,6 +103,7 @@ from bench._support.servers import (
     start_our_server,
     stop_server,
 )
+from bench._support.tls import client_ca_file
 from bench.jobs.calibrate_fit import (
     BATCH_SIZES,
     FULL,
@@ -179,12 +184,6 @@ def loop_share(loop_s: float, process_s: float) -> float:
     return min(1.0, loop_s / process_s)
 
 
-def http_base(ws_url: str) -> str:
-    """``ws://127.0.0.1:8765/api/v1/ws`` → ``http://127.0.0.1:8765``."""
-    rest = ws_url.split("://", 1)[1]
-    return "http://" + rest.split("/", 1)[0]
-
-
 def mean_ack_ms(delta: Scrape) -> float:
     """The server's mean ack latency (ms) over a scrape difference: Δ sum ÷ Δ count of
     its histogram — exact, unlike a quantile read from the buckets. NaN without acks."""
@@ -196,8 +195,8 @@ def measure_point(
     server: ServerProc, codec: str, room_size: int, repeat: int, plan: Plan, window: int = WINDOW
 ) -> Point:
     pid = server.pid
-    base_url = http_base(server.url)
-    before = fetch(base_url)
+    base_url, context = server.base_url, server.client_context()  # https after wss://
+    before = fetch(base_url, context=context)
     loop0, proc0 = thread_cpu_s(pid), process_cpu_s(pid)
     tag = f"cal{repeat}-{codec}-{room_size}-w{window}"
     if window == WINDOW:
@@ -207,7 +206,7 @@ def measure_point(
     outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
     loop1, proc1 = thread_cpu_s(pid), process_cpu_s(pid)
     share = loop_share(loop1 - loop0, proc1 - proc0)
-    delta = fetch(base_url).minus(before)
+    delta = fetch(base_url, context=context).minus(before)
     ack_mean_ms = mean_ack_ms(delta)
     messages = int(outcome["messages"])
     process_us = float(outcome["server_cpu_s"]) / messages * 1e6
@@ -234,8 +233,9 @@ def measure_server_points(scenario: Scenario, plan: Plan, workdir: Path) -> list
     jobs = [(c, k, WINDOW) for k in ROOM_SIZES for c in CODEC_NAMES]
     jobs += [(c, k, LONE_WINDOW) for k in (1, LONE_ROOM) for c in CODEC_NAMES]
     points: list[Point] = []
+    ca_file = client_ca_file(scenario)
     for repeat in range(plan.repeat):
-        server = start_our_server(scenario_path, workdir, f"cal{repeat}")
+        server = start_our_server(scenario_path, workdir, f"cal{repeat}", ca_file)
         try:
             shift = repeat % len(jobs)
             for codec, room_size, window in jobs[shift:] + jobs[:shift]:
@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, repeat=args.repeat)
     try:
         scenario = bench_scenario(args.scenario, args.set)
-    except ScenarioError as exc:
+        client_ca_file(scenario)  # a named CA that does not load is bad input, said now
+    except (ScenarioError, BadInput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     raise_nofile_limit()

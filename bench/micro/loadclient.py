@@ -2,7 +2,11 @@
 
 ``python -m bench.micro.loadclient --case echo|fanout|idle --impl ours|bare --url WS_URL
 --server-pid PID [--codec json|protobuf] [--messages N] [--window W] [--members K]
-[--connections C] [--timeout-s S]``
+[--connections C] [--timeout-s S] [--ca-file PEM]``
+
+A ``wss://`` URL means TLS for everything this client opens (the token's HTTPS request
+and the WebSocket), the server verified against ``--ca-file`` (the system store without
+it; :func:`bench._support.tls.trust_context`).
 
 asyncio + ``websockets.asyncio.client`` in a process of its own (never gevent beside
 asyncio). It reads the server's CPU (``/proc/<pid>/stat``: utime + stime) and memory
@@ -37,6 +41,7 @@ import base64
 import contextlib
 import json
 import os
+import ssl
 import sys
 import time
 from collections import Counter
@@ -48,8 +53,10 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from bench._support.args import BadInput
 from bench._support.host import install_uvloop, raise_nofile_limit
 from bench._support.procstat import process_cpu_s, rss_kib
+from bench._support.tls import is_secure, trust_context
 from chatcap.protocol import CODECS, Ack, Codec, DecodeError, Deliver, Error, Join, Joined, Send
 
 CASES = ("echo", "fanout", "idle")
@@ -82,6 +89,7 @@ class Outcome:
     rss_before_kib: int = 0
     rss_after_kib: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    tls: str = ""  # wss://: the negotiated protocol and cipher of the first connection
     note: str = ""
 
 
@@ -98,20 +106,24 @@ class Plan:
     connections: int
     timeout_s: float
     tag: str  # makes user names, rooms and client_msg_ids unique per client run
+    tls: ssl.SSLContext | None = None  # set for a wss:// URL
 
 
 # ----------------------------------------------------------------------------- links
 
 
-async def fetch_token(host: str, port: int, user: str, timeout_s: float) -> str:
-    """``GET /api/v1/token`` with HTTP Basic auth over a raw socket; returns the token."""
+async def fetch_token(
+    host: str, port: int, user: str, timeout_s: float, tls: ssl.SSLContext | None = None
+) -> str:
+    """``GET /api/v1/token`` with HTTP Basic auth over a raw socket (TLS with ``tls``);
+    returns the token."""
     cred = base64.b64encode(f"{user}:bench".encode()).decode()
     request = (
         f"GET /api/v1/token HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Basic {cred}\r\nConnection: close\r\n\r\n"
     ).encode()
     async with asyncio.timeout(timeout_s):
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         try:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -138,6 +150,14 @@ class Link:
         self.ws = ws
         self.codec = codec  # None: bare server, frames are opaque
 
+    def tls(self) -> str:
+        """``"TLSv1.3 TLS_AES_256_GCM_SHA384"`` over TLS, ``""`` over plain TCP."""
+        ssl_object = self.ws.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return ""
+        cipher = ssl_object.cipher()
+        return f"{ssl_object.version()} {cipher[0] if cipher else '?'}"
+
     async def send_frame(self, frame: bytes, text: bool) -> None:
         await self.ws.send(frame, text=text)
 
@@ -158,11 +178,13 @@ async def open_link(plan: Plan, user: str) -> Link:
         "open_timeout": plan.timeout_s,
         "max_size": None,
     }
+    if plan.tls is not None:
+        common["ssl"] = plan.tls
     if plan.impl == "bare":
         return Link(await connect(plan.url, **common), None)
     parts = urlsplit(plan.url)
     assert parts.hostname is not None and parts.port is not None
-    token = await fetch_token(parts.hostname, parts.port, user, plan.timeout_s)
+    token = await fetch_token(parts.hostname, parts.port, user, plan.timeout_s, plan.tls)
     codec = CODECS[plan.codec]
     ws = await connect(
         plan.url,
@@ -289,6 +311,7 @@ async def windowed(plan: Plan, out: Outcome) -> None:
             if link.codec is not None:
                 await link.join(room, plan.timeout_s)
         out.connections = len(links)
+        out.tls = links[0].tls()
         tasks = [asyncio.create_task(reader(lk, tally, i == 0)) for i, lk in enumerate(links)]
         warmup = max(1, int(plan.messages * WARMUP_SHARE))
         async with asyncio.timeout(plan.timeout_s):
@@ -341,6 +364,7 @@ async def idle(plan: Plan, out: Outcome) -> None:
         out.wall_s = time.perf_counter() - wall0
         out.client_cpu_s = time.process_time() - own0
         out.connections = plan.connections - len(failures)
+        out.tls = links[0].tls() if links else ""
         out.ok = not failures
     finally:
         await close_all(links, plan.timeout_s)
@@ -388,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", choices=CASES, required=True)
     p.add_argument("--impl", choices=IMPLS, required=True)
     p.add_argument("--codec", choices=tuple(CODECS), default="json", help="ours only")
-    p.add_argument("--url", required=True, help="ws://127.0.0.1:PORT/... of the server")
+    p.add_argument("--url", required=True, help="ws:// or wss://127.0.0.1:PORT/... of the server")
     p.add_argument("--server-pid", type=int, required=True, help="whose CPU and RSS to read")
     p.add_argument("--messages", type=int, default=2000, help="measured sends")
     p.add_argument("--window", type=int, default=100, help="sends in flight")
@@ -396,11 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=500, help="idle: connections held")
     p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each wait")
     p.add_argument("--tag", default=f"p{os.getpid()}", help="unique prefix for names and ids")
+    p.add_argument("--ca-file", default="", help="wss://: PEM CA bundle to trust (else system)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        tls = trust_context(args.ca_file, "--ca-file") if is_secure(args.url) else None
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     plan = Plan(
         case=args.case,
         impl=args.impl,
@@ -413,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         connections=max(1, args.connections),
         timeout_s=args.timeout_s,
         tag=args.tag,
+        tls=tls,
     )
     raise_nofile_limit()
     install_uvloop()

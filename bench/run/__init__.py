@@ -9,15 +9,20 @@ drift on a shared machine hits both alike — it:
 
 1. starts ``python -m server --scenario <resolved scenario> --port 0 --db <fresh file>``
    (``CHATCAP_JWT_SECRET`` set), waits for its listening line and ``GET /readyz`` = 200;
+   the line's scheme sets every client's: ``wss://`` → ``https://127.0.0.1:PORT`` for the
+   scrapes and for Locust's ``--host`` (its users then open ``wss://``);
 2. scrapes ``/metrics`` (*before*);
 3. runs Locust headless in its own process (never gevent in this one)::
 
        python -m locust -f bench/locustfile.py --headless -u USERS -r SPAWN -t RUN
-           --host http://127.0.0.1:PORT --chat-codec CODEC --chat-scenario FILE
+           --host http(s)://127.0.0.1:PORT --chat-codec CODEC --chat-scenario FILE
            --chat-send-rate RATE --chat-seed SEED --chat-out chat.json
            --csv locust --html locust.html --exit-code-on-error 0
            [--processes N --master-bind-host 127.0.0.1 --master-bind-port P --master-port P]
 
+   with ``SSL_CERT_FILE`` and ``REQUESTS_CA_BUNDLE`` set to the scenario's
+   ``server.tls.ca_file`` when the server speaks TLS and one is named (the scrapes trust
+   the same file; :mod:`bench._support.tls`);
    while it runs, every ``--sample-s`` (1 s) it scrapes ``/metrics`` and reads the CPU
    time of the Locust process and its ``--processes`` children from ``/proc/<pid>/stat``
    (by PID) and the machine's from ``/proc/stat``;

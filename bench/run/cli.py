@@ -18,9 +18,8 @@ from typing import Any
 
 from bench._support.args import BadInput, OneLineParser, csv_list, load_with_overrides
 from bench._support.host import raise_nofile_limit
-from bench._support.servers import (
-    sigterm_as_exit,
-)
+from bench._support.servers import sigterm_as_exit
+from bench._support.tls import client_ca_file
 from bench.run.figures import CPU_BOUND_PCT, LAG_P99_MAX_MS, MACHINE_BUSY_PCT
 from bench.run.measure import run_point
 from bench.run.points import CODECS, NAN, Point, deliver_bytes, load_shape
@@ -129,6 +128,7 @@ def plan_run(args: argparse.Namespace, run_dir: Path) -> Plan:
         scenario, run_dir / "scenario.toml", run_dir, args.processes, duration, warmup,
         args.sample_s, args.keep_db,
     )  # fmt: skip
+    client_ca_file(scenario)  # a named CA that does not load is bad input, said now
     return Plan(settings, points, codecs, loads, args.repeat)
 
 

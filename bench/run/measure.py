@@ -12,11 +12,7 @@ from typing import Any
 
 from bench._support import metrics_scrape
 from bench._support.procstat import ProcessTree, machine_jiffies
-from bench._support.servers import (
-    LISTEN_URL,
-    spawn_server,
-    wait_listening,
-)
+from bench._support.servers import spawn_server, wait_listening
 from bench.run.figures import failed_row, summary_row
 from bench.run.points import Point, PointFailed
 from bench.run.processes import (
@@ -48,7 +44,7 @@ def measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
     """Server up, Locust run, scrapes, server down (always, in ``finally``)."""
     db = pdir / "store.db"
     env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
-    server = spawn_server("server", server_argv(settings, db), pdir, env)
+    server = spawn_server("server", server_argv(settings, db), pdir, env, settings.ca_file)
     locust: subprocess.Popen[bytes] | None = None
     tree: ProcessTree | None = None
     details: dict[str, Any] = {"server_argv": server_argv(settings, db)}
@@ -57,19 +53,19 @@ def measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
             wait_listening(server)
         except RuntimeError as exc:
             raise PointFailed(str(exc).splitlines()[0]) from None
-        match = LISTEN_URL.match(server.url)
-        base_url = f"http://127.0.0.1:{match.group(1) if match else 0}"
-        wait_ready(base_url, server)
-        before_text = metrics_scrape.fetch_text(base_url)
+        base_url, context = server.base_url, server.client_context()  # https after wss://
+        details["server_url"] = server.url
+        wait_ready(server)
+        before_text = metrics_scrape.fetch_text(base_url, context=context)
         (pdir / "metrics-before.txt").write_text(before_text)
         before = Sample(time.monotonic(), metrics_scrape.parse(before_text), {}, machine_jiffies())
         argv = locust_argv(point, settings, base_url, pdir)
         details["locust_argv"] = argv
-        locust = start_locust(argv, pdir / "locust.log")
+        locust = start_locust(argv, pdir / "locust.log", server.client_env())
         tree = ProcessTree(locust.pid)
         limit_s = settings.duration_s + point.shape.spawn_s + LOCUST_START_ALLOWANCE_S
-        samples, locust_cpu_s = watch_locust(locust, tree, base_url, settings.sample_s, limit_s)
-        after_text = metrics_scrape.fetch_text(base_url)
+        samples, locust_cpu_s = watch_locust(locust, tree, server, settings.sample_s, limit_s)
+        after_text = metrics_scrape.fetch_text(base_url, context=context)
         (pdir / "metrics-after.txt").write_text(after_text)
         after = Sample(time.monotonic(), metrics_scrape.parse(after_text), {}, machine_jiffies())
         details.update(

@@ -1,7 +1,9 @@
 """The processes of a point: the server, Locust headless in its own process, the samples.
 
 Locust runs as a subprocess (``python -m locust -f bench/locustfile.py``): gevent never
-shares a process with this orchestrator.
+shares a process with this orchestrator. Against a server that announced ``wss://`` the
+readiness poll and the scrapes verify it with :meth:`ServerProc.client_context`, and
+Locust gets ``--host https://…`` and :meth:`ServerProc.client_env` (the CA to trust).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from bench._support.servers import (
     ServerProc,
     stop_server,
 )
+from bench._support.tls import client_ca_file
 from bench.run.points import Point, PointFailed
 from bench.run.window import Sample
 from chatcap.scenario import Scenario
@@ -52,6 +56,11 @@ class Settings:
     sample_s: float
     keep_db: bool
 
+    @property
+    def ca_file(self) -> str:
+        """What the clients trust when the server speaks TLS (:func:`client_ca_file`)."""
+        return client_ca_file(self.scenario)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -60,12 +69,13 @@ def free_port() -> int:
         return port
 
 
-def wait_ready(base_url: str, server: ServerProc) -> None:
-    """Poll ``GET /readyz`` until 200 (bounded)."""
+def wait_ready(server: ServerProc) -> None:
+    """Poll ``GET /readyz`` until 200 (bounded); over https, verified as a client would."""
     deadline = time.monotonic() + READY_TIMEOUT_S
+    url, context = server.base_url + "/readyz", server.client_context()
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(base_url + "/readyz", timeout=2.0) as resp:
+            with urllib.request.urlopen(url, timeout=2.0, context=context) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -121,8 +131,11 @@ def stop_gracefully(server: ServerProc, drain_timeout_s: float) -> int:
     return int(proc.returncode if proc.returncode is not None else -signal.SIGKILL)
 
 
-def start_locust(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def start_locust(
+    argv: list[str], log: Path, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Locust in its own process; ``extra_env``: e.g. the CA it trusts (``client_env``)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
     with log.open("wb") as out:
         return subprocess.Popen(
             argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
@@ -140,10 +153,12 @@ def reap(proc: subprocess.Popen[bytes]) -> resource.struct_rusage | None:
     return usage
 
 
-def take_sample(base_url: str, tree: ProcessTree | None) -> Sample | None:
+def take_sample(
+    base_url: str, tree: ProcessTree | None, context: ssl.SSLContext | None = None
+) -> Sample | None:
     """Scrape the server and read the generator's and the machine's CPU; None on failure."""
     try:
-        scrape = metrics_scrape.fetch(base_url, timeout_s=2.0)
+        scrape = metrics_scrape.fetch(base_url, timeout_s=2.0, context=context)
     except (OSError, ValueError):
         return None
     cpu = tree.cpu_s() if tree is not None else {}
@@ -151,12 +166,17 @@ def take_sample(base_url: str, tree: ProcessTree | None) -> Sample | None:
 
 
 def watch_locust(
-    proc: subprocess.Popen[bytes], tree: ProcessTree, base_url: str, sample_s: float, limit_s: float
+    proc: subprocess.Popen[bytes],
+    tree: ProcessTree,
+    server: ServerProc,
+    sample_s: float,
+    limit_s: float,
 ) -> tuple[list[Sample], float]:
     """Sample until Locust exits; returns the samples and Locust's total CPU seconds."""
     samples: list[Sample] = []
     deadline = time.monotonic() + limit_s
     next_at = time.monotonic()
+    base_url, context = server.base_url, server.client_context()
     while True:
         usage = reap(proc)
         if usage is not None:
@@ -166,7 +186,7 @@ def watch_locust(
             raise PointFailed(f"locust did not finish within {limit_s:.0f} s")
         if now >= next_at:
             tree.scan()
-            sample = take_sample(base_url, tree)
+            sample = take_sample(base_url, tree, context)
             if sample is not None:
                 samples.append(sample)
             next_at = max(next_at + sample_s, now + sample_s / 2)
