@@ -1,9 +1,10 @@
-"""Server overhead: our chat server's CPU and memory beside a bare ``websockets`` server.
+"""Server overhead: our chat server's CPU and memory beside a bare ``websockets`` server,
+and beside itself over TLS.
 
 ``python -m bench server-overhead [--quick] [--repeat N] [--out DIR] [--messages N]
 [--window W] [--fanout-messages M] [--fanout-window W] [--room-size K]
 [--idle-connections C] [--cases echo,fanout,idle] [--codec json,protobuf]
-[--scenario FILE] [--set KEY=VALUE …]``
+[--scenario FILE] [--set KEY=VALUE …] [--no-tls]``
 
 Three cases, all in ONE run, driven by the same client (:mod:`bench.micro.loadclient`, its own
 process per case) against servers in their own processes (``python -m server`` and
@@ -41,14 +42,25 @@ per-IP caps in the way, big write batches and outbound buffers), then any ``--se
 The idle rows' ``server_cpu_s`` is what opening the connections cost (token, handshake,
 join): a reconnect storm's bill.
 
+**TLS beside plain.** A third implementation, ``ours-tls``, is our server with the same
+scenario plus ``server.tls`` (a throwaway CA and a certificate for 127.0.0.1, made with
+trustme into the run's temporary folder at the start and deleted with it — never a
+committed key), driven by the same client over ``wss://`` (the token's request over
+``https://``), every case and codec of ``ours``. Its rows carry no target and no verdict:
+``ratio_vs_plain`` (the ``vs plain`` column) is the median over repeats of ours-tls ÷
+ours in the same repeat — server CPU per message (echo), per delivery (fanout), RSS per
+connection and the opening bill (idle: the TLS handshake and the per-connection TLS
+buffers). ``--no-tls`` leaves it out.
+
 Read ``client_cpu_s`` beside ``wall_s``: the load client is one process on the other
 core, and where it is busy all the time (bare fan-out) it, not the server, sets the pace.
 CPU per message stays comparable; messages per second would not be.
 
 Files, in ``DIR/<run-id>/``: ``manifest.json`` (sizes, targets, medians, verdicts, the
-servers' first lines) and ``overhead.csv`` (:data:`OVERHEAD_COLUMNS`, one row per case,
-impl, codec and repeat). Exit status 1 when a client run failed (its row is left out and
-the reason printed), else 0 — a MISS is a finding, not a failure.
+TLS ÷ plain ratios and what was negotiated, the servers' first lines) and
+``overhead.csv`` (:data:`OVERHEAD_COLUMNS`, one row per case, impl, codec and repeat).
+Exit status 1 when a client run failed (its row is left out and the reason printed),
+else 0 — a MISS is a finding, not a failure.
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench._support.args import BadInput
 from bench._support.clients import Job, Sizes, client_argv, run_client
 from bench._support.host import raise_nofile_limit
 from bench._support.servers import (
@@ -75,13 +88,19 @@ from bench._support.servers import (
     stop_server,
     wait_listening,
 )
+from bench._support.tls import TlsFiles, throwaway_tls
 from chatcap.results import Column, new_manifest, new_run_id, write_manifest, write_table
 from chatcap.scenario import CODEC_NAMES, ScenarioError, to_toml
 
 OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier, same as the folder name."),
     Column("case", "str", "`echo`, `fanout` or `idle` (see bench/micro/server_overhead.py)."),
-    Column("impl", "str", "`ours` (python -m server) or `bare` (bench.micro.bare_server)."),
+    Column(
+        "impl",
+        "str",
+        "`ours` (python -m server), `ours-tls` (the same over TLS: wss://) or `bare`"
+        " (bench.micro.bare_server).",
+    ),
     Column("codec", "str", "`json` or `protobuf` (ours); `none` (bare: opaque frames)."),
     Column("repeat", "int", "Repeat index within the run, from 0."),
     Column("messages", "int", "Measured sends answered (Ack / echo / own copy); 0 for idle."),
@@ -110,27 +129,29 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "idle": ("rss_kib_per_conn", 20.0, "KiB/conn"),
 }
 OUR_CODECS = CODEC_NAMES
+TLS_IMPL = "ours-tls"
+IMPL_ORDER = ("bare", "ours", TLS_IMPL)
 
 
 # ----------------------------------------------------------------------------- processes
 
 
-def start_servers(workdir: Path, scenario_path: Path, repeat: int) -> dict[str, ServerProc]:
-    """Ours (fresh store) and the two bare modes; on failure, stop what started."""
+def our_argv(scenario_path: Path, db: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "server", "--scenario", str(scenario_path),
+        "--port", "0", "--db", str(db),
+    ]  # fmt: skip
+
+
+def start_servers(
+    workdir: Path, scenario_path: Path, repeat: int, tls: TlsFiles | None = None
+) -> dict[str, ServerProc]:
+    """Ours (fresh store), ours over TLS (with ``tls``: its scenario beside the plain one,
+    its own store) and the two bare modes; on failure, stop what started."""
     env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
     py = sys.executable
     specs = {
-        "ours": [
-            py,
-            "-m",
-            "server",
-            "--scenario",
-            str(scenario_path),
-            "--port",
-            "0",
-            "--db",
-            str(workdir / f"store-{repeat}.db"),
-        ],
+        "ours": our_argv(scenario_path, workdir / f"store-{repeat}.db"),
         "bare-echo": [py, "-m", "bench.micro.bare_server", "--mode", "echo", "--port", "0"],
         "bare-broadcast": [
             py,
@@ -142,16 +163,26 @@ def start_servers(workdir: Path, scenario_path: Path, repeat: int) -> dict[str, 
             "0",
         ],
     }
+    if tls is not None:
+        specs[TLS_IMPL] = our_argv(tls_scenario_path(scenario_path), workdir / f"tls-{repeat}.db")
     servers: dict[str, ServerProc] = {}
-    try:  # all three start at once; then each must say where it listens
+    try:  # all start at once; then each must say where it listens
         for name, argv in specs.items():
-            servers[name] = spawn_server(f"{name}-r{repeat}", argv, workdir, env)
+            ca_file = tls.ca_file if tls is not None and name == TLS_IMPL else ""
+            servers[name] = spawn_server(f"{name}-r{repeat}", argv, workdir, env, ca_file)
         for server in servers.values():
             wait_listening(server)
+        if tls is not None and not servers[TLS_IMPL].secure:
+            raise RuntimeError(f"{TLS_IMPL}: no wss:// in {servers[TLS_IMPL].first_line!r}")
     except BaseException:
         stop_servers(servers)
         raise
     return servers
+
+
+def tls_scenario_path(scenario_path: Path) -> Path:
+    """Where the TLS variant of the scenario is written, beside the plain one."""
+    return scenario_path.with_name(scenario_path.stem + "-tls.toml")
 
 
 def stop_servers(servers: dict[str, ServerProc]) -> None:
@@ -195,24 +226,29 @@ def progress(job: Job, row: dict[str, Any], repeat: int, sizes: Sizes) -> str:
         else f"{row['messages']:,} msgs, {row['deliveries']:,} deliveries"
     )
     return (
-        f"[server-overhead] repeat {repeat + 1}/{sizes.repeat} {job.label:22} "
+        f"[server-overhead] repeat {repeat + 1}/{sizes.repeat} {job.label:25} "
         f"{row[column]:8.2f} {unit:12} ({extra}, {row['wall_s']:.1f} s)"
     )
 
 
-def jobs_for(case: str, cases: Sequence[str], codecs: Sequence[str], repeat: int) -> list[Job]:
-    """Bare first, then ours per codec — rotated by the repeat index."""
+def jobs_for(
+    case: str, cases: Sequence[str], codecs: Sequence[str], repeat: int, tls: bool = False
+) -> list[Job]:
+    """Bare first, then ours per codec, then ours-tls per codec (with ``tls``) — rotated
+    by the repeat index."""
     if case not in cases:
         return []
     ours_codecs = codecs if case != "idle" else codecs[:1]
-    jobs = [Job(case, "bare", "none")] + [Job(case, "ours", c) for c in ours_codecs]
+    impls = ("ours", TLS_IMPL) if tls else ("ours",)
+    jobs = [Job(case, "bare", "none")]
+    jobs += [Job(case, impl, c) for impl in impls for c in ours_codecs]
     shift = repeat % len(jobs)
     return jobs[shift:] + jobs[:shift]
 
 
 def server_for(job: Job, servers: dict[str, ServerProc]) -> ServerProc:
-    if job.impl == "ours":
-        return servers["ours"]
+    if job.impl in ("ours", TLS_IMPL):
+        return servers[job.impl]
     return servers["bare-broadcast" if job.case == "fanout" else "bare-echo"]
 
 
@@ -224,19 +260,22 @@ def run_repeat(
     codecs: Sequence[str],
     scenario_path: Path,
     workdir: Path,
+    tls: TlsFiles | None = None,
+    negotiated: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
-    """Fresh servers, then idle (first, on the fresh processes), echo, fanout."""
+    """Fresh servers, then idle (first, on the fresh processes), echo, fanout. The TLS
+    protocol and cipher the client saw go into ``negotiated`` (by case/codec)."""
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
     print(
         f"[server-overhead] repeat {repeat + 1}/{sizes.repeat}: starting fresh servers", flush=True
     )
-    servers = start_servers(workdir, scenario_path, repeat)
+    servers = start_servers(workdir, scenario_path, repeat, tls)
     try:
         for case in ("idle", "echo", "fanout"):
-            for job in jobs_for(case, cases, codecs, repeat):
+            for job in jobs_for(case, cases, codecs, repeat, tls is not None):
                 server = server_for(job, servers)
-                tag = f"r{repeat}-{job.case}-{job.codec}"
+                tag = f"r{repeat}-{job.case}-{job.impl}-{job.codec}"
                 outcome = run_client(client_argv(job, server, sizes, tag), sizes.timeout_s * 3)
                 if server.proc.poll() is not None:
                     raise RuntimeError(f"{server.name} died:\n{server.log_tail()}")
@@ -248,6 +287,8 @@ def run_repeat(
                     print(f"[server-overhead] FAILED {failures[-1]}", flush=True)
                     continue
                 rows.append(to_row(run_id, job, repeat, outcome))
+                if outcome.get("tls") and negotiated is not None:
+                    negotiated[f"{job.case}/{job.codec}"] = str(outcome["tls"])
                 print(progress(job, rows[-1], repeat, sizes), flush=True)
         first_lines = {name: s.first_line for name, s in servers.items()}
     finally:
@@ -282,14 +323,34 @@ def paired_ratios(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], float
     return {key: statistics.median(values) for key, values in ratios.items()}
 
 
+def tls_ratios(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], float]:
+    """Median over repeats of ours-tls / ours, each pair from the same repeat, for the
+    case's figure and, for idle, the opening CPU too: ``{(case, codec, column): ratio}``."""
+    by_key = {(r["case"], r["impl"], r["codec"], r["repeat"]): r for r in rows}
+    ratios: dict[tuple[str, str, str], list[float]] = {}
+    for (case, impl, codec, repeat), row in by_key.items():
+        plain = by_key.get((case, "ours", codec, repeat))
+        if impl != TLS_IMPL or plain is None:
+            continue
+        columns = [TARGETS[case][0]] + (["server_cpu_s"] if case == "idle" else [])
+        for column in columns:
+            if plain[column] > 0:
+                ratios.setdefault((case, codec, column), []).append(row[column] / plain[column])
+    return {key: statistics.median(values) for key, values in ratios.items()}
+
+
 def verdicts(
-    med: dict[tuple[str, str, str], float], ratios: dict[tuple[str, str], float]
+    med: dict[tuple[str, str, str], float],
+    ratios: dict[tuple[str, str], float],
+    tls: dict[tuple[str, str, str], float] | None = None,
 ) -> list[dict[str, Any]]:
-    """One line per (case, impl, codec): median, ratio vs bare, target and PASS/MISS."""
+    """One line per (case, impl, codec): median, ratio vs bare, target and PASS/MISS for
+    ours; ratio vs plain (ours) for ours-tls, which has no target."""
     lines = []
     for (case, impl, codec), value in sorted(med.items(), key=_table_order):
         column, target, unit = TARGETS[case]
         ratio = ratios.get((case, codec)) if impl == "ours" else None
+        vs_plain = (tls or {}).get((case, codec, column)) if impl == TLS_IMPL else None
         line: dict[str, Any] = {
             "case": case,
             "impl": impl,
@@ -298,6 +359,7 @@ def verdicts(
             "median": value,
             "unit": unit,
             "ratio_vs_bare": ratio,
+            "ratio_vs_plain": vs_plain,
         }
         if impl == "ours":
             measured = value if case == "idle" else ratio
@@ -309,24 +371,65 @@ def verdicts(
 
 def _table_order(item: tuple[tuple[str, str, str], float]) -> tuple[int, int, str]:
     (case, impl, codec), _ = item
-    return (("echo", "fanout", "idle").index(case), 0 if impl == "bare" else 1, codec)
+    return (("echo", "fanout", "idle").index(case), IMPL_ORDER.index(impl), codec)
+
+
+def _times(ratio: float | None) -> str:
+    return f"{ratio:.2f}×" if ratio is not None else ""
 
 
 def format_table(lines: Sequence[dict[str, Any]], repeats: int) -> str:
     out = [
-        f"{'case':7}{'impl':6}{'codec':10}{'median':>10} {'unit':13}{'vs bare':>8}  "
-        f"{'target':10}verdict   (median of {repeats})"
+        f"{'case':7}{'impl':9}{'codec':10}{'median':>10} {'unit':13}{'vs bare':>8}"
+        f"{'vs plain':>9}  {'target':10}verdict   (median of {repeats})"
     ]
     for line in lines:
-        ratio = f"{line['ratio_vs_bare']:.2f}×" if line["ratio_vs_bare"] is not None else ""
         out.append(
-            f"{line['case']:7}{line['impl']:6}{line['codec']:10}{line['median']:10.2f} "
-            f"{line['unit']:13}{ratio:>8}  {line.get('target', ''):10}{line.get('verdict', '')}"
+            f"{line['case']:7}{line['impl']:9}{line['codec']:10}{line['median']:10.2f} "
+            f"{line['unit']:13}{_times(line['ratio_vs_bare']):>8}"
+            f"{_times(line.get('ratio_vs_plain')):>9}  "
+            f"{line.get('target', ''):10}{line.get('verdict', '')}"
         )
     return "\n".join(out)
 
 
+def tls_summary(tls: dict[tuple[str, str, str], float]) -> list[dict[str, Any]]:
+    """The manifest's ``tls_vs_plain``: one entry per (case, codec, figure)."""
+    order = ("echo", "fanout", "idle")
+    return [
+        {"case": case, "codec": codec, "figure": column, "ratio": ratio}
+        for (case, codec, column), ratio in sorted(
+            tls.items(), key=lambda item: (order.index(item[0][0]), item[0][1], item[0][2])
+        )
+    ]
+
+
+def format_tls(tls: dict[tuple[str, str, str], float]) -> str:
+    """Every TLS ÷ plain ratio, one a line, e.g. ``  echo   json     cpu_us_per_msg  1.31×``."""
+    head = "[server-overhead] TLS ÷ plain (ours-tls / ours, median of per-repeat ratios):"
+    lines = [
+        f"  {e['case']:7}{e['codec']:10}{e['figure']:21}{e['ratio']:6.2f}×"
+        for e in tls_summary(tls)
+    ]
+    return "\n".join([head, *(lines or ["  none (no pair of rows)"])])
+
+
 # ----------------------------------------------------------------------------- main
+
+
+def tls_manifest(tls: TlsFiles | None, negotiated: dict[str, str]) -> dict[str, Any] | None:
+    """What ours-tls ran with (None with ``--no-tls``): the certificate's origin, the key
+    type, what the client negotiated, and how the ratio is formed."""
+    if tls is None:
+        return None
+    return {
+        "impl": TLS_IMPL,
+        "certificate": "throwaway trustme CA + leaf for 127.0.0.1, made in the run's "
+        "temporary folder and deleted with it",
+        "key_type": tls.key_type,
+        "negotiated": negotiated,
+        "ratio": "median over repeats of ours-tls/ours in the same repeat",
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", default="echo,fanout,idle", help="comma-separated subset")
     p.add_argument("--codec", default="json,protobuf", help="our codecs, comma-separated")
     p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each client wait")
+    p.add_argument(
+        "--no-tls", action="store_true", help="leave out ours-tls (our server over wss://)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -401,7 +507,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         scenario = bench_scenario(args.scenario, args.set)
-    except ScenarioError as exc:
+        if scenario.server.tls.enabled:
+            raise BadInput(
+                "server.tls is on in the base scenario: ours must be plain "
+                "(ours-tls adds a throwaway certificate itself)"
+            )
+    except (ScenarioError, BadInput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     nofile = raise_nofile_limit()  # children inherit it, our server included
@@ -416,18 +527,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
     first_lines: dict[str, str] = {}
+    negotiated: dict[str, str] = {}
+    tls: TlsFiles | None = None
     with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="chatcap-overhead-") as tmp:
         workdir = Path(tmp)
         scenario_path = workdir / "scenario.toml"
         scenario_path.write_text(to_toml(scenario, comments=False))
+        if not args.no_tls:
+            try:
+                tls = throwaway_tls(workdir / "tls")
+            except BadInput as exc:
+                print(f"error: {exc} (or pass --no-tls)", file=sys.stderr)
+                return 2
+            tls_scenario = scenario.with_overrides(tls.overrides())
+            tls_scenario_path(scenario_path).write_text(to_toml(tls_scenario, comments=False))
         for repeat in range(sizes.repeat):
             got, failed, first_lines = run_repeat(
-                run_id, repeat, sizes, cases, codecs, scenario_path, workdir
+                run_id, repeat, sizes, cases, codecs, scenario_path, workdir, tls, negotiated
             )
             rows += got
             failures += failed
-    med, ratios = medians(rows), paired_ratios(rows)
-    lines = verdicts(med, ratios)
+    med, ratios, vs_plain = medians(rows), paired_ratios(rows), tls_ratios(rows)
+    lines = verdicts(med, ratios, vs_plain)
     manifest = new_manifest(
         run_id,
         ["python", "-m", "bench", "server-overhead", *argv],
@@ -448,12 +569,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_connections_joined="ours: each joined to one of 100 rooms; bare: connected",
         servers=first_lines,
         summary=lines,
+        tls=tls_manifest(tls, negotiated),
+        tls_vs_plain=tls_summary(vs_plain),
         failures=failures,
         rlimit_nofile=nofile,
     )
     write_manifest(run_dir, manifest)
     write_table(run_dir / "overhead.csv", rows, OVERHEAD_COLUMNS)
     print(format_table(lines, sizes.repeat))
+    if tls is not None:
+        print(format_tls(vs_plain))
     for failure in failures:
         print(f"[server-overhead] failed: {failure}")
     print(f"[server-overhead] wrote {run_dir}/{{manifest.json,overhead.csv}}")
