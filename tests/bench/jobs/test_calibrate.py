@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from bench._support.clients import WINDOW
+from bench._support.servers import bench_scenario
+from bench._support.tls import throwaway_tls
 from bench.jobs import calibrate
 from bench.jobs.calibrate import body_of, loop_share, mean_ack_ms
 from bench.jobs.calibrate_fit import (
     BATCH_SIZES,
     LONE_ROOM,
     LONE_WINDOW,
+    QUICK,
     ROOM_SIZES,
     Point,
     fit_line,
@@ -27,6 +31,8 @@ from bench.jobs.calibrate_fit import (
     per_recipient_lone_us,
 )
 from sim.calibration import CODECS, CalibrationError, Costs, load_costs
+
+BASELINE = Path(__file__).resolve().parents[3] / "scenarios" / "baseline.toml"
 
 CODEC_COSTS = Costs(
     decode_us={"json": 0.5, "protobuf": 1.5},
@@ -183,6 +189,37 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert calibrate.main(["--repeat", "0"]) == 2
     assert calibrate.main(["--scenario", "no/such.toml"]) == 2
     assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_the_server_points_run_over_wss_when_the_scenario_turns_tls_on(tmp_path: Path) -> None:
+    """Every server point of a calibration against a TLS server with a throwaway CA: the
+    load client speaks wss:// (trusting only the scenario's ca_file) and the /metrics reads
+    before and after each point go over https (the mean ack needs both)."""
+    tls = throwaway_tls(tmp_path / "tls")
+    sets = [f'{key}="{path}"' for key, path in tls.overrides().items()]
+    scenario = bench_scenario(str(BASELINE), sets)
+    tiny = replace(QUICK, messages={1: 200, 2: 100, 21: 20}, lone_messages=40, timeout_s=30.0)
+    points = calibrate.measure_server_points(scenario, tiny, tmp_path)
+    assert {(p.codec, p.room_size, p.window) for p in points} == {
+        (c, k, w) for c in CODECS for k, w in [*((k, WINDOW) for k in ROOM_SIZES),
+                                              (1, LONE_WINDOW), (LONE_ROOM, LONE_WINDOW)]
+    }  # fmt: skip
+    for point in points:
+        assert point.messages > 0 and point.process_us_per_msg > 0, point
+        assert point.server_ack_mean_ms > 0, point  # both https scrapes answered
+    assert " listening on wss://127.0.0.1:" in (tmp_path / "ours-cal0.stdout").read_text()
+
+
+def test_a_tls_scenario_with_a_missing_ca_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls = throwaway_tls(tmp_path / "tls")
+    sets = [f'{key}="{path}"' for key, path in tls.overrides().items()]
+    sets.append('server.tls.ca_file="/no/such/ca.pem"')
+    argv = ["--quick", "--out", str(tmp_path / "out")]
+    assert calibrate.main([*argv, *(a for s in sets for a in ("--set", s))]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: server.tls.ca_file = '/no/such/ca.pem': no such file\n"
 
 
 def test_provenance_keys_are_optional_and_checked(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from bench._support.histo import HistogramSet
 from bench._support.metrics_scrape import Scrape
+from bench._support.tls import throwaway_tls
 from bench.run import cli as run
 from bench.run.figures import LAG_P99_MAX_MS, generator_limits, summary_row
 from bench.run.points import LoadShape, Point, load_shape
@@ -86,6 +87,46 @@ def test_a_short_run_writes_a_valid_run_folder_for_both_codecs(
     printed = capsys.readouterr().out
     assert "[run] point 1/2 json" in printed and "[run] point 2/2 protobuf" in printed
     assert "acked/s" in printed  # the table at the end
+
+
+def test_a_short_run_against_a_tls_server_speaks_wss_and_trusts_the_scenarios_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls = throwaway_tls(tmp_path / "tls")  # trusted by nothing but the scenario's ca_file
+    out = tmp_path / "run-tls"
+    sets = [f'{key}="{path}"' for key, path in tls.overrides().items()]
+    argv = [
+        "--scenario", str(SMOKE), "--codec", "json", "--loads", "50",
+        "--duration-s", "2", "--warmup-s", "0.5", "--sample-s", "0.25",
+        "--set", "workload.send_rate_per_user_per_s=10", "--out", str(out),
+        *(arg for s in sets for arg in ("--set", s)),
+    ]  # fmt: skip
+    assert run.main(argv) == 0, capsys.readouterr()
+
+    (row,) = read_run(out).summary
+    assert row["acked_total"] > 0 and row["delivered_per_s"] > 0, row
+    assert row["server_cpu_us_per_msg"] > 0  # the https scrapes worked
+    info = json.loads((out / "points" / "json-50-r0" / "point.json").read_text())
+    assert info["server_url"].startswith("wss://127.0.0.1:")
+    host = info["locust_argv"][info["locust_argv"].index("--host") + 1]
+    assert host.startswith("https://127.0.0.1:")
+    doc = json.loads((out / "points" / "json-50-r0" / "chat.json").read_text())
+    assert HistogramSet.from_json(doc["histograms"]).get("ack", "json").count > 0
+    assert info["server_rc"] == 0 and info["locust_rc"] == 0
+
+
+def test_a_tls_scenario_whose_ca_file_is_missing_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls = throwaway_tls(tmp_path / "tls")
+    sets = [f'{key}="{path}"' for key, path in tls.overrides().items()]
+    sets.append('server.tls.ca_file="/no/such/ca.pem"')
+    argv = ["--scenario", str(SMOKE), "--out", str(tmp_path / "x")]
+    argv += [arg for s in sets for arg in ("--set", s)]
+    assert run.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "error: server.tls.ca_file = '/no/such/ca.pem': no such file\n"
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(
