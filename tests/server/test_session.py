@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from websockets.protocol import State
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import Protocol, Side, State
 
 from chatcap import wiring
 from chatcap.protocol import CODECS, Ack, Deliver, Error, Join, Leave, Left, Send
 from chatcap.protocol import chat_pb2 as pb
 from chatcap.scenario import FaultsConfig, ServerConfig
+from server.app import close_codes
 from server.dedup import Deduper
 from server.faults import FaultInjector
 from server.hub import Client, Hub
@@ -377,3 +380,67 @@ def test_a_real_leave_is_answered_with_left(
         ann.send_text("lobby", "x")
         err = ann.recv()
         assert isinstance(err, Error) and err.code == "not_member"
+
+
+def _ended(*steps: str, max_size: int = 64) -> dict[str, Any]:
+    """Play a close on websockets' sans-I/O protocols (no socket, no clock) and return
+    the fields the server's ``ws.close`` line gets (``server.app.close_codes``).
+
+    Steps: ``client_close``, ``server_close``, ``oversize`` (a client frame over
+    ``max_size``), ``echo`` (the client answers the server's close), ``lost`` (the TCP
+    connection ends)."""
+    server = Protocol(Side.SERVER, max_size=max_size)
+    client = Protocol(Side.CLIENT)
+    for step in steps:
+        if step == "lost":
+            server.receive_eof()
+            continue
+        if step == "client_close":
+            client.send_close(1000)
+        elif step == "server_close":
+            server.send_close(1001, "server shutting down")
+        elif step == "oversize":
+            client.send_text(b"x" * (max_size + 1))
+        elif step == "echo":
+            client.receive_data(b"".join(server.data_to_send()))
+        server.receive_data(b"".join(client.data_to_send()))
+    return close_codes(cast(Any, SimpleNamespace(protocol=server)))
+
+
+def test_close_fields_name_the_code_of_the_side_that_closed_first() -> None:
+    assert _ended("client_close") == {"code": 1000, "by": "client"}
+    assert _ended("server_close", "echo") == {"code": 1001, "by": "server"}
+    assert _ended("server_close") == {"code": 1001, "by": "server"}  # no echo came back
+    assert _ended("lost") == {"code": 1006, "by": "none"}
+
+
+def test_an_over_size_frame_is_logged_as_the_1009_the_server_sent() -> None:
+    assert _ended("oversize", "echo", "lost") == {"code": 1009, "by": "server"}
+    # why conn.close_code (what the log said before) cannot be used: it is the code
+    # *received*, and a server that fails a connection reads no echo
+    server = Protocol(Side.SERVER, max_size=64)
+    client = Protocol(Side.CLIENT)
+    client.send_text(b"x" * 65)
+    server.receive_data(b"".join(client.data_to_send()))
+    client.receive_data(b"".join(server.data_to_send()))
+    server.receive_data(b"".join(client.data_to_send()))  # the client's 1009 echo
+    server.receive_eof()
+    assert (server.close_sent and server.close_sent.code, server.close_code) == (1009, 1006)
+
+
+def test_a_real_server_logs_an_over_size_frame_as_closed_1009_by_the_server(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server = start_server({"server.max_message_bytes": 4096})
+    with server.client("oversized") as ann:
+        ann.ws.send("x" * 5000)
+        with pytest.raises(ConnectionClosed) as info:
+            ann.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    deadline = time.monotonic() + 10 * server.factor  # the log line follows the close
+    line = ""
+    while not line and time.monotonic() < deadline:
+        line = next(
+            (x for x in server.log().splitlines() if "event=ws.close user=oversized" in x), ""
+        )
+    assert line.endswith("event=ws.close user=oversized code=1009 by=server"), line
