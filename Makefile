@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROTO  := chatcap/protocol
 
-.PHONY: demo test reliability lint fmt typecheck proto bench-codecs clean-venv
+.PHONY: demo test reliability lab lint fmt typecheck proto bench-codecs clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP) lint typecheck
 ## make reliability — the full reliability and security suite (< 20 min) and its report.
 reliability: $(STAMP)
 	$(PY) -m bench reliability
+
+## make lab — JupyterLab on notebooks/ at 127.0.0.1 (--allow-root only when run as root).
+lab: $(STAMP)
+	$(PY) -m bench notebooks --lab
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

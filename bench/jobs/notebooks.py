@@ -28,6 +28,10 @@ whose parameters cell has ``NAME``; ``-p NOTEBOOK:NAME=VALUE`` in that one only.
 any that do (exit status 1) — :func:`check_no_outputs`, also run by the test suite — and
 ``--strip`` removes them.
 
+**Interactively**: ``python -m bench notebooks --lab`` (``make lab``) starts JupyterLab on
+``notebooks/``, bound to 127.0.0.1, with ``--allow-root`` only when it runs as root
+(:func:`lab_command`; JupyterLab refuses root without it).
+
 Exit status: 0; 1 when a notebook failed (its partial outputs are still saved) or
 ``--check`` found outputs; 2 for bad input.
 """
@@ -38,6 +42,7 @@ import argparse
 import ast
 import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -277,6 +282,27 @@ def committed_notebooks() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
+# ---------------------------------------------------------------------------- JupyterLab
+
+
+def lab_command(uid: int, python: str = sys.executable) -> list[str]:
+    """The JupyterLab command line for a user ``uid``: the notebooks folder as its root,
+    listening on 127.0.0.1 only; ``--allow-root`` for uid 0 alone, because JupyterLab
+    refuses to start as root without it and the flag means nothing to anyone else."""
+    cmd = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={NOTEBOOK_DIR}", "--ip=127.0.0.1"]
+    if uid == 0:
+        cmd.append("--allow-root")
+    return cmd
+
+
+def start_lab() -> int:
+    """Replace this process with JupyterLab (:func:`lab_command` for the current user)."""
+    cmd = lab_command(os.getuid())
+    print(f"[notebooks] {' '.join(cmd)}", flush=True)
+    os.execv(cmd[0], cmd)
+    return 1  # not reached: execv returns only by raising
+
+
 # ---------------------------------------------------------------------------- command line
 
 
@@ -352,11 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-html", action="store_true", help="skip the HTML export")
     p.add_argument("--check", action="store_true", help="list committed notebooks with outputs")
     p.add_argument("--strip", action="store_true", help="strip outputs of committed notebooks")
+    p.add_argument(
+        "--lab",
+        action="store_true",
+        help="start JupyterLab on notebooks/ (127.0.0.1; --allow-root when run as root)",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.lab:
+        return start_lab()
     if args.check or args.strip:
         return _check_or_strip(args.strip)
     for opt in ("measured", "measured_outage", "calibration", "codecs_csv"):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +211,79 @@ def test_params_go_to_every_notebook_that_has_the_name_or_to_the_one_named() -> 
         with pytest.raises(notebooks.NotebookError, match=why):
             notebooks.parse_params([bad], names)
     assert notebooks.main(["-p", "no_such=1", "--only", "capacity-planning"]) == 2
+
+
+# ---------------------------------------------------------------------------- JupyterLab
+
+
+def test_the_lab_command_allows_root_only_for_root() -> None:
+    as_root = notebooks.lab_command(0, python="/venv/bin/python")
+    as_user = notebooks.lab_command(1000, python="/venv/bin/python")
+    assert as_root == [
+        "/venv/bin/python", "-m", "jupyterlab",
+        f"--ServerApp.root_dir={notebooks.NOTEBOOK_DIR}", "--ip=127.0.0.1", "--allow-root",
+    ]  # fmt: skip
+    assert as_user == as_root[:-1]
+
+
+def test_bench_notebooks_lab_execs_the_command_for_the_current_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr(notebooks.os, "getuid", lambda: 0)
+    monkeypatch.setattr(notebooks.os, "execv", lambda path, cmd: started.append(list(cmd)))
+    notebooks.main(["--lab"])
+    assert started == [notebooks.lab_command(0)]
+
+
+def test_make_lab_runs_bench_notebooks_lab() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", "lab"],
+        cwd=notebooks.ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert ".venv/bin/python -m bench notebooks --lab" in dry.stdout.splitlines()[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _lab_until(cmd: list[str], log: Path, wanted: str, deadline_s: float) -> tuple[str, int | None]:
+    """Start JupyterLab, poll its log for ``wanted`` (or its exit) up to the deadline, end it
+    by PID; return the log and the exit status it had before it was ended (None: running)."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(log.parent / "runtime")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            if wanted in log.read_text():
+                break
+            time.sleep(0.2)
+        return log.read_text(), proc.poll()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_the_lab_command_starts_jupyterlab_for_this_user(tmp_path: Path) -> None:
+    port = ["--ServerApp.port=" + str(_free_port()), "--no-browser"]
+    cmd = notebooks.lab_command(os.getuid()) + port
+    text, status = _lab_until(cmd, tmp_path / "lab.log", "is running at", 90.0)
+    assert status is None and "http://127.0.0.1:" in text, text[-2000:]
+    if os.getuid() == 0:  # and without the flag, root is refused: the flag is what works
+        bare = [c for c in cmd if c != "--allow-root"]
+        text, status = _lab_until(bare, tmp_path / "bare.log", "is running at", 90.0)
+        assert status not in (None, 0) and "--allow-root" in text, text[-2000:]
