@@ -11,7 +11,7 @@ Three parts, used by ``test_fuzz.py``:
   close 1009 (over ``max_message_bytes``), close 1007 (invalid UTF-8 in a text frame),
   ``Error{bad_frame}`` (wrong frame type, or it does not decode), ``Error{bad_request}``
   (a server-only kind), or *processed* (a valid client message: Join → Joined, Send →
-  Ack or its documented refusal, Leave → nothing).
+  Ack or its documented refusal, Leave → Left).
 * ``python -m tests.reliability.support_malformed --port P attack …`` (:func:`attack`) sends
   them: a connection or two per codec in one asyncio process, one case at a time per
   connection (send, then read until that case's answer), reconnecting after each close.
@@ -55,6 +55,7 @@ from chatcap.protocol.messages import (
     Join,
     Joined,
     Leave,
+    Left,
     Send,
 )
 from tests.support_protowire import tag, varint
@@ -134,7 +135,6 @@ WEIGHTS: dict[str, dict[str, int]] = {
 }
 
 FUZZ_ROOM = "fuzz"  # every attack connection joins it, so some mutated Sends get Acks
-PROBE_ROOMS = ("probe~room", "probe~room~2")  # never joined: a Send there answers at once
 ROOMS = (FUZZ_ROOM, FUZZ_ROOM, "lobby", "général", "大家好", "r" * 128)
 INVALID_UTF8 = (b"\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\x80")
 _ODD_CHARS = '{}[]:,"\\ 0129-.eE+tfnux\x00\x7fé✓😀\u2028'
@@ -637,7 +637,6 @@ class Attacker:
         )
         self.ws: ClientConnection | None = None
         self.joined: set[str] = set()
-        self.probes = 0
 
     async def connect(self) -> None:
         url = f"ws://127.0.0.1:{self.args.port}/api/v1/ws"
@@ -697,9 +696,7 @@ class Attacker:
     async def play(self, case: Case) -> None:
         want, msg = expected(self.codec, case, self.args.max_frame_bytes)
         got = await self.send(case.payload, case.text)
-        if got is None and isinstance(msg, Leave):
-            got = await self.after_leave(msg)
-        elif got is None:
+        if got is None:
             got = await self.answer()
         ok = got.outcome == want and (want != PROCESSED or self.check_processed(msg, got))
         ok = ok and got.outcome in DOCUMENTED[self.codec_name][case.klass]
@@ -708,23 +705,6 @@ class Attacker:
             self.tally.violation(self.codec_name, case, want, got.outcome, got.detail)
         if not ok or got.outcome.startswith("close_"):
             await self.reconnect()  # after a close, or to resynchronise after a surprise
-
-    async def after_leave(self, msg: Leave) -> Answer:
-        """A Leave has no answer: a probe Send behind it must be answered first."""
-        assert self.ws is not None
-        self.probes += 1
-        probe_id = f"probe-{self.probes}"
-        room = next(r for r in PROBE_ROOMS if r not in self.joined)
-        probe = Send(client_msg_id=probe_id, room=room, body="", sent_at_us=0)
-        await self.ws.send(self.codec.encode(probe), text=self.codec.text)
-        got = await self.answer()
-        m = got.msg
-        if isinstance(m, Error) and m.client_msg_id == probe_id:
-            if m.code in ("not_member", "rate_limited"):
-                self.joined.discard(msg.room)
-                return Answer(PROCESSED, "silent")
-            return Answer(PROCESSED, f"probe answered {m.code}")
-        return got if got.outcome != PROCESSED else Answer(PROCESSED, f"Leave answered {got}")
 
     def check_processed(self, msg: Envelope | None, got: Answer) -> bool:
         """A valid client message got the answer its kind and this connection's state allow."""
@@ -735,7 +715,8 @@ class Attacker:
                 return True
             return isinstance(m, Error) and m.code == "unavailable"
         if isinstance(msg, Leave):
-            return got.detail == "silent"
+            self.joined.discard(msg.room)
+            return isinstance(m, Left) and m.room == msg.room
         if isinstance(msg, Send):
             too_large = len(msg.body.encode()) > self.args.max_frame_bytes - 512
             allowed = send_answers(msg.room in self.joined, too_large)
@@ -763,6 +744,8 @@ def classify(msg: Envelope) -> Answer:
         return Answer(PROCESSED, "joined", msg)
     if isinstance(msg, Ack):
         return Answer(PROCESSED, "ack", msg)
+    if isinstance(msg, Left):
+        return Answer(PROCESSED, "left", msg)
     return Answer("unexpected", type(msg).__name__, msg)
 
 

@@ -38,6 +38,7 @@ from typing import Any, cast
 
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from chatcap.protocol import CODECS, Ack, Deliver, Join, Joined, Leave
 from chatcap.scenario import Scenario, load_scenario
@@ -472,6 +473,8 @@ class BufferedFrames:
 
     def __init__(self, frames: Sequence[str]) -> None:
         self.frames = frames
+        self.protocol = SimpleNamespace(state=State.OPEN)  # the hub writes each Left
+        self.transport = None
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._frames()
@@ -488,7 +491,7 @@ def test_a_session_lets_others_run_between_the_frames_of_one_read() -> None:
     app = SimpleNamespace(
         metrics=SimpleNamespace(tally=lambda codec: [0, 0, 0, 0], rate_limited=None),
         limiter=None,
-        hub=Hub(MIB),
+        hub=Hub(MIB, broadcast=lambda conns, payload, text=False: None),
         config=scenario_of({}).server,
         clock=time.perf_counter,
         log=logging.getLogger("test_floods"),
