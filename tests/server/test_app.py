@@ -362,7 +362,7 @@ def test_kill_9_then_restart_keeps_every_acked_message(start_server: Start, tmp_
         for i in range(100):
             ann.send_text("r", f"m{i}", client_msg_id=f"k{i}")
         try:
-            while len(acked) < 60:  # own Delivers arrive too; count the Acks
+            while len(acked) < 60:  # count the Acks (a sender gets no Deliver of its own)
                 msg = ann.recv(timeout_s=10)
                 if isinstance(msg, Ack):
                     acked.append(msg.seq)
