@@ -23,9 +23,13 @@ time; see :mod:`bench.load.users` for the user and :mod:`bench.load.plan` for th
 rules. The server must run with ``server.auth = "open"`` (users log in with any name).
 
 Options (also in the web UI, under "Custom parameters"): ``--chat-codec``,
-``--chat-scenario`` (default ``scenarios/baseline.toml``), ``--chat-room-size``,
-``--chat-send-rate`` (per user per s), ``--chat-body-bytes``, ``--chat-seed``,
-``--chat-arrival``; command line only: ``--chat-out FILE``, ``--chat-out-worker PATTERN``.
+``--chat-scenario`` (the server's scenario; default ``scenarios/baseline.toml``; a
+relative path is looked up in the working directory, then in the project root),
+``--chat-room-size``, ``--chat-send-rate`` (per user per s), ``--chat-body-bytes``,
+``--chat-seed``, ``--chat-arrival``; command line only: ``--chat-out FILE``,
+``--chat-out-worker PATTERN``. A bad value ends a headless Locust at start with one line
+(status 2); in the web UI it refuses the swarm and the form shows why
+(:mod:`bench.load.webui`).
 
 The ``--chat-out`` JSON file has the keys ``schema``, ``mode``, ``plan``,
 ``started_unix_s``, ``stopped_unix_s``, ``histograms`` (``{name: {codec: HdrHistogram

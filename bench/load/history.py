@@ -41,7 +41,7 @@ class HistoryReader(FastHttpUser):
 
     def on_start(self) -> None:
         if RUN.plan is None:
-            raise RuntimeError("chatcap: no plan (the test_start listener did not run)")
+            raise RUN.no_plan()
         self.n = RUN.next_reader()
         self.login = f"h{RUN.worker}-{self.n}"
         self.codec: Codec = get_codec(self.codec_name or RUN.reader_codecs.codec_of(self.n))

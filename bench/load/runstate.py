@@ -7,6 +7,13 @@ on Locust's events once: the command-line options (:func:`_add_arguments`), ``in
 ``bench/locust_history.py``) reaches it through :mod:`bench.load.users` or
 :mod:`bench.load.history`, so all share one :data:`RUN`.
 
+**Bad options.** Headless, a bad ``--chat-*`` option ends Locust at ``init`` with one
+line and status 2. In the web UI the form's values are checked when the swarm is asked
+for (:mod:`bench.load.webui`): a bad one refuses the swarm, and the form shows why. A
+relative ``--chat-scenario`` is looked up in the working directory, then in the project
+root (:func:`scenario_path`), so the default ``scenarios/baseline.toml`` works from any
+folder.
+
 **At test stop** every process turns its figures into a *part*
 (:meth:`bench.load.report.ProcessStats.part`). A worker sends its part to the master
 as a Locust message (``chatcap_part``) and, with ``--chat-out-worker``, writes it to a
@@ -23,6 +30,7 @@ import logging
 import time
 from argparse import Namespace
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -30,6 +38,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from bench._support.paths import REPO_ROOT
 from bench.load.plan import (
     CODEC_CHOICES,
     CodecPlan,
@@ -40,7 +49,7 @@ from bench.load.plan import (
 from bench.load.report import ProcessStats, generator_bound, merge_parts, write_json
 from chatcap.scenario import CODEC_MIX, ScenarioError, load_scenario
 
-__all__ = ["PASSWORD", "RUN", "RunState", "plan_from_options"]
+__all__ = ["DEFAULT_SCENARIO", "PASSWORD", "RUN", "RunState", "plan_from_options", "scenario_path"]
 
 logger = logging.getLogger("chatcap.locust")
 
@@ -62,6 +71,10 @@ COLLECT_TIMEOUT_S = 15.0
 ARRIVAL_CHOICES = ("scenario", "poisson", "constant", "closed")
 
 
+DEFAULT_SCENARIO = "scenarios/baseline.toml"
+"""``--chat-scenario``'s default, found in the project root from any working directory."""
+
+
 def _add_arguments(parser: Any, **_kw: Any) -> None:
     add = parser.add_argument
     add(
@@ -72,8 +85,9 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
     )
     add(
         "--chat-scenario",
-        default="scenarios/baseline.toml",
-        help="scenario file: workload and client sections drive the users",
+        default=DEFAULT_SCENARIO,
+        help="the scenario the server runs: its workload and client sections drive the "
+        "users (a relative path: the working directory, then the project root)",
     )
     add(
         "--chat-room-size",
@@ -114,11 +128,25 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
     )
 
 
-def _number(value: Any, kind: type[int] | type[float]) -> Any:
+def _number(value: Any, kind: type[int] | type[float], option: str) -> Any:
     """A typed option; the web UI hands back strings, ``""`` for unset."""
     if value is None or value == "":
         return None
-    return kind(value)
+    try:
+        return kind(value)
+    except ValueError:
+        word = "an integer" if kind is int else "a number"
+        raise ValueError(f"{option} {value!r}: expected {word}") from None
+
+
+def scenario_path(text: str) -> Path:
+    """Where ``--chat-scenario TEXT`` is: as given when absolute or found from the working
+    directory, else under the project root (where the default lives)."""
+    path = Path(text).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    in_project = REPO_ROOT / path
+    return in_project if in_project.exists() else path
 
 
 def plan_from_options(options: Namespace | None) -> LoadPlan:
@@ -127,15 +155,27 @@ def plan_from_options(options: Namespace | None) -> LoadPlan:
     def get(name: str) -> Any:
         return getattr(options, name, None) if options is not None else None
 
-    scenario = load_scenario(get("chat_scenario") or "scenarios/baseline.toml")
+    text = str(get("chat_scenario") or DEFAULT_SCENARIO)
+    path = scenario_path(text)
+    if not path.exists():
+        also = "" if path.is_absolute() else f" (nor {REPO_ROOT / path})"
+        raise ScenarioError(f"--chat-scenario {text}: no such file {path.absolute()}{also}")
+    scenario = load_scenario(path)
     arrival = get("chat_arrival") or "scenario"
+    if arrival not in ARRIVAL_CHOICES:
+        raise ValueError(
+            f"--chat-arrival {arrival!r}: expected one of {', '.join(ARRIVAL_CHOICES)}"
+        )
+    codec = get("chat_codec") or CODEC_MIX
+    if codec not in CODEC_CHOICES:
+        raise ValueError(f"--chat-codec {codec!r}: expected one of {', '.join(CODEC_CHOICES)}")
     return resolve_plan(
         scenario,
-        codec=get("chat_codec") or CODEC_MIX,
-        room_size=_number(get("chat_room_size"), int),
-        send_rate_per_user_per_s=_number(get("chat_send_rate"), float),
-        body_bytes=_number(get("chat_body_bytes"), int),
-        seed=_number(get("chat_seed"), int),
+        codec=codec,
+        room_size=_number(get("chat_room_size"), int, "--chat-room-size"),
+        send_rate_per_user_per_s=_number(get("chat_send_rate"), float, "--chat-send-rate"),
+        body_bytes=_number(get("chat_body_bytes"), int, "--chat-body-bytes"),
+        seed=_number(get("chat_seed"), int, "--chat-seed"),
         arrival=None if arrival == "scenario" else arrival,
     )
 
@@ -145,6 +185,8 @@ class RunState:
 
     def __init__(self) -> None:
         self.plan: LoadPlan | None = None
+        self.plan_error = ""
+        """Why the last test_start made no plan (shown by the users' on_start failure)."""
         self.stats: ProcessStats | None = None
         self.rooms: RoomPlan | None = None
         self.codecs = CodecPlan({"json": 1.0})
@@ -173,6 +215,11 @@ class RunState:
         self.final_part = None
         self._users = itertools.count()
         self._readers = itertools.count()
+
+    def no_plan(self) -> RuntimeError:
+        """The error a user's ``on_start`` raises when this test has no plan."""
+        why = self.plan_error or "the test_start listener did not run"
+        return RuntimeError(f"chatcap: no plan: {why}")
 
     def next_user(self) -> int:
         """The index ``n`` of the next chat user this process starts."""
@@ -204,6 +251,10 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     except (ScenarioError, ValueError) as exc:
         logger.error("chatcap: %s", exc)
         raise SystemExit(2) from None
+    if environment.web_ui is not None:
+        from bench.load import webui  # Flask: only where Locust serves its web UI
+
+        webui.install(environment, plan_from_options)
     if isinstance(runner, MasterRunner):
         runner.register_message(MSG_HELLO, _on_hello)
         runner.register_message(MSG_PART, _on_part)
@@ -212,7 +263,13 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
     runner = environment.runner
     RUN.plan = None  # a bad option must not leave the previous test's plan in place
-    plan = plan_from_options(environment.parsed_options)
+    try:
+        plan = plan_from_options(environment.parsed_options)
+    except (ScenarioError, ValueError) as exc:  # the web form checks first; a worker may not
+        RUN.plan_error = str(exc)
+        logger.error("chatcap: no plan, the users will not start: %s", exc)
+        return
+    RUN.plan_error = ""
     if isinstance(runner, MasterRunner):
         RUN.plan, RUN.parts, RUN.started_workers = plan, {}, {}
         return

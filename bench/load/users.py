@@ -121,7 +121,7 @@ class ChatUser(FastHttpUser):
 
     def on_start(self) -> None:
         if RUN.plan is None or RUN.stats is None or RUN.rooms is None:
-            raise RuntimeError("chatcap: no plan (the test_start listener did not run)")
+            raise RUN.no_plan()
         plan, self.stats = RUN.plan, RUN.stats
         self.n = RUN.next_user()
         self.login = user_name(RUN.worker, self.n)

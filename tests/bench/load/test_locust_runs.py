@@ -9,161 +9,27 @@ up in (timings there are scaled by ``CHATCAP_TIMING_FACTOR``).
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench._support.histo import HistogramSet
-from chatcap.scenario import load_scenario, to_toml
-
-ROOT = Path(__file__).resolve().parents[3]
-FACTOR = float(os.environ.get("CHATCAP_TIMING_FACTOR", "1"))
-SECRET = "test-secret-0123456789-0123456789-0123456789"
-ADMIN_TOKEN = "test-admin-token-0123456789"
-USERS, ROOM_SIZE = 10, 5
-
-# Rate limits off (several sends per second per user), patient clients, no retries.
-SERVER_OVERRIDES: dict[str, Any] = {
-    "server.rate_limit.algorithm": "none",
-    "client.ack_timeout_ms": 10_000.0,
-    "client.retry.max_attempts": 1,
-    "workload.think_time_s": 0.05,
-}
-
-
-def scaled(seconds: float) -> float:
-    return seconds * FACTOR
-
-
-@dataclass
-class Server:
-    """The reference server in a subprocess (started as tests/server/conftest.py does)."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    scenario: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> bytes:
-        req = urllib.request.Request(self.http + path, headers=headers or {})
-        with urllib.request.urlopen(req, timeout=scaled(10)) as resp:
-            body: bytes = resp.read()
-            return body
-
-    def admin(self, query: str) -> None:
-        self.get(f"/api/v1/admin/faults?{query}", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
-
-    def metric(self, name: str) -> float:
-        """Sum of every sample of a Prometheus metric family."""
-        lines = self.get("/metrics").decode().splitlines()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in lines
-            if line.startswith((name + " ", name + "{"))
-        )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("locust-server")
-    scenario = tmp / "scenario.toml"
-    base = load_scenario(ROOT / "scenarios" / "smoke.toml").with_overrides(SERVER_OVERRIDES)
-    scenario.write_text(to_toml(base, comments=False))
-    env = dict(
-        os.environ, CHATCAP_JWT_SECRET=SECRET, CHATCAP_ADMIN_TOKEN=ADMIN_TOKEN, PYTHONUNBUFFERED="1"
-    )
-    cmd = [sys.executable, "-m", "server", "--scenario", str(scenario), "--port", "0"]
-    with (tmp / "server.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [*cmd, "--db", str(tmp / "chat.db")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=log, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().decode()
-        assert "listening on" in first, (tmp / "server.log").read_text()[-3000:]
-        port = int(first.split("ws://127.0.0.1:")[1].split("/")[0])
-        yield Server(proc, port, scenario)
-    finally:
-        stop(proc, signal.SIGTERM)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-@pytest.fixture(scope="module")
-def scenario(server: Server) -> Path:
-    """The scenario file the server runs: the Locust users read the same one."""
-    return server.scenario
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Stop a process this test started (by its own handle), killing it if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=scaled(10))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def locust(args: Sequence[str], log: Path, scenario: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``python -m locust -f bench/locustfile.py ARGS``, output to ``log``."""
-    cmd = [sys.executable, "-m", "locust", "-f", "bench/locustfile.py", *args]
-    if scenario is not None:
-        cmd += ["--chat-scenario", str(scenario)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-        )
-
-
-def headless(server: Server, run_time_s: float, *extra: str) -> list[str]:
-    return [
-        "--headless", "--only-summary",
-        "-u", str(USERS), "-r", str(USERS), "-t", f"{run_time_s:g}s",
-        "--host", server.http,
-        "--chat-room-size", str(ROOM_SIZE),
-        *extra,
-    ]  # fmt: skip
-
-
-def finish(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    """Wait for a Locust process to exit 0; on failure show the end of its log."""
-    try:
-        rc = proc.wait(timeout=scaled(timeout_s))
-    except subprocess.TimeoutExpired:
-        stop(proc, signal.SIGKILL)
-        pytest.fail(f"locust did not finish in {timeout_s} s:\n{log.read_text()[-3000:]}")
-    assert rc == 0, f"locust exited {rc}:\n{log.read_text()[-3000:]}"
-
-
-def read(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
+from tests.bench.load.support_locust import (
+    FACTOR,
+    ROOM_SIZE,
+    USERS,
+    Server,
+    finish,
+    free_port,
+    headless,
+    locust,
+    read,
+    scaled,
+    stop,
+)
 
 # ---------------------------------------------------------------------------- one process
 
