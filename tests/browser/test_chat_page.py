@@ -1,0 +1,228 @@
+"""The chat page (server/web/) in headless Chromium against the real server.
+
+Two windows (alice, bob) chat: served by the server itself, from a second origin that
+``server.origins`` allows, refused from one it does not, over TLS, and across a dropped
+socket. Each own line comes from the Ack (the sending connection never gets a Deliver of
+its own message) and carries its ack latency; each other line comes from a Deliver.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import ssl
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from bench._support.servers import ServerProc
+from bench._support.tls import throwaway_tls, trust_context
+from tests.browser.support_browser import (
+    ROOT,
+    WAIT_S,
+    ChatPage,
+    Line,
+    StaticSite,
+    browser_missing,
+    chromium,
+)
+
+pytestmark = pytest.mark.skipif(bool(browser_missing()), reason=browser_missing())
+
+StartServer = Callable[..., ServerProc]
+
+
+def chat_lines(page: ChatPage) -> list[tuple[int | None, str, str]]:
+    return [(line.seq, line.sender, line.body) for line in page.lines()]
+
+
+def both_joined(alice: ChatPage, bob: ChatPage, url_a: str, url_b: str, room: str) -> None:
+    alice.open(url_a)
+    bob.open(url_b)
+    alice.login("alice")
+    bob.login("bob")
+    alice.join(room)
+    bob.join(room)
+
+
+def exchange(alice: ChatPage, bob: ChatPage) -> None:
+    """Each sends one line; each page shows its own (Ack) and the other's (Deliver)."""
+    alice.send("hello bob")
+    own = alice.wait_line("alice", "hello bob", acked=True)
+    bob.wait_line("alice", "hello bob")
+    bob.send("hi alice 👋")
+    alice.wait_line("bob", "hi alice 👋")
+    bob.wait_line("bob", "hi alice 👋", acked=True)
+    assert own.own and own.latency_ms is not None and 0 < own.latency_ms < WAIT_S * 1000
+    assert re.fullmatch(r"ack \d+(\.\d)? ms", own.note), own.note
+    both = [(1, "alice", "hello bob"), (2, "bob", "hi alice 👋")]
+    assert chat_lines(alice) == both and chat_lines(bob) == both
+    # on the receiving side a line from someone else carries no latency of ours
+    assert [(line.own, line.latency_ms is None) for line in bob.lines()] == [
+        (False, True),
+        (True, False),
+    ]
+
+
+def screenshot_path(tmp_path: Path) -> Path:
+    """docs/chat-page.png with CHATCAP_SCREENSHOT=1 (the README's picture), else tmp."""
+    if os.environ.get("CHATCAP_SCREENSHOT") == "1":
+        return ROOT / "docs" / "chat-page.png"
+    return tmp_path / "chat-page.png"
+
+
+def test_two_pages_served_by_the_server_show_each_others_lines_and_their_own_acks(
+    start_server: StartServer, alice: ChatPage, bob: ChatPage, tmp_path: Path
+) -> None:
+    server = start_server()
+    url = server.base_url + "/"
+    both_joined(alice, bob, url, url, "lobby")
+    assert alice.state()["base"] == server.base_url  # no ?server=: the page's own origin
+    exchange(alice, bob)
+    alice.send("lunch at noon?")
+    bob.wait_line("alice", "lunch at noon?")
+    bob.send("yes — the usual place")
+    alice.wait_line("bob", "yes — the usual place")
+    alice.wait_line("alice", "lunch at noon?", acked=True)
+    assert [line.seq for line in alice.lines()] == [1, 2, 3, 4]
+    path = screenshot_path(tmp_path)
+    assert alice.driver.save_screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_page_on_an_allowed_second_origin_logs_in_and_chats_with_a_same_origin_page(
+    start_server: StartServer, alice: ChatPage, bob: ChatPage
+) -> None:
+    with StaticSite() as site:
+        server = start_server({"server.origins": [site.origin]})
+        both_joined(alice, bob, f"{site.origin}/?server={server.base_url}", server.base_url, "x")
+        origin = alice.js("return location.origin")
+        assert origin == site.origin != server.base_url
+        assert alice.state()["base"] == server.base_url
+        exchange(alice, bob)
+    assert "origin_refused" not in server.log_tail(100_000)
+
+
+def test_a_page_on_a_refused_origin_cannot_log_in_and_says_why(
+    start_server: StartServer, alice: ChatPage, bob: ChatPage
+) -> None:
+    with StaticSite() as site:
+        server = start_server({"server.origins": ["http://example.invalid"]})
+        alice.open(f"{site.origin}/?server={server.base_url}")
+        alice.login("alice")
+        errors = alice.wait(alice.errors, "an error on the page")
+        assert errors[0][0] == "fetch_failed"
+        assert "refused this page's origin" in errors[0][1]
+        assert site.origin in errors[0][1] and "server.origins" in errors[0][1]
+        assert alice.state()["lastError"]["name"] == "TypeError"  # what fetch() threw
+        assert alice.js("return document.getElementById('join').disabled") is True
+        console = "\n".join(alice.console())
+        assert "blocked by CORS policy" in console, console
+        # the same server lets its own page in: it refused the origin, it is not down
+        bob.open(server.base_url + "/")
+        bob.login("bob")
+        bob.join("lobby")
+    log = server.log_tail(100_000)
+    assert "http.origin_refused" in log and site.origin in log
+
+
+def test_the_page_chats_over_wss_on_a_tls_server(start_server: StartServer, tmp_path: Path) -> None:
+    """The throwaway CA (trustme) is not in Chromium's trust store, so this one Chromium
+    runs with ``--ignore-certificate-errors``; the other party, a Python client, verifies
+    the server's certificate against that CA."""
+    tls = throwaway_tls(tmp_path / "tls")
+    server = start_server(tls.overrides())
+    assert server.url.startswith("wss://") and server.base_url.startswith("https://")
+    driver = chromium("--ignore-certificate-errors")
+    try:
+        page = ChatPage(driver)
+        page.open(server.base_url + "/")
+        assert page.js("return location.protocol") == "https:"
+        page.login("alice")
+        page.join("secure")
+        with python_client(server, trust_context(tls.ca_file), "carol", "secure") as carol:
+            page.send("over wss")
+            page.wait_line("alice", "over wss", acked=True)
+            deliver = json.loads(carol.recv(timeout=WAIT_S))
+            assert (deliver["type"], deliver["sender"], deliver["body"]) == (
+                "deliver",
+                "alice",
+                "over wss",
+            )
+            carol.send(json.dumps({"type": "send", "client_msg_id": "c1", "room": "secure",
+                                   "body": "verified TLS here"}))  # fmt: skip
+            page.wait_line("carol", "verified TLS here")
+        assert chat_lines(page) == [(1, "alice", "over wss"), (2, "carol", "verified TLS here")]
+    finally:
+        driver.quit()
+
+
+@contextlib.contextmanager
+def python_client(
+    server: ServerProc, context: ssl.SSLContext, user: str, room: str
+) -> Iterator[ClientConnection]:
+    """A verifying wss client, joined to ``room``."""
+    basic = base64.b64encode(f"{user}:pw".encode()).decode()
+    request = urllib.request.Request(
+        server.base_url + "/api/v1/token", headers={"Authorization": f"Basic {basic}"}
+    )
+    with urllib.request.urlopen(request, timeout=WAIT_S, context=context) as resp:
+        token = json.loads(resp.read())["token"]
+    with connect(
+        f"{server.url}?token={token}",
+        ssl=context,
+        subprotocols=[Subprotocol("chat.v1.json")],
+        open_timeout=WAIT_S,
+    ) as conn:
+        conn.send(json.dumps({"type": "join", "room": room}))
+        assert json.loads(conn.recv(timeout=WAIT_S))["type"] == "joined"
+        yield conn
+
+
+def test_a_dropped_socket_reconnects_and_shows_what_it_missed_exactly_once(
+    start_server: StartServer, alice: ChatPage, bob: ChatPage
+) -> None:
+    server = start_server()
+    url = server.base_url + "/"
+    both_joined(alice, bob, url, url, "lobby")
+    alice.send("before the drop")
+    bob.wait_line("alice", "before the drop")
+
+    alice.js("window.chatcap.dropSocket({hold: true})")
+    alice.wait(lambda: alice.state()["conn"] == "closed", "the socket to close")
+    assert alice.state()["sinceSeq"] == 1
+    missed = [f"while you were away {i}" for i in (1, 2, 3)]
+    for body in missed:
+        bob.send(body)
+        bob.wait_line("bob", body, acked=True)
+    alice.send("typed while offline")  # waits for the socket, sent after the re-Join
+    assert alice.lines()[-1] == Line(
+        None, "alice", "typed while offline", True, "sending", None, "waiting for the connection"
+    )
+
+    alice.js("window.chatcap.resume()")
+    alice.wait_line("alice", "typed while offline", acked=True)
+    bob.wait_line("alice", "typed while offline")
+    for body in missed:
+        alice.wait_line("bob", body)
+    expected = [
+        (1, "alice", "before the drop"),
+        *[(seq, "bob", body) for seq, body in zip((2, 3, 4), missed, strict=True)],
+        (5, "alice", "typed while offline"),
+    ]
+    assert chat_lines(alice) == chat_lines(bob) == expected
+    assert alice.state()["reconnects"] == 1 and alice.state()["sinceSeq"] == 5
+
+    # without the hold the page reconnects by itself (backoff) and goes on live
+    alice.js("window.chatcap.dropSocket()")
+    alice.wait(lambda: alice.state()["reconnects"] == 2 and alice.state()["joined"], "rejoin")
+    bob.send("after the second drop")
+    alice.wait_line("bob", "after the second drop")
+    assert chat_lines(alice) == [*expected, (6, "bob", "after the second drop")]
