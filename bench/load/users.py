@@ -22,11 +22,21 @@ send went out is recorded (``schedule_lag`` histogram, ``max_schedule_lag_ms``).
 ``arrival = "closed"`` is the classic closed loop instead — send, wait for the answer,
 think ``think_time_s``, send — kept to show what coordinated omission hides.
 
-**Latencies** (µs, into the process's :class:`bench._support.histo.HistogramSet`, and as Locust
-``request`` events of type ``WS`` so the web UI charts them): ``ack {codec}`` = Ack
-receipt − intended send time (``time.perf_counter_ns``); ``deliver {codec}`` =
-receipt − the sender's ``sent_at_us`` (both ``time.time_ns() // 1000``: same host);
-``error {code}`` for every Error frame, ``timeout`` and lost connection. The histograms
+**Latencies** (µs, into the process's :class:`bench._support.histo.HistogramSet`) also go
+to Locust as ``request`` events of type ``ws``, so its statistics and charts show them,
+under names that keep sends apart from deliveries:
+
+* ``send→ack {codec}`` — one per send answered: its Ack (success; Ack receipt − intended
+  send time, ``time.perf_counter_ns``) or its failure (an Error frame for it, or no answer
+  within ``client.ack_timeout_ms``: failure ``ChatError(code)`` / ``timeout``). Its req/s
+  is the send rate the server answered;
+* ``deliver {codec}`` — one per Deliver received: receipt − the sender's ``sent_at_us``
+  (both ``time.time_ns() // 1000``: same host). With rooms of n, about n − 1 per send;
+* ``error {code}`` — failures not tied to a send: ``connect``, ``join``, ``closed`` (the
+  connection was lost), ``undecodable``, and Error frames for sends already given up on.
+
+Locust's total req/s adds every row up (sends, deliveries, REST): read the rows. The
+histograms
 also keep ``ack_from_send`` (from the actual send): gevent's timers fire ~0.5–1 ms late
 (libev's millisecond resolution), so an idle generator's sends leave that much after
 their intended time — visible in ``schedule_lag`` and included in ``ack``, as open-loop
@@ -153,6 +163,8 @@ class ChatUser(FastHttpUser):
         self.joined = Event()
         self.wake = Event()
         self.stopping = False
+        self.ack_name = f"send→ack {self.codec.name}"  # the Locust request names
+        self.deliver_name = f"deliver {self.codec.name}"
         self.stats.counts["users"] += 1
 
     def on_stop(self) -> None:
@@ -299,7 +311,7 @@ class ChatUser(FastHttpUser):
             if pending is None or pending.attempt != attempt:
                 continue
             if kind == "timeout" and pending.waiting:
-                self._count_error("timeout", (now - pending.intended_ns) / 1e6)
+                self._send_failed("timeout", (now - pending.intended_ns) / 1e6)
                 self._attempt_failed(pending, "timeout", 0.0, now)
             elif kind == "retry" and not pending.waiting:
                 pending.attempt += 1
@@ -379,7 +391,7 @@ class ChatUser(FastHttpUser):
         latency_us = time.time_ns() // 1000 - msg.sent_at_us
         self.stats.histograms.record_us("deliver", self.codec.name, latency_us)
         self.stats.loss.record_delivered(self.login, msg.room, msg.seq)
-        self._event(f"deliver {self.codec.name}", latency_us / 1000.0, size)
+        self._event(self.deliver_name, latency_us / 1000.0, size)
 
     def _on_ack(self, msg: Ack, size: int) -> None:
         # The server skips the sender when it fans a message out: the Ack is our copy.
@@ -397,32 +409,38 @@ class ChatUser(FastHttpUser):
         self.stats.loss.record_acked(msg.room, msg.seq, msg.client_msg_id)
         self.stats.outcomes["acked"] += 1
         self.policy.decide("acked", pending.attempt, now / 1e9, self.rng)
-        self._event(f"ack {self.codec.name}", latency_us / 1000.0, size)
+        self._event(self.ack_name, latency_us / 1000.0, size)
         self._resolved(now)
 
     def _on_error(self, msg: Error) -> None:
         now = time.perf_counter_ns()
         pending = self.pending.get(msg.client_msg_id) if msg.client_msg_id else None
-        since_ms = (now - pending.intended_ns) / 1e6 if pending is not None else 0.0
-        self._count_error(msg.code, since_ms)
         if pending is None or not pending.waiting:
+            self._count_error(msg.code, 0.0)
             if msg.client_msg_id:
                 self.stats.counts["late_answers"] += 1
             return
+        self._send_failed(msg.code, (now - pending.intended_ns) / 1e6)
         outcome = msg.code if msg.code in ERROR_CODES else INTERNAL
         self._attempt_failed(pending, outcome, msg.retry_after_ms / 1000.0, now)
 
     # -- reporting ---------------------------------------------------------------------
 
     def _count_error(self, code: str, response_time_ms: float) -> None:
+        """A failure not tied to a send attempt: Locust's ``error {code}``."""
         self.stats.errors[code] += 1
         self._event(f"error {code}", response_time_ms, 0, ChatError(code))
+
+    def _send_failed(self, code: str, since_intended_ms: float) -> None:
+        """A send attempt answered by an Error frame, or timed out: a ``send→ack`` failure."""
+        self.stats.errors[code] += 1
+        self._event(self.ack_name, since_intended_ms, 0, ChatError(code))
 
     def _event(
         self, name: str, response_time_ms: float, size: int, exc: Exception | None = None
     ) -> None:
         self.environment.events.request.fire(
-            request_type="WS",
+            request_type="ws",
             name=name,
             response_time=response_time_ms,
             response_length=size,

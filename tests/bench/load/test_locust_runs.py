@@ -9,6 +9,7 @@ up in (timings there are scaled by ``CHATCAP_TIMING_FACTOR``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ def test_a_headless_run_records_acks_deliveries_and_no_loss(
 ) -> None:
     out, log = tmp_path / "out.json", tmp_path / "locust.log"
     args = headless(server, 3, "--chat-codec", codec, "--chat-send-rate", "5")
-    proc = locust([*args, "--chat-out", str(out)], log, scenario)
+    stats = tmp_path / "locust-stats"  # Locust's final statistics, --json-file PREFIX
+    proc = locust([*args, "--chat-out", str(out), "--json-file", str(stats)], log, scenario)
     try:
         finish(proc, log, 30)
     finally:
@@ -64,6 +66,21 @@ def test_a_headless_run_records_acks_deliveries_and_no_loss(
     assert gen["users"] == USERS and gen["connects"] == USERS and gen["cpu_s"] > 0
     assert gen["sends_sent"] == loss["sent"] and gen["sends_intended"] >= gen["sends_sent"]
     assert "chatcap: " in log.read_text()  # the one-line human summary
+    # Locust's rows keep sends apart from deliveries: one send→ack per answered send
+    rows = locust_rows(Path(f"{stats}.json"))
+    assert rows == {
+        ("ws", f"send→ack {codec}"): (acks, 0),
+        ("ws", f"deliver {codec}"): (loss["delivered"], 0),
+        ("GET", "/api/v1/token"): (USERS, 0),
+    }
+
+
+def locust_rows(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """Locust's final statistics (``--json-file``): ``{(type, name): (requests, failures)}``."""
+    return {
+        (row["method"], row["name"]): (row["num_requests"], row["num_failures"])
+        for row in json.loads(path.read_text())
+    }
 
 
 # ---------------------------------------------------------------------------- distributed
