@@ -9,11 +9,16 @@ PROTO  := chatcap/protocol
 
 .PHONY: demo test reliability lab lint fmt typecheck proto bench-codecs clean-venv
 
+# The editable install: setuptools warns, in a screen of asterisks, that "folders in your
+# working directory with the same name as your package may take precedence during imports".
+# Here the working directory is the project and the tests import that very tree, so the
+# warning (that one message alone) is filtered.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "[venv] installing chatcap and its dependencies into $(VENV) (about a minute)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 ## make demo — the main job; grows with each milestone (see README).
