@@ -39,7 +39,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FACTOR = float(os.environ.get("CHATCAP_TIMING_FACTOR", "1"))
 WAIT_S = 15.0 * FACTOR
-WINDOW_SIZE = (900, 720)
+WINDOW_SIZE = (900, 760)
 
 T = TypeVar("T")
 
@@ -70,7 +70,12 @@ class StaticSite:
     def __init__(self) -> None:
         files = {f"/web/{p.name}": p for p in WEB_DIR.iterdir() if p.is_file()}
         files["/"] = WEB_DIR / "index.html"
-        types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+        types = {
+            ".html": "text/html",
+            ".js": "text/javascript",
+            ".css": "text/css",
+            ".svg": "image/svg+xml",
+        }
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -163,8 +168,8 @@ class ChatPage:
         self.driver = driver
 
     def open(self, url: str) -> None:
-        self.driver.get(url)
         self.console()  # drop what earlier pages logged
+        self.driver.get(url)
         self.wait(lambda: self.js("return window.chatcap !== undefined"), "the page's script")
 
     def js(self, script: str, *args: Any) -> Any:
@@ -241,6 +246,6 @@ class ChatPage:
         ]
 
     def console(self) -> list[str]:
-        """The console lines logged since the last call."""
+        """The console lines logged since the last call, each ``LEVEL message``."""
         entries: list[dict[str, Any]] = self.driver.get_log("browser")  # type: ignore[no-untyped-call]
-        return [str(entry.get("message", "")) for entry in entries]
+        return [f"{entry.get('level')} {entry.get('message')}" for entry in entries]
