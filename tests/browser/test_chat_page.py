@@ -231,3 +231,36 @@ def test_a_dropped_socket_reconnects_and_shows_what_it_missed_exactly_once(
     bob.send("after the second drop")
     alice.wait_line("bob", "after the second drop")
     assert chat_lines(alice) == [*expected, (6, "bob", "after the second drop")]
+
+
+SEND_TWICE_JS = """
+for (const body of arguments) {
+  document.getElementById('body').value = body;
+  document.getElementById('send-form').requestSubmit();
+}
+"""
+
+
+def test_error_frames_are_shown_and_a_rate_limited_send_is_sent_again_with_its_id(
+    start_server: StartServer, alice: ChatPage, bob: ChatPage
+) -> None:
+    server = start_server(
+        {"server.rate_limit.rate_per_s": 0.5, "server.rate_limit.burst": 1}  # 1 send / 2 s
+    )
+    url = server.base_url + "/"
+    both_joined(alice, bob, url, url, "lobby")
+    alice.js(SEND_TWICE_JS, "first", "second")  # one script: the second meets an empty bucket
+    alice.wait(lambda: any(code == "rate_limited" for code, _ in alice.errors()), "the error")
+    assert "retry after" in dict(alice.errors())["rate_limited"]
+    second = alice.wait_line("alice", "second", acked=True)  # sent again after retry_after_ms
+    assert second.latency_ms is not None and second.latency_ms > 1000
+    bob.wait_line("alice", "second")
+    assert chat_lines(bob) == [(1, "alice", "first"), (2, "alice", "second")]
+
+    alice.js(SEND_TWICE_JS, "x" * 16_000)  # under the frame limit, over the body limit
+    failed = alice.wait(
+        lambda: next((line for line in alice.lines() if line.state == "failed"), None),
+        "the failed line",
+    )
+    assert (failed.seq, failed.note) == (None, "not sent: too_large")
+    assert "body over" in dict(alice.errors())["too_large"]
