@@ -26,6 +26,8 @@ this ``__init__`` re-exports their names, so ``an.X`` works for every one of the
   :func:`latency_histograms`, :func:`latency_figures`;
 * **words** — the sentences the notebooks print (``*_text``, :func:`capacity_answer`,
   :func:`explain`), computed from the numbers;
+* **bands** — :func:`clip_band`, :func:`clip_yerr`: a 95 % CI clipped to what its axis
+  can draw (never below 0; on a log axis never ≤ 0);
 * **plots** — ``plot_*``: each returns a ``matplotlib.figure.Figure`` (no pyplot, no
   global state; it renders with Agg anywhere).
 
@@ -46,6 +48,7 @@ Definitions used throughout (one place, so the notebooks and tests agree):
 
 from __future__ import annotations
 
+from bench.analysis.bands import LOG_FLOOR_SHARE, clip_band, clip_yerr
 from bench.analysis.capacity import (
     GRID_CODEC,
     SLO,
@@ -158,6 +161,7 @@ __all__ = [
     "GRID_CODEC",
     "LATENCY_TOLERANCE",
     "LOAD_SHARE",
+    "LOG_FLOOR_SHARE",
     "QUICK",
     "RETRY_FIXES",
     "SATURATION_TOLERANCE",
@@ -179,6 +183,8 @@ __all__ = [
     "capacity_answer",
     "capacity_table",
     "capacity_users_per_core",
+    "clip_band",
+    "clip_yerr",
     "codec_capacity_text",
     "codec_costs",
     "combo_label",

@@ -1,5 +1,6 @@
 """``plot_*``: each returns a ``matplotlib.figure.Figure`` (no pyplot, no global state; it
-renders with Agg anywhere).
+renders with Agg anywhere). Every 95 % CI band and error bar is clipped to its axis by
+:mod:`bench.analysis.bands` (never below 0; on a log axis never at or below 0).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bench.analysis.bands import clip_band, clip_yerr
 from bench.analysis.capacity import SLO
 from bench.analysis.codec_costs import latency_histograms
 from bench.analysis.paths import resolve
@@ -44,8 +46,9 @@ def plot_knee(
     for ax, metric in zip(axes[0], slo.metrics, strict=True):
         for i, (name, g) in enumerate(agg.groupby(by, sort=False)):
             g = g.sort_values(x)
+            mean = g[f"{metric}_mean"]
             ax.errorbar(
-                g[x], g[f"{metric}_mean"], yerr=g[f"{metric}_ci95"].fillna(0.0),
+                g[x], mean, yerr=clip_yerr(mean, g[f"{metric}_ci95"], log=True),
                 marker="o", capsize=3, color=f"C{i}", label=str(name),
             )  # fmt: skip
         ax.axhline(slo.p99_ms, color="crimson", ls="--", lw=1, label=f"SLO {slo.p99_ms:g} ms")
@@ -95,12 +98,13 @@ def plot_overlay(
         c = _color(str(codec), i)
         x = g["offered_per_s"]
         ym, yp = g[f"{measured}_mean_measured"], g[f"{predicted}_mean_predicted"]
-        em = g.get(f"{measured}_ci95_measured", pd.Series(0.0, index=g.index)).fillna(0.0)
-        ep = g.get(f"{predicted}_ci95_predicted", pd.Series(0.0, index=g.index)).fillna(0.0)
-        ax.errorbar(x, ym, yerr=em, fmt="o", color=c, capsize=3, label=f"{codec} measured")
+        em = g.get(f"{measured}_ci95_measured", pd.Series(0.0, index=g.index))
+        ep = g.get(f"{predicted}_ci95_predicted", pd.Series(0.0, index=g.index))
+        yerr = clip_yerr(ym, em, log=logy)
+        ax.errorbar(x, ym, yerr=yerr, fmt="o", color=c, capsize=3, label=f"{codec} measured")
         ax.plot(x, yp, "-", color=c, label=f"{codec} model")
-        low = (yp - ep).clip(lower=yp * 0.05) if logy else yp - ep  # a log axis has no 0
-        ax.fill_between(x, low, yp + ep, color=c, alpha=0.2, lw=0)
+        low, high = clip_band(yp, ep, log=logy)
+        ax.fill_between(x, low, high, color=c, alpha=0.2, lw=0)
         bound = g.get("generator_bound_measured", pd.Series(False, index=g.index)).eq(True)
         if bool(bound.any()):
             label = None if bound_labelled else "generator-bound"
@@ -160,7 +164,8 @@ def plot_outage(
     for ax, col, color in ((errors, "errors_per_s", "crimson"), (good, "acked_per_s", "tab:green")):
         m, e = bands[f"{col}_mean"], bands[f"{col}_ci95"]
         ax.plot(t, m, color=color, label=f"model {col.replace('_per_s', '')}/s")
-        ax.fill_between(t, m - e, m + e, color=color, alpha=0.2, lw=0)
+        low, high = clip_band(m, e)
+        ax.fill_between(t, low, high, color=color, alpha=0.2, lw=0)
     good.plot(t, bands["offered_per_s_mean"], ":", color="grey", label="offered/s")
     if measured is not None and not measured.empty:
         many = measured["point"].nunique() > 4  # one legend entry, not one per point
@@ -272,8 +277,9 @@ def plot_by_codec(agg: pd.DataFrame, metrics: Sequence[str], ylabel: str, title:
         for j, metric in enumerate(metrics):
             if f"{metric}_mean" not in g or not g[f"{metric}_mean"].notna().any():
                 continue
+            mean = g[f"{metric}_mean"]
             ax.errorbar(
-                g["offered_per_s"], g[f"{metric}_mean"], yerr=g[f"{metric}_ci95"].fillna(0.0),
+                g["offered_per_s"], mean, yerr=clip_yerr(mean, g[f"{metric}_ci95"]),
                 fmt=styles[j % 4], color=_color(str(codec), i), capsize=3,
                 label=f"{codec} {metric}",
             )  # fmt: skip
