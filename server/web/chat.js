@@ -23,6 +23,7 @@
   const RECONNECT_BASE_MS = 250;
   const RECONNECT_CAP_MS = 8000;
   const TOKEN_RENEW_MARGIN_MS = 60_000;
+  const TOKEN_FETCH_TIMEOUT_MS = 10_000;
   const SEND_TRIES_MAX = 4;
   const RETRYABLE = new Set(["rate_limited", "overloaded", "store_busy", "unavailable", "internal"]);
   const LOG_LINES_MAX = 500;
@@ -121,8 +122,15 @@
       resp = await fetch(`${state.base}/api/v1/token`, {
         headers: { Authorization: `Basic ${basicCredentials(state.user, state.password)}` },
         cache: "no-store",
+        signal: AbortSignal.timeout(TOKEN_FETCH_TIMEOUT_MS),
       });
     } catch (err) {
+      if (err.name === "TimeoutError") {
+        throw Object.assign(
+          new Error(`No answer from ${state.base} within ${TOKEN_FETCH_TIMEOUT_MS / 1000} s.`),
+          { kind: "timeout", cause: err },
+        );
+      }
       // A refused origin and an unreachable server look the same to a page: the browser
       // hides the 403 that carries no Access-Control-Allow-Origin and says only TypeError.
       const sameOrigin = state.base === location.origin;

@@ -47,8 +47,8 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     at teardown."""
     started: list[ServerProc] = []
 
-    def start(overrides: dict[str, Any] | None = None) -> ServerProc:
-        server = start_chat_server(tmp_path, overrides or {}, f"chat{len(started)}")
+    def start(overrides: dict[str, Any] | None = None, users: Path | None = None) -> ServerProc:
+        server = start_chat_server(tmp_path, overrides or {}, f"chat{len(started)}", users)
         started.append(server)
         return server
 

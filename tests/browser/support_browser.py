@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,14 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from bench._support.servers import ServerProc, start_our_server
+from bench._support.servers import (
+    JWT_SECRET,
+    ServerProc,
+    spawn_server,
+    start_our_server,
+    stop_server,
+    wait_listening,
+)
 from chatcap.scenario import load_scenario, to_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,13 +64,38 @@ def browser_missing() -> str:
 # ---------------------------------------------------------------------------- servers
 
 
-def start_chat_server(workdir: Path, overrides: dict[str, Any], tag: str = "chat") -> ServerProc:
-    """A server with smoke.toml + ``overrides``, its store in ``workdir``; stop it with
-    :func:`bench._support.servers.stop_server`."""
+def start_chat_server(
+    workdir: Path, overrides: dict[str, Any], tag: str = "chat", users: Path | None = None
+) -> ServerProc:
+    """A server with smoke.toml + ``overrides``, its store in ``workdir`` (``--users``
+    when given); stop it with :func:`bench._support.servers.stop_server`."""
     scenario = load_scenario(ROOT / "scenarios" / "smoke.toml").with_overrides(overrides)
     path = workdir / f"scenario-{tag}.toml"
     path.write_text(to_toml(scenario, comments=False))
-    return start_our_server(path, workdir, tag, str(overrides.get("server.tls.ca_file", "")))
+    ca_file = str(overrides.get("server.tls.ca_file", ""))
+    if users is None:
+        return start_our_server(path, workdir, tag, ca_file)
+    env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "server", "--scenario", str(path), "--port", "0"]
+    argv += ["--db", str(workdir / f"store-{tag}.db"), "--users", str(users)]
+    server = spawn_server(f"ours-{tag}", argv, workdir, env, ca_file)
+    try:
+        wait_listening(server)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def add_user(users: Path, name: str, password: str) -> None:
+    """``python -m server adduser`` (the password on stdin), as an operator would."""
+    subprocess.run(
+        [sys.executable, "-m", "server", "adduser", "--users", str(users), name],
+        input=password.encode(),
+        check=True,
+        capture_output=True,
+        timeout=WAIT_S,
+    )
 
 
 class StaticSite:
