@@ -264,7 +264,10 @@
       showError("bad_room", "Room: 1 to 128 characters");
       return;
     }
-    if (room === state.room) return;
+    if (room === state.room) {
+      if (!state.joined) sendJoin(); // e.g. the last Join was answered `unavailable`
+      return;
+    }
     if (state.room) {
       transmit({ type: "leave", room: state.room });
       for (const [id, p] of state.pending) if (p.room === state.room) state.pending.delete(id);
