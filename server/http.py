@@ -185,6 +185,15 @@ def basic_auth(inner: Handler) -> Handler:
                 else await asyncio.to_thread(check, header)
             )
         except AuthError as exc:
+            if _from_a_script(ctx.request):
+                # a page's fetch(): a Basic challenge would make the browser hold the 401
+                # for its own log-in prompt; the page reads the JSON reason instead
+                return error_response(
+                    401,
+                    "unauthorized",
+                    exc.reason,
+                    WWW_Authenticate='Chatcap-Basic realm="chatcap"',
+                )
             return error_response(
                 401,
                 "unauthorized",
@@ -194,6 +203,16 @@ def basic_auth(inner: Handler) -> Handler:
         return await inner(ctx)
 
     return handle
+
+
+def _from_a_script(request: Request) -> bool:
+    """A page's ``fetch()``, not a navigation or a non-browser client: fetch metadata
+    (``Sec-Fetch-Mode`` other than ``navigate``; same-origin GETs carry no ``Origin``)
+    or, from older browsers, a cross-origin ``Origin``."""
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode != "navigate"
+    return request.headers.get("Origin") is not None
 
 
 def bearer_auth(inner: Handler) -> Handler:

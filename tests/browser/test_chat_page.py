@@ -267,12 +267,6 @@ def test_error_frames_are_shown_and_a_rate_limited_send_is_sent_again_with_its_i
     assert "body over" in dict(alice.errors())["too_large"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: the token route's 401 carries 'WWW-Authenticate: Basic', so Chromium "
-    "holds the page's fetch() for its own log-in prompt (headless: no answer; the page "
-    "times out after 10 s) instead of handing the page the 401",
-)
 def test_with_a_password_file_a_wrong_password_is_refused_with_the_servers_reason(
     start_server: StartServer, alice: ChatPage, tmp_path: Path
 ) -> None:

@@ -291,3 +291,16 @@ def test_an_over_size_frame_is_logged_with_the_code_the_client_saw(start_server:
     server.proc.wait(timeout=scaled(15))
     closes = [ln for ln in server.log().splitlines() if "event=ws.close" in ln]
     assert len(closes) == 1 and "code=1009" in closes[0] and "by=server" in closes[0], closes
+
+
+def test_a_refused_log_in_challenges_basic_only_outside_a_page_script(start_server: Start) -> None:
+    server = start_server()
+    url = server.http + "/api/v1/token"  # no credentials: refused
+    status, headers, _ = request(url)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
+    status, headers, _ = request(url, headers={"Sec-Fetch-Mode": "navigate"})
+    assert headers["WWW-Authenticate"].startswith("Basic ")
+    for script in ({"Sec-Fetch-Mode": "cors"}, {"Origin": server.http}):
+        status, headers, body = request(url, headers=script)
+        assert status == 401 and json.loads(body)["error"] == "unauthorized"
+        assert not headers["WWW-Authenticate"].startswith("Basic"), script
