@@ -7,7 +7,8 @@ this ``__init__`` re-exports their names, so ``an.X`` works for every one of the
 
 * **paths** — :func:`resolve` (relative to the repository root, wherever the kernel
   runs), :func:`newest`, :func:`newest_calibration`, :func:`newest_codecs_csv`,
-  :func:`newest_measured_run`;
+  :func:`newest_measured_run`, the committed measured sample (:func:`measured_run_for`,
+  :func:`sample_measured_run`, :func:`is_sample`);
 * **loading** — :func:`load_summary` (a run folder's ``summary.csv`` as a frame),
   :func:`aggregate` (mean and 95 % CI per codec and load), :func:`measured_points`;
 * **the model** — :func:`sizes` (:data:`QUICK` or :data:`FULL` run sizes),
@@ -106,12 +107,16 @@ from bench.analysis.model import (
     workload_overrides,
 )
 from bench.analysis.paths import (
+    SAMPLE_MEASURED_RUN,
+    is_sample,
+    measured_run_for,
     newest,
     newest_calibration,
     newest_codecs_csv,
     newest_measured_run,
     repo_root,
     resolve,
+    sample_measured_run,
 )
 from bench.analysis.plots import (
     COLORS,
@@ -148,6 +153,7 @@ from bench.analysis.words import (
     measured_text,
     outage_text,
     overlay_plan,
+    sample_text,
     storm_text,
     trim_grid,
 )
@@ -164,6 +170,7 @@ __all__ = [
     "LOG_FLOOR_SHARE",
     "QUICK",
     "RETRY_FIXES",
+    "SAMPLE_MEASURED_RUN",
     "SATURATION_TOLERANCE",
     "SLO",
     "SUSTAINED_SHARE",
@@ -196,6 +203,7 @@ __all__ = [
     "fault_windows",
     "grid_combos",
     "has_measured",
+    "is_sample",
     "join",
     "knee",
     "knee_sweep",
@@ -206,6 +214,7 @@ __all__ = [
     "load_summary",
     "make_executor",
     "measured_points",
+    "measured_run_for",
     "measured_text",
     "measured_timeseries",
     "newest",
@@ -232,6 +241,8 @@ __all__ = [
     "retry_summary",
     "retry_variants",
     "run_points",
+    "sample_measured_run",
+    "sample_text",
     "saturation_throughput",
     "sizes",
     "storm_text",

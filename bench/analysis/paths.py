@@ -2,7 +2,8 @@
 
 :func:`resolve` (relative to the repository root, wherever the kernel runs),
 :func:`newest`, :func:`newest_calibration`, :func:`newest_codecs_csv`,
-:func:`newest_measured_run`.
+:func:`newest_measured_run`; the committed measured sample (:func:`sample_measured_run`,
+:func:`is_sample`, :func:`measured_run_for`).
 """
 
 from __future__ import annotations
@@ -62,3 +63,36 @@ def newest_measured_run(root: Path | None = None) -> Path | None:
         if len(first) and first["source"].iloc[0] == "measured":
             found.append((created, run_dir))
     return max(found)[1] if found else None
+
+
+SAMPLE_MEASURED_RUN = "results/samples/measured-quick"
+"""A tiny measured run committed with the code (a few KB: manifest and summary), so that
+quick mode has measured rows on a fresh checkout. It is a *sample*: measured once, on the
+machine its manifest names, not on the machine that reads it."""
+
+SAMPLE_FILE = "SAMPLE.md"
+"""A run folder holding this file is a sample; its first paragraph says what it is."""
+
+
+def sample_measured_run() -> Path:
+    """The committed measured sample (:data:`SAMPLE_MEASURED_RUN`), as an absolute path."""
+    return resolve(SAMPLE_MEASURED_RUN)
+
+
+def is_sample(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is a committed sample (it holds :data:`SAMPLE_FILE`)."""
+    return (resolve(run_dir) / SAMPLE_FILE).is_file()
+
+
+def measured_run_for(
+    measured_dir: str | Path | None, quick: bool, root: Path | None = None
+) -> Path | None:
+    """The measured run a notebook reads: ``measured_dir`` when given, else the newest one
+    under ``results/``; failing both, the committed sample in quick mode (and None
+    otherwise: a full run needs a measurement of its own)."""
+    if measured_dir:
+        return resolve(measured_dir)
+    newest_run = newest_measured_run(root)
+    if newest_run is not None:
+        return newest_run
+    return sample_measured_run() if quick else None

@@ -16,7 +16,7 @@ from bench.analysis.capacity import SLO, Capacity, cores_needed
 from bench.analysis.codec_costs import _shown
 from bench.analysis.comparison import has_measured
 from bench.analysis.model import Sizes
-from bench.analysis.paths import resolve
+from bench.analysis.paths import SAMPLE_FILE, is_sample, resolve
 from bench.analysis.resilience import recovery_s
 from sim.calibration import load_costs
 
@@ -165,8 +165,23 @@ def storm_text(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def sample_text(run_dir: str | Path) -> str:
+    """For a committed sample (:func:`~bench.analysis.paths.is_sample`), a sentence that
+    says so, with the first paragraph of its ``SAMPLE.md``; empty for a real run."""
+    if not is_sample(run_dir):
+        return ""
+    about = (resolve(run_dir) / SAMPLE_FILE).read_text(encoding="utf-8").strip()
+    first = " ".join(about.split("\n\n")[0].split())
+    return (
+        f"**This is the committed sample `{_shown(resolve(run_dir))}`, not a measurement of "
+        f"this machine** — {first} For figures that mean something here, measure with "
+        "`python -m bench run` and pass its folder (`--measured`, or `measured_dir`)."
+    )
+
+
 def measured_text(run_dir: str | Path, measured: pd.DataFrame) -> str:
-    """One paragraph on a measured run: codecs, loads, replications, generator-bound."""
+    """One paragraph on a measured run: codecs, loads, replications, generator-bound;
+    a committed sample says so first (:func:`sample_text`)."""
     loads = sorted(set(measured["offered_per_s"].astype(float)))
     codecs = ", ".join(sorted(set(measured["codec"].astype(str))))
     reps = int(measured["n"].max()) if len(measured) else 0
@@ -179,7 +194,8 @@ def measured_text(run_dir: str | Path, measured: pd.DataFrame) -> str:
         text += f" {bound} point(s) are generator-bound: shown with ×, not judged."
     if len(loads) < 4:
         text += f" **Only {len(loads)} load(s)**: at least 4 are needed to see the curve bend."
-    return text
+    sample = sample_text(run_dir)
+    return f"{sample}\n\n{text}" if sample else text
 
 
 def overlay_plan(joined: pd.DataFrame) -> list[tuple[str, str, str, bool]]:

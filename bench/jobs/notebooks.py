@@ -17,7 +17,10 @@ name that the parameters cell does not assign is an error (a typo would otherwis
 ignored). ``--quick`` sets ``quick = True``: every notebook then sizes its model runs
 for seconds. ``--measured DIR`` is the measured run (``python -m bench run``) that
 ``json-vs-protobuf`` and ``model-vs-measured`` read; without it they use the newest one
-under ``results/`` (``model-vs-measured`` is skipped when there is none).
+under ``results/``. When there is none, ``--quick`` gives them the committed measured
+sample ``results/samples/measured-quick/`` (a tiny real run, a few KB; both notebooks
+say in their output that it is a sample, measured elsewhere) so that all four run; a full
+run skips ``model-vs-measured`` instead.
 ``--measured-outage DIR`` is a measured run of the store outage for
 ``breakers-and-retries``. ``--calibration FILE`` costs the model in every notebook that
 runs it; ``--codecs-csv FILE`` gives ``json-vs-protobuf`` a codec benchmark.
@@ -397,9 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None and not value.exists():
             print(f"error: --{opt.replace('_', '-')} {value}: no such path", file=sys.stderr)
             return 2
-    from bench.analysis import newest_measured_run
+    from bench.analysis import is_sample, measured_run_for
 
-    measured = args.measured.resolve() if args.measured else newest_measured_run()
+    measured = args.measured.resolve() if args.measured else measured_run_for(None, args.quick)
+    if measured is not None and is_sample(measured):
+        print(f"[notebooks] no measured run under results/: the committed sample {measured}")
     created = datetime.now(UTC)
     out = args.out or ROOT / "results" / "notebooks" / new_run_id(created, "quick" * args.quick)
     names = list(args.only or NOTEBOOKS)
@@ -411,7 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     for name in names:
         if name == "model-vs-measured" and measured is None:
-            print(f"[notebooks] {name}: skipped — no measured run (python -m bench run)")
+            print(
+                f"[notebooks] {name}: skipped — no measured run (python -m bench run; "
+                "--quick uses the committed sample)"
+            )
             continue
         params = plan_parameters(
             name,

@@ -657,3 +657,50 @@ def test_axis_labels_name_the_metric_and_its_unit() -> None:
     assert an.axis_label("acked_per_s") == "acked (per second)"
     assert an.axis_label("server_cpu_us_per_msg") == "server cpu (µs per message)"
     assert an.axis_label("error_rate") == "error (share)"
+
+
+# ---------------------------------------------------------------------------- the measured sample
+
+
+def test_the_committed_sample_is_a_small_measured_run_marked_as_a_sample() -> None:
+    sample = an.sample_measured_run()
+    assert sample == an.repo_root() / an.SAMPLE_MEASURED_RUN
+    files = sorted(p.name for p in sample.iterdir())
+    assert files == ["SAMPLE.md", "manifest.json", "summary.csv"]
+    assert sum(p.stat().st_size for p in sample.iterdir()) < 24_000
+    frame = an.load_summary(sample)
+    assert set(frame["source"]) == {"measured"} and set(frame["codec"]) == {"json", "protobuf"}
+    assert frame["offered_per_s"].nunique() >= 4
+    assert len(an.measured_points(sample)) == len(frame) // frame["replication"].nunique()
+    assert an.is_sample(sample) and an.is_sample(an.SAMPLE_MEASURED_RUN)
+
+
+def test_the_sample_is_never_taken_for_the_newest_measured_run(tmp_path: Path) -> None:
+    sample = an.sample_measured_run()
+    copy = tmp_path / an.SAMPLE_MEASURED_RUN
+    copy.mkdir(parents=True)
+    for p in sample.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    assert an.newest_measured_run(tmp_path) is None
+
+
+def test_measured_run_for_prefers_the_given_then_the_newest_then_quick_the_sample(
+    tmp_path: Path,
+) -> None:
+    assert an.measured_run_for("x/y", quick=True, root=tmp_path) == an.repo_root() / "x/y"
+    assert an.measured_run_for(None, quick=False, root=tmp_path) is None
+    assert an.measured_run_for(None, quick=True, root=tmp_path) == an.sample_measured_run()
+    run = support_nbcase.measured_run(tmp_path / "results" / "r1", loads=(50.0,), replications=1)
+    assert an.measured_run_for(None, quick=True, root=tmp_path) == run
+    assert an.measured_run_for(None, quick=False, root=tmp_path) == run
+
+
+def test_measured_text_labels_a_sample_and_only_a_sample(tmp_path: Path) -> None:
+    run = support_nbcase.measured_run(tmp_path / "m", loads=(50.0,), replications=1)
+    assert an.sample_text(run) == ""
+    assert "committed sample" not in an.measured_text(run, an.aggregate(an.load_summary(run)))
+    (run / "SAMPLE.md").write_text("Measured once on host h.\n\nMore detail.\n")
+    text = an.measured_text(run, an.aggregate(an.load_summary(run)))
+    assert text.startswith("**This is the committed sample `")
+    assert "not a measurement of this machine** — Measured once on host h. For" in text
+    assert "More detail" not in text and "Measured run `" in text

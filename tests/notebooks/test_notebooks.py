@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import nbformat
 import pytest
 import support_nbcase
 
+from bench.analysis import paths as an_paths
 from bench.jobs import notebooks
 from sim.calibration import Costs, save_costs
 
@@ -287,3 +289,56 @@ def test_the_lab_command_starts_jupyterlab_for_this_user(tmp_path: Path) -> None
         bare = [c for c in cmd if c != "--allow-root"]
         text, status = _lab_until(bare, tmp_path / "bare.log", "is running at", 90.0)
         assert status not in (None, 0) and "--allow-root" in text, text[-2000:]
+
+
+# ---------------------------------------------------------------------------- --quick
+
+
+def _planned(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> list[notebooks.NotebookRun]:
+    """Run ``main(argv)`` with no measured run under results/ and the notebooks not
+    executed but recorded; returns what would have been executed, in order."""
+    executed: list[notebooks.NotebookRun] = []
+
+    def record(path: Path, out: Path, params: Any = None, **_: Any) -> notebooks.NotebookRun:
+        executed.append(notebooks.NotebookRun(path.stem, dict(params or {})))
+        return executed[-1]
+
+    monkeypatch.setattr(an_paths, "newest_measured_run", lambda root=None: None)
+    monkeypatch.setattr(notebooks, "execute_notebook", record)
+    assert notebooks.main(argv) == 0
+    return executed
+
+
+def test_quick_executes_all_four_notebooks_without_a_measured_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    executed = _planned(monkeypatch, ["--quick", "--no-html", "--out", str(tmp_path)])
+    assert [r.name for r in executed] == list(notebooks.NOTEBOOKS)
+    sample = str(an_paths.sample_measured_run())
+    by_name = {r.name: r.parameters for r in executed}
+    assert by_name["model-vs-measured"] == {"quick": True, "measured_dir": sample}
+    assert by_name["json-vs-protobuf"] == {"quick": True, "measured_dir": sample}
+    assert "the committed sample" in capsys.readouterr().out
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert len(index["runs"]) == 4
+
+
+def test_a_full_run_without_a_measured_run_skips_model_vs_measured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    executed = _planned(monkeypatch, ["--no-html", "--out", str(tmp_path)])
+    assert [r.name for r in executed] == [
+        n for n in notebooks.NOTEBOOKS if n != "model-vs-measured"
+    ]
+    assert all("measured_dir" not in r.parameters for r in executed)
+
+
+def test_model_vs_measured_runs_on_the_committed_sample_and_says_it_is_one(
+    tmp_path: Path,
+) -> None:
+    sample = an_paths.sample_measured_run()
+    result = run("model-vs-measured", tmp_path, measured_dir=str(sample), calibration="")
+    text = outputs_text(result.executed)  # type: ignore[arg-type]
+    assert "**This is the committed sample `results/samples/measured-quick`" in text
+    assert "not a measurement of this machine**" in text
+    assert "accuracy checks pass**" in text
