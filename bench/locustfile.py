@@ -35,10 +35,14 @@ The ``--chat-out`` JSON file has the keys ``schema``, ``mode``, ``plan``,
 ``started_unix_s``, ``stopped_unix_s``, ``histograms`` (``{name: {codec: HdrHistogram
 base64}}``, µs: ``ack``, ``ack_from_send``, ``deliver``, ``schedule_lag``, ``history``),
 ``summary`` (count, mean and percentiles in ms per histogram), ``loss`` (sent, retries,
-acked, failed, unacked, delivered, missing, duplicated, receivers), ``errors`` (by code,
+acked, failed, unacked, delivered, missing, duplicated, receivers), ``loss_by_codec``
+(the same per codec), ``errors`` (by code,
 plus ``timeout``, ``closed``, ``connect``), ``outcomes``, ``generator`` (CPU seconds and
 %, max schedule lag, sends intended vs sent, connects), ``workers`` and
 ``missing_workers`` — each documented in :mod:`bench.load.report`.
+
+In the web UI, the *chatcap ledger* tab shows the loss ledger per codec during and after
+a test, and ``GET /chatcap/ledger`` answers it as JSON (:mod:`bench.load.webui`).
 """
 
 from bench.load.users import ScenarioUser

@@ -10,7 +10,8 @@ must never meet asyncio in one process.
 * :mod:`~bench.load.users` — :class:`~bench.load.users.ChatUser`, the open-loop chat user;
 * :mod:`~bench.load.runstate` — the ``--chat-*`` options, per-process state, run events;
 * :mod:`~bench.load.history` — REST history readers (``bench/locust_history.py``);
-* :mod:`~bench.load.webui` — chatcap in Locust's web UI (the start form's check);
+* :mod:`~bench.load.webui` — chatcap in Locust's web UI (the start form's check, the
+  ledger tab);
 * :mod:`~bench.load.plan` — rooms, codecs, send schedules, bodies: the plan's rules;
 * :mod:`~bench.load.report` — a process's figures, the merged ``--chat-out`` document;
 * :mod:`~bench.load.loss` — the loss ledger (drops and duplicates by sequence number).

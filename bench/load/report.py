@@ -25,6 +25,9 @@ The ``--chat-out`` file (JSON), key by key:
                     max_ms}}}`` read from the merged histograms (``null`` when empty)
 ``loss``            :data:`bench.load.loss.REPORT_KEYS` summed: sent, retries, acked, failed,
                     unacked, delivered, missing, duplicated, receivers
+``loss_by_codec``   ``{codec: {the same keys}}``: sends counted under the sender's codec,
+                    deliveries (and missing, duplicated, receivers) under the receiver's;
+                    the codecs add up to ``loss``
 ``errors``          ``{code: count}``: every Error frame by ``code``, plus ``timeout``
                     (no answer within ``client.ack_timeout_ms``), ``closed`` (connection
                     lost) and ``connect`` (could not connect)
@@ -58,7 +61,16 @@ from typing import Any
 from bench._support.histo import HistogramSet
 from bench.load.loss import LossLedger, merge_reports
 
-__all__ = ["SCHEMA", "ProcessStats", "generator_bound", "merge_parts", "write_json"]
+__all__ = [
+    "LEDGER_COLUMNS",
+    "LEDGER_TAB",
+    "SCHEMA",
+    "ProcessStats",
+    "generator_bound",
+    "ledger_table",
+    "merge_parts",
+    "write_json",
+]
 
 SCHEMA = "chatcap.locust.v1"
 
@@ -79,12 +91,33 @@ class ProcessStats:
         self.started_unix_s = started_unix_s
         self.started_cpu_s = started_cpu_s
         self.histograms = HistogramSet()
-        self.loss = LossLedger()
+        self.ledgers: dict[str, LossLedger] = {}
+        """One loss ledger per codec (a user records into its own codec's)."""
         self.errors: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.max_lag_us = 0
         self.counts: Counter[str] = Counter()
         """``_GENERATOR_SUMS`` counters: users, sends_intended, sends_sent, …"""
+
+    def ledger(self, codec: str) -> LossLedger:
+        """The loss ledger of ``codec``'s users in this process."""
+        ledger = self.ledgers.get(codec)
+        if ledger is None:
+            ledger = self.ledgers[codec] = LossLedger()
+        return ledger
+
+    def loss_by_codec(self) -> dict[str, dict[str, int]]:
+        """Each codec's ledger report, as of now."""
+        return {codec: ledger.report() for codec, ledger in sorted(self.ledgers.items())}
+
+    def snapshot(self, worker: int, now_unix_s: float) -> dict[str, Any]:
+        """The ledger so far, for the web UI while the test runs (a part's ledger keys)."""
+        return {
+            "worker": worker,
+            "started_unix_s": self.started_unix_s,
+            "stopped_unix_s": now_unix_s,
+            "loss_by_codec": self.loss_by_codec(),
+        }
 
     def record_lag(self, codec: str, lag_us: int) -> None:
         """How late a send went out against its intended time."""
@@ -103,12 +136,14 @@ class ProcessStats:
             cpu_pct=100.0 * cpu_s / wall_s,
             max_schedule_lag_ms=self.max_lag_us / 1000.0,
         )
+        by_codec = self.loss_by_codec()
         return {
             "worker": worker,
             "started_unix_s": self.started_unix_s,
             "stopped_unix_s": stopped_unix_s,
             "histograms": self.histograms.to_json(),
-            "loss": self.loss.report(),
+            "loss": merge_reports(by_codec.values()),
+            "loss_by_codec": by_codec,
             "errors": dict(self.errors),
             "outcomes": dict(self.outcomes),
             "generator": generator,
@@ -139,12 +174,67 @@ def merge_parts(
         "histograms": histograms.to_json(),
         "summary": _nan_to_none(histograms.summary()),
         "loss": merge_reports(p["loss"] for p in parts),
+        "loss_by_codec": _merge_by_codec(parts),
         "errors": dict(sorted(errors.items())),
         "outcomes": dict(sorted(outcomes.items())),
         "generator": _merge_generator([p["generator"] for p in parts]),
         "workers": [{"worker": p["worker"], "generator": p["generator"]} for p in parts],
         "missing_workers": sorted(missing_workers),
     }
+
+
+def _merge_by_codec(parts: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    codecs = sorted({codec for part in parts for codec in part.get("loss_by_codec", {})})
+    return {
+        codec: merge_reports(
+            p["loss_by_codec"][codec] for p in parts if codec in p.get("loss_by_codec", {})
+        )
+        for codec in codecs
+    }
+
+
+LEDGER_COLUMNS = (
+    ("codec", "Codec"),
+    ("sent", "Sent"),
+    ("sent_per_s", "Sends/s"),
+    ("acked", "Acked"),
+    ("delivered", "Delivered"),
+    ("delivered_per_s", "Deliveries/s"),
+    ("missing", "Missing"),
+    ("duplicated", "Duplicated"),
+    ("retries", "Retries"),
+    ("failed", "Failed"),
+    ("unacked", "Unacked"),
+    ("receivers", "Receivers"),
+)
+"""The ledger table's columns, ``(key, title)``, in the web UI's order."""
+
+LEDGER_TAB = "chatcap-ledger"
+"""The key of the web UI's ledger tab: ``/?tab=chatcap-ledger`` opens it."""
+
+
+def ledger_table(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The loss ledger of ``parts`` (finished parts or snapshots, :meth:`ProcessStats.snapshot`)
+    as the web UI's table: one row per codec, then ``all``; rates per second of the
+    longest span from the earliest start to the latest stop (or now)."""
+    parts = list(parts)
+    by_codec = _merge_by_codec(parts)
+    started = min((float(p["started_unix_s"]) for p in parts), default=0.0)
+    stopped = max((float(p["stopped_unix_s"]) for p in parts), default=0.0)
+    wall_s = max(stopped - started, 0.0)
+    rows = [_ledger_row(codec, report, wall_s) for codec, report in by_codec.items()]
+    if by_codec:
+        rows.append(_ledger_row("all", merge_reports(by_codec.values()), wall_s))
+    return {"wall_s": wall_s, "processes": len(parts), "rows": rows}
+
+
+def _ledger_row(codec: str, report: Mapping[str, int], wall_s: float) -> dict[str, Any]:
+    def rate(count: int) -> float:
+        return round(count / wall_s, 1) if wall_s > 0 else 0.0
+
+    row: dict[str, Any] = {"codec": codec, **report}
+    row.update(sent_per_s=rate(report["sent"]), delivered_per_s=rate(report["delivered"]))
+    return {key: row[key] for key, _ in LEDGER_COLUMNS}
 
 
 def _merge_generator(gens: list[Mapping[str, Any]]) -> dict[str, Any]:

@@ -14,6 +14,12 @@ relative ``--chat-scenario`` is looked up in the working directory, then in the 
 root (:func:`scenario_path`), so the default ``scenarios/baseline.toml`` works from any
 folder.
 
+**The ledger in the web UI.** While a test runs, each worker adds its ledger so far
+(:meth:`bench.load.report.ProcessStats.snapshot`) to the statistics report Locust sends
+its master every few seconds (``report_to_master``); the master keeps the latest per
+worker, and a worker's final part replaces it. :meth:`RunState.ledger` merges what this
+process knows into the table the web UI's chatcap tab shows.
+
 **At test stop** every process turns its figures into a *part*
 (:meth:`bench.load.report.ProcessStats.part`). A worker sends its part to the master
 as a Locust message (``chatcap_part``) and, with ``--chat-out-worker``, writes it to a
@@ -46,7 +52,13 @@ from bench.load.plan import (
     RoomPlan,
     resolve_plan,
 )
-from bench.load.report import ProcessStats, generator_bound, merge_parts, write_json
+from bench.load.report import (
+    ProcessStats,
+    generator_bound,
+    ledger_table,
+    merge_parts,
+    write_json,
+)
 from chatcap.scenario import CODEC_MIX, ScenarioError, load_scenario
 
 __all__ = ["DEFAULT_SCENARIO", "PASSWORD", "RUN", "RunState", "plan_from_options", "scenario_path"]
@@ -60,6 +72,10 @@ MSG_PART = "chatcap_part"
 
 
 MSG_FLUSH = "chatcap_flush"
+
+
+LEDGER_KEY = "chatcap_ledger"
+"""The key of a worker's ledger snapshot in its Locust statistics report."""
 
 
 PASSWORD = "pw"
@@ -197,6 +213,8 @@ class RunState:
         self.rooms_joined: list[str] = []
         self.final_part: dict[str, Any] | None = None
         self.parts: dict[str, dict[str, Any]] = {}
+        self.live: dict[str, dict[str, Any]] = {}
+        """Master: each worker's latest ledger snapshot, by Locust client id."""
         self.started_workers: dict[str, int] = {}
         self._users: Iterator[int] = itertools.count()
         self._readers: Iterator[int] = itertools.count()
@@ -220,6 +238,25 @@ class RunState:
         """The error a user's ``on_start`` raises when this test has no plan."""
         why = self.plan_error or "the test_start listener did not run"
         return RuntimeError(f"chatcap: no plan: {why}")
+
+    def ledger(self) -> dict[str, Any]:
+        """The ledger table of this test so far (:func:`bench.load.report.ledger_table`):
+        this process's own figures, or on a master its workers' (final parts first)."""
+        finished = 0
+        if self.parts or self.live:  # a master
+            sources = [*self.parts.values()]
+            sources += [snap for cid, snap in self.live.items() if cid not in self.parts]
+            finished = len(self.parts)
+        elif self.stats is not None:
+            until = time.time()
+            if not self.active and self.final_part is not None:
+                until, finished = self.final_part["stopped_unix_s"], 1
+            sources = [self.stats.snapshot(self.worker, until)]
+        else:
+            sources = []
+        table = ledger_table(sources)
+        table.update(finished_processes=finished, error=self.plan_error)
+        return table
 
     def next_user(self) -> int:
         """The index ``n`` of the next chat user this process starts."""
@@ -254,7 +291,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     if environment.web_ui is not None:
         from bench.load import webui  # Flask: only where Locust serves its web UI
 
-        webui.install(environment, plan_from_options)
+        webui.install(environment, plan_from_options, RUN.ledger)
     if isinstance(runner, MasterRunner):
         runner.register_message(MSG_HELLO, _on_hello)
         runner.register_message(MSG_PART, _on_part)
@@ -271,7 +308,7 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         return
     RUN.plan_error = ""
     if isinstance(runner, MasterRunner):
-        RUN.plan, RUN.parts, RUN.started_workers = plan, {}, {}
+        RUN.plan, RUN.parts, RUN.started_workers, RUN.live = plan, {}, {}, {}
         return
     worker = getattr(runner, "worker_index", 0) or 0
     RUN.start(plan, worker)
@@ -352,6 +389,19 @@ def _write_out(options: Namespace | None, document: dict[str, Any]) -> None:
         logger.warning("chatcap: the load generator may have limited this run: %s", reason)
 
 
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    """Worker: the ledger so far rides along with Locust's statistics report."""
+    if RUN.active and RUN.stats is not None:
+        data[LEDGER_KEY] = RUN.stats.snapshot(RUN.worker, time.time())
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    """Master: keep each worker's latest ledger snapshot."""
+    snapshot = data.get(LEDGER_KEY)
+    if snapshot is not None:
+        RUN.live[client_id] = snapshot
+
+
 def _listen(hook: Any, handler: Callable[..., None]) -> None:
     """``hook.add_listener(handler)``; Locust's EventHook is untyped, so no decorators."""
     hook.add_listener(handler)
@@ -361,3 +411,5 @@ _listen(events.init_command_line_parser, _add_arguments)
 _listen(events.init, _on_init)
 _listen(events.test_start, _on_test_start)
 _listen(events.test_stop, _on_test_stop)
+_listen(events.report_to_master, _on_report_to_master)
+_listen(events.worker_report, _on_worker_report)

@@ -35,8 +35,9 @@ under names that keep sends apart from deliveries:
 * ``error {code}`` — failures not tied to a send: ``connect``, ``join``, ``closed`` (the
   connection was lost), ``undecodable``, and Error frames for sends already given up on.
 
-Locust's total req/s adds every row up (sends, deliveries, REST): read the rows. The
-histograms
+Locust's total req/s adds every row up (sends, deliveries, REST); the chatcap ledger tab
+(:mod:`bench.load.webui`) shows sends/s and deliveries/s apart. A user records its loss
+figures in its own codec's ledger (``ProcessStats.ledger``). The histograms
 also keep ``ack_from_send`` (from the actual send): gevent's timers fire ~0.5–1 ms late
 (libev's millisecond resolution), so an idle generator's sends leave that much after
 their intended time — visible in ``schedule_lag`` and included in ``ack``, as open-loop
@@ -163,6 +164,7 @@ class ChatUser(FastHttpUser):
         self.joined = Event()
         self.wake = Event()
         self.stopping = False
+        self.loss = self.stats.ledger(self.codec.name)
         self.ack_name = f"send→ack {self.codec.name}"  # the Locust request names
         self.deliver_name = f"deliver {self.codec.name}"
         self.stats.counts["users"] += 1
@@ -222,7 +224,7 @@ class ChatUser(FastHttpUser):
         self.stats.counts["connects"] += 1
         self.joined.clear()
         self.receiver = gevent.spawn(self._receive, ws)
-        since = self.stats.loss.last_seq(self.login, self.room) or None
+        since = self.loss.last_seq(self.login, self.room) or None
         self._transmit_frame(self.codec.encode(Join(room=self.room, since_seq=since)))
         if not self.joined.wait(timeout=10.0) or self.ws is None:
             self._count_error("join", 0.0)
@@ -288,7 +290,7 @@ class ChatUser(FastHttpUser):
         )
         pending = self.pending[cid] = _Pending(cid, self.codec.encode(msg), intended, now)
         self.policy.on_send(1, now / 1e9)
-        self.stats.loss.record_sent(cid)
+        self.loss.record_sent(cid)
         if self.gaps is None:
             self.next_send_ns = float("inf")  # closed loop: the answer schedules the next
         else:
@@ -316,7 +318,7 @@ class ChatUser(FastHttpUser):
             elif kind == "retry" and not pending.waiting:
                 pending.attempt += 1
                 self.policy.on_send(pending.attempt, now / 1e9)
-                self.stats.loss.record_sent(cid)
+                self.loss.record_sent(cid)
                 self._attempt(pending, now)
 
     def _attempt_failed(
@@ -335,7 +337,7 @@ class ChatUser(FastHttpUser):
             self.wake.set()
             return
         del self.pending[pending.cid]
-        self.stats.loss.record_failed(pending.cid)
+        self.loss.record_failed(pending.cid)
         self.stats.outcomes[outcome] += 1
         self._resolved(now)
 
@@ -383,19 +385,19 @@ class ChatUser(FastHttpUser):
             self._on_error(msg)
         elif isinstance(msg, HistoryPage):
             for item in msg.messages:
-                self.stats.loss.record_delivered(self.login, item.room, item.seq)
+                self.loss.record_delivered(self.login, item.room, item.seq)
         elif isinstance(msg, Joined):
             self.joined.set()
 
     def _on_deliver(self, msg: Deliver, size: int) -> None:
         latency_us = time.time_ns() // 1000 - msg.sent_at_us
         self.stats.histograms.record_us("deliver", self.codec.name, latency_us)
-        self.stats.loss.record_delivered(self.login, msg.room, msg.seq)
+        self.loss.record_delivered(self.login, msg.room, msg.seq)
         self._event(self.deliver_name, latency_us / 1000.0, size)
 
     def _on_ack(self, msg: Ack, size: int) -> None:
         # The server skips the sender when it fans a message out: the Ack is our copy.
-        self.stats.loss.record_own(self.login, msg.room, msg.seq)
+        self.loss.record_own(self.login, msg.room, msg.seq)
         pending = self.pending.pop(msg.client_msg_id, None)
         if pending is None:
             self.stats.counts["late_answers"] += 1
@@ -406,7 +408,7 @@ class ChatUser(FastHttpUser):
         self.stats.histograms.record_us(
             "ack_from_send", self.codec.name, (now - pending.sent_ns) // 1000
         )
-        self.stats.loss.record_acked(msg.room, msg.seq, msg.client_msg_id)
+        self.loss.record_acked(msg.room, msg.seq, msg.client_msg_id)
         self.stats.outcomes["acked"] += 1
         self.policy.decide("acked", pending.attempt, now / 1e9, self.rng)
         self._event(self.ack_name, latency_us / 1000.0, size)

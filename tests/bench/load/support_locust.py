@@ -239,13 +239,14 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
         driver.quit()
 
 
-def wait_for(check: Any, what: str, timeout_s: float = 20.0) -> Any:
-    """Poll ``check()`` until it returns something true (bounded by ``timeout_s``)."""
+def wait_for(check: Any, what: str, timeout_s: float = 20.0, detail: Any = None) -> Any:
+    """Poll ``check()`` until it returns something true (bounded by ``timeout_s``);
+    on a timeout the failure adds ``detail()`` when given."""
     deadline = time.monotonic() + scaled(timeout_s)
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            pytest.fail(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
         time.sleep(0.1)

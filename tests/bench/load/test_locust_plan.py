@@ -15,7 +15,15 @@ import pytest
 
 from bench._support.histo import HistogramSet
 from bench.load.plan import RoomPlan, body_text, resolve_plan, send_gaps, user_name, user_rng
-from bench.load.report import SCHEMA, ProcessStats, generator_bound, merge_parts, write_json
+from bench.load.report import (
+    LEDGER_COLUMNS,
+    SCHEMA,
+    ProcessStats,
+    generator_bound,
+    ledger_table,
+    merge_parts,
+    write_json,
+)
 from chatcap.scenario import Scenario, ScenarioError, load_scenario
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -109,9 +117,9 @@ def make_part(worker: int, values: list[int]) -> dict[str, Any]:
     stats = ProcessStats(started_unix_s=100.0 + worker, started_cpu_s=1.0)
     for i, value in enumerate(values):
         stats.histograms.record_us("ack", "json", value)
-        stats.loss.record_sent(f"c{i}")
-        stats.loss.record_acked("r", i + 1, f"c{i}")
-        stats.loss.record_delivered("u", "r", i + 1)
+        stats.ledger("json").record_sent(f"c{i}")
+        stats.ledger("json").record_acked("r", i + 1, f"c{i}")
+        stats.ledger("json").record_delivered("u", "r", i + 1)
     stats.record_lag("json", 2500 * (worker + 1))
     stats.errors["timeout"] += worker
     stats.counts["sends_sent"] += len(values)
@@ -161,3 +169,50 @@ def test_a_busy_or_lagging_generator_is_flagged() -> None:
     busy["generator"]["sends_intended"] = 500
     busy["generator"]["sends_sent"] = 400
     assert len(generator_bound(busy)) == 2
+
+
+def two_codec_stats(started_unix_s: float) -> ProcessStats:
+    """json: 4 messages sent and acked, each delivered twice; protobuf: 2 sent, 1 acked,
+    and one receiver that got seqs 1, 3, 3 (one missing, one duplicated)."""
+    stats = ProcessStats(started_unix_s, 0.0)
+    js, pb = stats.ledger("json"), stats.ledger("protobuf")
+    for i in range(4):
+        js.record_sent(f"j{i}")
+        js.record_acked("r", i + 1, f"j{i}")
+        js.record_delivered("a", "r", i + 1)
+        js.record_delivered("b", "r", i + 1)
+    pb.record_sent("p0")
+    pb.record_sent("p1")
+    pb.record_acked("r", 5, "p0")
+    for seq in (1, 3, 3):
+        pb.record_delivered("c", "r", seq)
+    return stats
+
+
+def test_the_ledger_is_kept_per_codec_and_adds_up_to_the_total() -> None:
+    part = two_codec_stats(0.0).part(0, 10.0, 1.0)
+    by_codec = part["loss_by_codec"]
+    assert (by_codec["json"]["sent"], by_codec["json"]["delivered"]) == (4, 8)
+    assert by_codec["protobuf"] == {
+        "sent": 2, "retries": 0, "acked": 1, "failed": 0, "unacked": 1,
+        "delivered": 3, "missing": 1, "duplicated": 1, "receivers": 1,
+    }  # fmt: skip
+    assert part["loss"] == {k: by_codec["json"][k] + by_codec["protobuf"][k] for k in part["loss"]}
+    merged = merge_parts([part, two_codec_stats(5.0).part(1, 10.0, 1.0)], {}, "distributed")
+    assert merged["loss_by_codec"]["protobuf"]["missing"] == 2
+    assert merged["loss"]["sent"] == 12
+
+
+def test_the_ledger_table_has_a_row_per_codec_then_all_with_rates_over_the_run() -> None:
+    finished = two_codec_stats(100.0).part(0, 104.0, 1.0)
+    live = two_codec_stats(102.0).snapshot(1, now_unix_s=110.0)  # still running
+    table = ledger_table([finished, live])
+    assert table["wall_s"] == 10.0 and table["processes"] == 2
+    rows = table["rows"]
+    assert [row["codec"] for row in rows] == ["json", "protobuf", "all"]
+    assert all(list(row) == [key for key, _ in LEDGER_COLUMNS] for row in rows)
+    total = rows[2]
+    assert (total["sent"], total["acked"], total["delivered"]) == (12, 10, 22)
+    assert (total["sent_per_s"], total["delivered_per_s"]) == (1.2, 2.2)
+    assert (total["missing"], total["duplicated"], total["receivers"]) == (2, 2, 6)
+    assert ledger_table([]) == {"wall_s": 0.0, "processes": 0, "rows": []}
