@@ -24,7 +24,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -373,10 +373,12 @@ class Scenario:
             *parents, leaf = dotted.split(".")
             for part in parents:
                 if not isinstance(node.get(part), dict):
-                    raise ScenarioError(f"override {dotted!r}: no table {part!r}")
+                    hint = did_you_mean_key(dotted, dotted_keys(data))
+                    raise ScenarioError(f"override {dotted!r}: no table {part!r}{hint}")
                 node = node[part]
             if leaf not in node:
-                raise ScenarioError(f"override {dotted!r}: unknown key {leaf!r}")
+                hint = did_you_mean_key(dotted, dotted_keys(data))
+                raise ScenarioError(f"override {dotted!r}: unknown key {leaf!r}{hint}")
             node[leaf] = value
         return load_scenario_data(data, source="<overrides>")
 
@@ -412,6 +414,37 @@ def parse_value(text: str) -> Any:
         return text.strip()
 
 
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """`` — did you mean 'x'?`` for the closest of ``known`` to a mistyped ``key``; ``""``
+    when none is close. One wording for scenario files and command-line overrides."""
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    return f" — did you mean {hint[0]!r}?" if hint else ""
+
+
+def dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every leaf key of a scenario's plain data, dotted (``server.store.batch_max``)."""
+    keys: list[str] = []
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            keys += dotted_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def did_you_mean_key(dotted: str, keys: Iterable[str]) -> str:
+    """:func:`did_you_mean` for a dotted override: the leaf name matched among every
+    key's leaf (``server.batch_max`` → ``server.store.batch_max``), then the closest path."""
+    by_leaf: dict[str, list[str]] = {}
+    for key in keys:
+        by_leaf.setdefault(key.rpartition(".")[2], []).append(key)
+    leaf = difflib.get_close_matches(dotted.rpartition(".")[2], by_leaf, n=1)
+    if not leaf:
+        return ""
+    best = difflib.get_close_matches(dotted, by_leaf[leaf[0]], n=1, cutoff=0.0)
+    return f" — did you mean {best[0]!r}?"
+
+
 def load_scenario_data(data: Mapping[str, Any], source: str = "<data>") -> Scenario:
     """Validate plain data (as from TOML) into a :class:`Scenario`."""
     scenario = _build(Scenario, data, "", source)
@@ -426,8 +459,7 @@ def _build(cls: type[T], data: Any, prefix: str, source: str) -> T:
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            also = f" — did you mean {hint[0]!r}?" if hint else ""
+            also = did_you_mean(key, known)
             raise ScenarioError(
                 f"{source}: unknown key {prefix}{key}{also} (allowed here: {', '.join(known)})"
             )

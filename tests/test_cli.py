@@ -219,11 +219,6 @@ def test_server_host_that_does_not_resolve_is_named(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- override typos
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11: Scenario.with_overrides (chatcap/scenario.py) gives no did-you-mean "
-    "for a mistyped dotted key yet; scenario files do. Remove this mark with that fix.",
-)
 @pytest.mark.parametrize(
     ("argv", "typo"),
     [
