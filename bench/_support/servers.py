@@ -167,12 +167,16 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def start_our_server(scenario_path: Path, workdir: Path, tag: str, ca_file: str = "") -> ServerProc:
+def start_our_server(
+    scenario_path: Path, workdir: Path, tag: str, ca_file: str = "", users: Path | None = None
+) -> ServerProc:
     """``python -m server`` on a free port with a fresh store; waits until it listens.
-    ``ca_file``: what its clients trust if the scenario turns TLS on."""
+    ``ca_file``: what its clients trust if the scenario turns TLS on; ``users``: the
+    password file for ``auth = "users"``."""
     env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "server", "--scenario", str(scenario_path)]
     argv += ["--port", "0", "--db", str(workdir / f"store-{tag}.db")]
+    argv += ["--users", str(users)] if users is not None else []
     server = spawn_server(f"ours-{tag}", argv, workdir, env, ca_file)
     try:
         wait_listening(server)

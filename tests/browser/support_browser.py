@@ -33,12 +33,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
 from bench._support.servers import (
-    JWT_SECRET,
     ServerProc,
-    spawn_server,
     start_our_server,
-    stop_server,
-    wait_listening,
 )
 from chatcap.scenario import load_scenario, to_toml
 
@@ -73,18 +69,7 @@ def start_chat_server(
     path = workdir / f"scenario-{tag}.toml"
     path.write_text(to_toml(scenario, comments=False))
     ca_file = str(overrides.get("server.tls.ca_file", ""))
-    if users is None:
-        return start_our_server(path, workdir, tag, ca_file)
-    env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
-    argv = [sys.executable, "-m", "server", "--scenario", str(path), "--port", "0"]
-    argv += ["--db", str(workdir / f"store-{tag}.db"), "--users", str(users)]
-    server = spawn_server(f"ours-{tag}", argv, workdir, env, ca_file)
-    try:
-        wait_listening(server)
-    except BaseException:
-        stop_server(server)
-        raise
-    return server
+    return start_our_server(path, workdir, tag, ca_file, users)
 
 
 def add_user(users: Path, name: str, password: str) -> None:
