@@ -1,6 +1,7 @@
-"""Capacity: :class:`SLO`, :func:`bisect_max`, :func:`capacity_users_per_core`,
-:func:`capacity_table` (one search per grid combination), :func:`knee_sweep`,
-:func:`cores_needed`.
+"""Capacity in the model: :class:`SLO` (defined with the measured search in
+:mod:`bench.run.search`, so both judge by one rule), :func:`bisect_max`,
+:func:`capacity_users_per_core`, :func:`capacity_table` (one search per grid
+combination), :func:`knee_sweep`, :func:`cores_needed`.
 """
 
 from __future__ import annotations
@@ -14,34 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.comparison import ERROR_MAX
 from bench.analysis.model import sweep_users
+from bench.run.search import SLO as SLO  # re-exported: an.SLO
 from chatcap.scenario import CODEC_MIX, Scenario
-
-
-@dataclass(frozen=True)
-class SLO:
-    """A service level: every metric's p99 ≤ ``p99_ms`` and error rate ≤ ``error_rate``."""
-
-    p99_ms: float
-    error_rate: float = ERROR_MAX
-    metrics: tuple[str, ...] = ("ack_p99_ms", "deliver_p99_ms")
-
-    def misses(self, row: Mapping[str, Any]) -> list[str]:
-        """What ``row`` (summary or aggregated) breaks; empty when it meets the SLO."""
-        out = []
-        for metric in self.metrics:
-            value = float(row.get(f"{metric}_mean", row.get(metric, math.nan)))
-            if not value <= self.p99_ms:
-                out.append(f"{metric} {value:.3g} > {self.p99_ms:g} ms")
-        err = float(row.get("error_rate_mean", row.get("error_rate", math.nan)))
-        if not err <= self.error_rate:
-            out.append(f"error rate {err:.2%} > {self.error_rate:.2%}")
-        return out
-
-    def describe(self) -> str:
-        names = " and ".join(m.removesuffix("_p99_ms") for m in self.metrics)
-        return f"p99 of {names} ≤ {self.p99_ms:g} ms, error rate ≤ {self.error_rate:.2%}"
 
 
 def bisect_max(
