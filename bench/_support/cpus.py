@@ -5,7 +5,8 @@ the generator's CPU shows up as server latency and the server's as generator lag
 command that starts both (``bench run``, ``bench generator``, ``bench calibrate``,
 ``bench regress``, the demo) plans two CPU sets with :func:`plan_cpus` and pins each side
 with :func:`pinned_preexec` (a child, before it execs, so all its threads and children
-inherit the set) or :func:`pin_current` (this process, when it is itself one side).
+inherit the set) or :func:`pin_current` / :func:`pinned` (this process, when it is itself
+one side, or while the clients it starts are).
 
 Defaults: the server gets the last available CPU, the generator all the others. With one
 CPU available, or when the user asks for overlapping sets on purpose, both run where asked,
@@ -16,8 +17,9 @@ result row's ``note``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +164,19 @@ def cpu_plan_from_args(args: argparse.Namespace) -> CpuPlan:
 def pin_current(cpus: Sequence[int]) -> None:
     """Pin this process (its threads started from now on inherit the set)."""
     os.sched_setaffinity(0, set(cpus))
+
+
+@contextlib.contextmanager
+def pinned(cpus: Sequence[int]) -> Iterator[None]:
+    """Pin this process for a ``with`` block, then give it back the set it had: an
+    orchestrator that is one side for a while (its client subprocesses inherit the set)
+    and a test process calling a command in-process both stay as they were after."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def pinned_preexec(cpus: Sequence[int]) -> Callable[[], None]:

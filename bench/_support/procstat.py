@@ -6,6 +6,7 @@ One parser of ``/proc/<pid>/stat`` (:func:`stat_fields`, the fields after ``pid
 * :func:`process_cpu_s` — utime + stime of a process (all its threads);
 * :func:`thread_cpu_s` — the same for one thread (``/proc/<pid>/task/<tid>/stat``);
 * :func:`rss_kib` — ``VmRSS`` from ``/proc/<pid>/status``;
+* :func:`cpus_allowed_list` — ``Cpus_allowed_list`` from the same file (its CPU set);
 * :func:`machine_jiffies` — (busy, total) ticks of all CPUs from ``/proc/stat``;
 * :class:`ProcessTree` — a started process and its direct children (Locust workers).
 """
@@ -56,6 +57,19 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
 
 
+def cpus_allowed_list(pid: int) -> str:
+    """``Cpus_allowed_list`` of ``/proc/<pid>/status`` (e.g. ``"0"``, ``"0-3,5"``): the
+    CPUs the kernel lets the process run on; ``""`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Cpus_allowed_list:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return ""
+    return ""
+
+
 def machine_jiffies() -> tuple[float, float]:
     """(busy, total) clock ticks of all CPUs since boot, from ``/proc/stat``."""
     try:
@@ -72,12 +86,14 @@ class ProcessTree:
     """A process this run started and its direct children (Locust ``--processes`` workers).
 
     Children are remembered with their start time, so a later kill by PID never hits a
-    recycled PID.
+    recycled PID, and with the CPU set each had when first seen (:attr:`cpus_allowed`:
+    a pinned root's workers should show the root's).
     """
 
     def __init__(self, pid: int) -> None:
         self.root = pid
         self.children: dict[int, bytes] = {}  # pid → starttime field
+        self.cpus_allowed: dict[int, str] = {pid: cpus_allowed_list(pid)}
 
     def scan(self) -> None:
         """Find the root's children (reads every ``/proc/<pid>/stat``)."""
@@ -86,6 +102,7 @@ class ProcessTree:
                 fields = stat_fields(int(entry))
                 if fields is not None and int(fields[_PPID]) == self.root:
                     self.children[int(entry)] = fields[_STARTTIME]
+                    self.cpus_allowed[int(entry)] = cpus_allowed_list(int(entry))
 
     def cpu_s(self) -> dict[int, float]:
         """CPU seconds (user + system) of each live process of the tree."""

@@ -1,6 +1,7 @@
 """Server processes for the benchmarks: start one, learn where it listens, stop it.
 
-* :class:`ServerProc`, :func:`spawn_server` (output to files, never to a pipe),
+* :class:`ServerProc`, :func:`spawn_server` (output to files, never to a pipe; pinned to
+  a CPU set before exec when given one, :mod:`bench._support.cpus`),
   :func:`wait_listening` (the ``ws://`` or ``wss://`` URL of the first stdout line),
   :func:`stop_server` (SIGTERM by PID, then SIGKILL, always reaped); a server knows the CA
   its clients trust, so its :attr:`~ServerProc.base_url`, :meth:`~ServerProc.client_context`
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._support.args import parse_override
+from bench._support.cpus import pinned_preexec
 from bench._support.tls import http_base, is_secure, tls_env, trust_context
 from chatcap.scenario import Scenario, load_scenario
 
@@ -98,14 +100,24 @@ class ServerProc:
 
 
 def spawn_server(
-    name: str, argv: list[str], workdir: Path, env: dict[str, str], ca_file: str = ""
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    ca_file: str = "",
+    cpus: Sequence[int] | None = None,
 ) -> ServerProc:
     """Start ``argv`` with its output going to files, not pipes: a chatty server can never
     block on a full pipe. :func:`wait_listening` then reads its URL. ``ca_file``: what its
-    clients trust if it speaks TLS (:func:`bench._support.tls.client_ca_file`)."""
+    clients trust if it speaks TLS (:func:`bench._support.tls.client_ca_file`); ``cpus``:
+    the CPU set it is pinned to before it execs (its threads inherit it; None: this
+    process's set, :mod:`bench._support.cpus`)."""
     out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
+    preexec = pinned_preexec(cpus) if cpus is not None else None
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL, preexec_fn=preexec
+        )
     return ServerProc(name, proc, "", "", (out_path, err_path), ca_file)
 
 
@@ -168,16 +180,21 @@ def sigterm_as_exit() -> Iterator[None]:
 
 
 def start_our_server(
-    scenario_path: Path, workdir: Path, tag: str, ca_file: str = "", users: Path | None = None
+    scenario_path: Path,
+    workdir: Path,
+    tag: str,
+    ca_file: str = "",
+    users: Path | None = None,
+    cpus: Sequence[int] | None = None,
 ) -> ServerProc:
     """``python -m server`` on a free port with a fresh store; waits until it listens.
     ``ca_file``: what its clients trust if the scenario turns TLS on; ``users``: the
-    password file for ``auth = "users"``."""
+    password file for ``auth = "users"``; ``cpus``: the CPU set it runs on (None: ours)."""
     env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "server", "--scenario", str(scenario_path)]
     argv += ["--port", "0", "--db", str(workdir / f"store-{tag}.db")]
     argv += ["--users", str(users)] if users is not None else []
-    server = spawn_server(f"ours-{tag}", argv, workdir, env, ca_file)
+    server = spawn_server(f"ours-{tag}", argv, workdir, env, ca_file, cpus)
     try:
         wait_listening(server)
     except BaseException:

@@ -1,4 +1,8 @@
-"""One point, measured: server up, Locust run, window cut, row written."""
+"""One point, measured: server up, Locust run, window cut, row written.
+
+``point.json`` records the CPU sets (``cpus``: the plan, and what ``/proc`` says each
+process had) and each side's CPU in the window (``window.server_cpu_pct``: the server,
+% of one core; ``window.generator_cpu_pct``: each Locust process, by PID)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._support import metrics_scrape
+from bench._support.cpus import pinned
 from bench._support.procstat import ProcessTree, machine_jiffies
 from bench._support.servers import spawn_server, wait_listening
 from bench.run.figures import failed_row, summary_row
@@ -19,6 +24,7 @@ from bench.run.processes import (
     JWT_SECRET,
     LOCUST_START_ALLOWANCE_S,
     Settings,
+    cpu_record,
     locust_argv,
     server_argv,
     start_locust,
@@ -41,13 +47,24 @@ class Measured:
 
 
 def measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
-    """Server up, Locust run, scrapes, server down (always, in ``finally``)."""
+    """Server up, Locust run, scrapes, server down (always, in ``finally``).
+
+    The server runs on ``settings.cpus.server``, Locust on ``settings.cpus.generator``,
+    and this process — its scrapes and ``/proc`` reads are the measuring side's work — on
+    the generator's set too for the point's length (its own set given back after)."""
+    with pinned(settings.cpus.generator):
+        return _measure_point(point, settings, pdir)
+
+
+def _measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
     db = pdir / "store.db"
     env = dict(os.environ, CHATCAP_JWT_SECRET=JWT_SECRET, PYTHONUNBUFFERED="1")
-    server = spawn_server("server", server_argv(settings, db), pdir, env, settings.ca_file)
+    cpus = settings.cpus
+    argv = server_argv(settings, db)
+    server = spawn_server("server", argv, pdir, env, settings.ca_file, cpus.server)
     locust: subprocess.Popen[bytes] | None = None
     tree: ProcessTree | None = None
-    details: dict[str, Any] = {"server_argv": server_argv(settings, db)}
+    details: dict[str, Any] = {"server_argv": argv}
     try:
         try:
             wait_listening(server)
@@ -61,10 +78,11 @@ def measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
         before = Sample(time.monotonic(), metrics_scrape.parse(before_text), {}, machine_jiffies())
         argv = locust_argv(point, settings, base_url, pdir)
         details["locust_argv"] = argv
-        locust = start_locust(argv, pdir / "locust.log", server.client_env())
+        locust = start_locust(argv, pdir / "locust.log", server.client_env(), cpus.generator)
         tree = ProcessTree(locust.pid)
         limit_s = settings.duration_s + point.shape.spawn_s + LOCUST_START_ALLOWANCE_S
         samples, locust_cpu_s = watch_locust(locust, tree, server, settings.sample_s, limit_s)
+        details["cpus"] = cpu_record(cpus, server.pid, tree)
         after_text = metrics_scrape.fetch_text(base_url, context=context)
         (pdir / "metrics-after.txt").write_text(after_text)
         after = Sample(time.monotonic(), metrics_scrape.parse(after_text), {}, machine_jiffies())
@@ -115,6 +133,7 @@ def _check(
         "end_s": window.end.t_s - before.t_s,
         "note": window.note,
         "generator_cpu_pct": window.generator_cpu_pct(),
+        "server_cpu_pct": window.server_cpu_pct(),
         "machine_busy_pct": window.machine_busy_pct(),
         "server": {
             "cpu_s": window.server().cpu_s,
@@ -144,7 +163,7 @@ def run_point(
     pdir = settings.run_dir / "points" / point.name
     pdir.mkdir(parents=True, exist_ok=True)
     name = settings.scenario.name
-    info = point.describe() | {"processes": settings.processes}
+    info = point.describe() | {"processes": settings.processes, "cpus": settings.cpus.describe()}
     try:
         measured = measure_point(point, settings, pdir)
     except (PointFailed, OSError) as exc:

@@ -1,9 +1,12 @@
 """The processes of a point: the server, Locust headless in its own process, the samples.
 
 Locust runs as a subprocess (``python -m locust -f bench/locustfile.py``): gevent never
-shares a process with this orchestrator. Against a server that announced ``wss://`` the
-readiness poll and the scrapes verify it with :meth:`ServerProc.client_context`, and
-Locust gets ``--host https://…`` and :meth:`ServerProc.client_env` (the CA to trust).
+shares a process with this orchestrator. The server is pinned to ``Settings.cpus.server``
+and Locust (with the workers it forks) to ``Settings.cpus.generator`` before they exec
+(:mod:`bench._support.cpus`); :func:`cpu_record` reads back from ``/proc`` what each got.
+Against a server that announced ``wss://`` the readiness poll and the scrapes verify it
+with :meth:`ServerProc.client_context`, and Locust gets ``--host https://…`` and
+:meth:`ServerProc.client_env` (the CA to trust).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench._support import metrics_scrape
+from bench._support.cpus import CpuPlan, pinned_preexec, plan_cpus
 from bench._support.paths import REPO_ROOT
-from bench._support.procstat import ProcessTree, machine_jiffies
+from bench._support.procstat import ProcessTree, cpus_allowed_list, machine_jiffies
 from bench._support.servers import (
     ServerProc,
     stop_server,
@@ -55,6 +60,8 @@ class Settings:
     warmup_s: float
     sample_s: float
     keep_db: bool
+    cpus: CpuPlan = field(default_factory=plan_cpus)
+    """Where the server and Locust run (default: :func:`plan_cpus`, apart when possible)."""
 
     @property
     def ca_file(self) -> str:
@@ -132,14 +139,44 @@ def stop_gracefully(server: ServerProc, drain_timeout_s: float) -> int:
 
 
 def start_locust(
-    argv: list[str], log: Path, extra_env: Mapping[str, str] | None = None
+    argv: list[str],
+    log: Path,
+    extra_env: Mapping[str, str] | None = None,
+    cpus: Sequence[int] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Locust in its own process; ``extra_env``: e.g. the CA it trusts (``client_env``)."""
+    """Locust in its own process; ``extra_env``: e.g. the CA it trusts (``client_env``);
+    ``cpus``: the generator's CPU set, set before exec, so the ``--processes`` workers it
+    forks inherit it (None: this process's set)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
+    preexec = pinned_preexec(cpus) if cpus is not None else None
     with log.open("wb") as out:
         return subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            preexec_fn=preexec,
         )
+
+
+def isolation_note(settings: Settings) -> str:
+    """What a summary row's ``note`` says about the CPU sets: ``""`` when the server and the
+    generator ran apart, else why not (one sentence, from :class:`CpuPlan`)."""
+    return settings.cpus.note
+
+
+def cpu_record(plan: CpuPlan, server_pid: int, tree: ProcessTree | None) -> dict[str, Any]:
+    """The plan (``server_cpus``, ``generator_cpus``, ``isolated``, ``note``) and, read back
+    from ``/proc/<pid>/status``, the set each process really had: the server's and each
+    Locust process's (``Cpus_allowed_list``; ``""`` for one already gone)."""
+    observed = dict(tree.cpus_allowed) if tree is not None else {}
+    return plan.describe() | {
+        "server_cores": plan.server_cores(),
+        "server_cpus_allowed": cpus_allowed_list(server_pid),
+        "generator_cpus_allowed": {str(pid): cpus for pid, cpus in observed.items()},
+    }
 
 
 def reap(proc: subprocess.Popen[bytes]) -> resource.struct_rusage | None:

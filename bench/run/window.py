@@ -50,6 +50,11 @@ class Window:
         a, b = self.start.generator_cpu_s, self.end.generator_cpu_s
         return {pid: 100.0 * (b[pid] - a[pid]) / self.seconds for pid in b if pid in a}
 
+    def server_cpu_pct(self) -> float:
+        """The server process's CPU in the window (its own ``/metrics`` counter), % of one
+        core; NaN when the window has no length."""
+        return 100.0 * self.server().cpu_s / self.seconds if self.seconds > 0 else NAN
+
     def machine_busy_pct(self) -> float:
         """All CPUs' busy share in the window, % (NaN when unknown)."""
         busy = self.end.machine[0] - self.start.machine[0]

@@ -21,6 +21,7 @@ from bench._support.cpus import (
     format_cpus,
     parse_cpus,
     pin_current,
+    pinned,
     pinned_preexec,
     plan_cpus,
 )
@@ -153,6 +154,14 @@ def test_pin_current_pins_this_process() -> None:
         assert available_cpus() == before[:1]
     finally:
         pin_current(before)
+    assert available_cpus() == before
+
+
+def test_pinned_restores_the_set_this_process_had_even_after_an_error() -> None:
+    before = available_cpus()
+    with pytest.raises(RuntimeError), pinned(before[-1:]):
+        assert available_cpus() == before[-1:]
+        raise RuntimeError("inside")
     assert available_cpus() == before
 
 
