@@ -1,7 +1,7 @@
 """Calibration: measure on THIS machine the per-operation costs that the model charges.
 
 ``python -m bench calibrate [--out results/calibration] [--scenario FILE] [--quick]
-[--repeat N] [--set KEY=VALUE …]``
+[--repeat N] [--server-cpus LIST] [--generator-cpus LIST] [--set KEY=VALUE …]``
 
 Writes ``OUT/<host>.json`` in :mod:`sim.calibration`'s schema (``[sim] calibration =
 "results/calibration/<host>.json"`` points the model at it), prints a table and the
@@ -72,6 +72,13 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    ``[sim] store_service_ms`` / ``store_per_msg_ms`` are what the model's store mean
    uses; the table suggests them from these figures.
 
+**Where it runs** (``--server-cpus`` / ``--generator-cpus``, :mod:`bench._support.cpus`;
+default: the server on the last CPU, the load clients on the others): the server process
+is pinned to the server's set, and so are the codec and store timings (the server's work,
+timed in this process); the load clients run on the generator's. ``details.cpu_sets``
+records both sets (``isolated`` false, with a ``note``, when they share a CPU) and
+``details.cpu_use`` each side's CPU over the server points, % of one core.
+
 Provenance (host, time, git sha, Python and package versions) and the raw points and
 fits (``details``) go into the same file.
 
@@ -82,6 +89,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
 import sys
 import tempfile
@@ -93,6 +101,7 @@ from pathlib import Path
 
 from bench._support.args import BadInput
 from bench._support.clients import WINDOW, run_case
+from bench._support.cpus import CpuPlan, add_cpu_arguments, cpu_plan_from_args, pinned, plan_cpus
 from bench._support.host import raise_nofile_limit
 from bench._support.metrics_scrape import ACK_LATENCY, Scrape, fetch
 from bench._support.procstat import process_cpu_s, thread_cpu_s
@@ -203,7 +212,9 @@ def measure_point(
         messages = plan.messages[room_size]
     else:  # a lone fan-out writes a frame per member: fewer messages take as long
         messages = plan.lone_messages if room_size == 1 else plan.lone_messages // 2
+    started, client0 = time.monotonic(), _children_cpu_s()
     outcome = run_case(server, codec, room_size, messages, plan.timeout_s, tag, window)
+    wall_s, client_s = time.monotonic() - started, _children_cpu_s() - client0
     loop1, proc1 = thread_cpu_s(pid), process_cpu_s(pid)
     share = loop_share(loop1 - loop0, proc1 - proc0)
     delta = fetch(base_url, context=context).minus(before)
@@ -222,12 +233,27 @@ def measure_point(
         window=window,
         server_ack_mean_ms=ack_mean_ms,
         server_ack_buckets=tuple(delta.buckets(ACK_LATENCY)) if window == LONE_WINDOW else (),
+        wall_s=wall_s,
+        server_cpu_s=proc1 - proc0,
+        client_cpu_s=client_s,
     )
 
 
-def measure_server_points(scenario: Scenario, plan: Plan, workdir: Path) -> list[Point]:
+def _children_cpu_s() -> float:
+    """User + system CPU of this process's reaped children: the load clients (the server,
+    reaped only when stopped, is not among them while a point runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_server_points(
+    scenario: Scenario, plan: Plan, workdir: Path, cpus: CpuPlan | None = None
+) -> list[Point]:
     """Every (codec, room size) ``plan.repeat`` times; a fresh server per repeat, the
-    order rotated between repeats so that drift hits every point alike."""
+    order rotated between repeats so that drift hits every point alike. The server runs
+    on ``cpus.server``; this process, and so the load clients it starts, on
+    ``cpus.generator`` meanwhile (default: :func:`plan_cpus`)."""
+    cpus = cpus or plan_cpus()
     scenario_path = workdir / "scenario.toml"
     scenario_path.write_text(to_toml(scenario, comments=False))
     jobs = [(c, k, WINDOW) for k in ROOM_SIZES for c in CODEC_NAMES]
@@ -235,21 +261,31 @@ def measure_server_points(scenario: Scenario, plan: Plan, workdir: Path) -> list
     points: list[Point] = []
     ca_file = client_ca_file(scenario)
     for repeat in range(plan.repeat):
-        server = start_our_server(scenario_path, workdir, f"cal{repeat}", ca_file)
+        server = start_our_server(scenario_path, workdir, f"cal{repeat}", ca_file, cpus=cpus.server)
         try:
-            shift = repeat % len(jobs)
-            for codec, room_size, window in jobs[shift:] + jobs[:shift]:
-                point = measure_point(server, codec, room_size, repeat, plan, window)
-                points.append(point)
-                print(
-                    f"[calibrate] server repeat {repeat + 1}/{plan.repeat} {codec:8} "
-                    f"K={room_size:<3} window {window:<3} "
-                    f"{point.process_us_per_msg:8.1f} µs/msg process, "
-                    f"loop share {point.loop_share:.2f}",
-                    flush=True,
-                )
+            with pinned(cpus.generator):
+                points += measure_repeat(server, jobs, repeat, plan)
         finally:
             stop_server(server)
+    return points
+
+
+def measure_repeat(
+    server: ServerProc, jobs: list[tuple[str, int, int]], repeat: int, plan: Plan
+) -> list[Point]:
+    """One server's points, the order rotated by ``repeat``; a progress line each."""
+    points = []
+    shift = repeat % len(jobs)
+    for codec, room_size, window in jobs[shift:] + jobs[:shift]:
+        point = measure_point(server, codec, room_size, repeat, plan, window)
+        points.append(point)
+        print(
+            f"[calibrate] server repeat {repeat + 1}/{plan.repeat} {codec:8} "
+            f"K={room_size:<3} window {window:<3} "
+            f"{point.process_us_per_msg:8.1f} µs/msg process, "
+            f"loop share {point.loop_share:.2f}",
+            flush=True,
+        )
     return points
 
 
@@ -293,17 +329,39 @@ def measure_store(plan: Plan, workdir: Path) -> StoreFigures:
     return StoreFigures(table, table[1], max(slope, 0.0), intercept, samples)
 
 
-def calibrate(scenario: Scenario, plan: Plan, created: datetime) -> Costs:
-    """Measure everything (codecs, server points, store) and assemble the file's figures."""
-    print("[calibrate] codecs", flush=True)
-    codec = measure_codec_costs(scenario.workload.body_bytes, plan)
+def calibrate(
+    scenario: Scenario, plan: Plan, created: datetime, cpus: CpuPlan | None = None
+) -> Costs:
+    """Measure everything (codecs, server points, store) and assemble the file's figures.
+
+    The codecs and the store commits are the server's work: they are timed on the
+    server's CPU set (this process pinned there meanwhile); the server points put the
+    server there and the load clients on the generator's (:func:`measure_server_points`).
+    """
+    cpus = cpus or plan_cpus()
+    say_cpus(cpus)
+    with pinned(cpus.server):
+        print("[calibrate] codecs", flush=True)
+        codec = measure_codec_costs(scenario.workload.body_bytes, plan)
     with tempfile.TemporaryDirectory(prefix="chatcap-calibrate-") as tmp:
         workdir = Path(tmp)
-        print("[calibrate] store commits by batch size", flush=True)
-        store = measure_store(plan, workdir)
+        with pinned(cpus.server):
+            print("[calibrate] store commits by batch size", flush=True)
+            store = measure_store(plan, workdir)
         print(f"[calibrate] server: rooms of {ROOM_SIZES}, {plan.repeat} repeat(s)", flush=True)
-        points = measure_server_points(scenario, plan, workdir)
-    return build_costs(codec, points, store, scenario, plan, created)
+        points = measure_server_points(scenario, plan, workdir, cpus)
+    cpu_sets = cpus.describe() | {"server_cores": cpus.server_cores()}
+    return build_costs(codec, points, store, scenario, plan, created, cpu_sets)
+
+
+def say_cpus(cpus: CpuPlan) -> None:
+    described = cpus.describe()
+    print(
+        f"[calibrate] server (and codec, store timings) on CPUs {described['server_cpus']}, "
+        f"load clients on CPUs {described['generator_cpus']}"
+        + (f"; {cpus.note}" if cpus.note else ""),
+        flush=True,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="scenarios/baseline.toml", help="body size, server")
     p.add_argument("--quick", action="store_true", help="small counts (for tests)")
     p.add_argument("--repeat", type=int, help="server repeats (3; quick 1)")
+    add_cpu_arguments(p)
     p.add_argument(
         "--set",
         action="append",
@@ -334,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         plan = replace(plan, repeat=args.repeat)
     try:
+        cpus = cpu_plan_from_args(args)
         scenario = bench_scenario(args.scenario, args.set)
         client_ca_file(scenario)  # a named CA that does not load is bad input, said now
     except (ScenarioError, BadInput) as exc:
@@ -343,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     created = datetime.now(UTC)
     try:
         with sigterm_as_exit():
-            costs = calibrate(scenario, plan, created)
+            costs = calibrate(scenario, plan, created, cpus)
     except RuntimeError as exc:
         print(f"error: calibration failed: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -96,6 +96,9 @@ class Point:
     window: int = WINDOW  # sends in flight
     server_ack_mean_ms: float = math.nan  # the server's own mean, frame in → Ack out
     server_ack_buckets: tuple[tuple[float, float], ...] = ()  # (le s, cumulative count)
+    wall_s: float = math.nan  # the load client's run, wall clock
+    server_cpu_s: float = math.nan  # the server process over that run (/proc)
+    client_cpu_s: float = math.nan  # the load client process (its rusage)
 
     @property
     def frames(self) -> int:
@@ -263,6 +266,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def cpu_use(points: Sequence[Point]) -> dict[str, float | None]:
+    """Each side's CPU over the server points, % of one core: the server process and the
+    load client (None when no point timed them)."""
+    timed = [p for p in points if p.wall_s > 0]
+    wall = sum(p.wall_s for p in timed)
+    if not timed or wall <= 0:
+        return {"server_cpu_pct": None, "client_cpu_pct": None}
+    return {
+        "server_cpu_pct": 100.0 * sum(p.server_cpu_s for p in timed) / wall,
+        "client_cpu_pct": 100.0 * sum(p.client_cpu_s for p in timed) / wall,
+    }
+
+
 def build_costs(
     codec: dict[str, dict[str, float]],
     points: Sequence[Point],
@@ -270,7 +286,11 @@ def build_costs(
     scenario: Scenario,
     plan: Plan,
     created: datetime,
+    cpu_sets: Mapping[str, Any] | None = None,
 ) -> Costs:
+    """The file's figures; ``cpu_sets``: where the server and the load client ran
+    (:meth:`bench._support.cpus.CpuPlan.describe`), kept in ``details`` with
+    :func:`cpu_use`."""
     partial = Costs(
         decode_us=codec["decode_us"],
         encode_ack_us=codec["encode_ack_us"],
@@ -320,6 +340,8 @@ def build_costs(
         "store_fit_intercept_ms": store.intercept_ms,
         "store_overrides": SCENARIO_OVERRIDES,
         "cpus": machine["cpus"],
+        "cpu_sets": dict(cpu_sets or {}),
+        "cpu_use": cpu_use(points),
         "platform": machine["platform"],
     }
     return Costs(
