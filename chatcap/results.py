@@ -7,6 +7,7 @@ A run is a folder ``results/<run-id>/`` holding
 * ``summary.csv`` — one row per (source, codec, offered load, replication), with the
   columns of :data:`SUMMARY_COLUMNS`;
 * optionally ``requests.csv`` — one row per send attempt (:data:`REQUEST_COLUMNS`),
+  ``capacity.csv`` — one row per codec from a capacity search (:data:`CAPACITY_COLUMNS`),
   and any other files a driver adds beside them (histograms, reports).
 
 Every column is documented here once, with its unit; ``results/README.md`` renders the
@@ -115,6 +116,82 @@ REQUEST_COLUMNS: tuple[Column, ...] = (
     Column("done_s", "float", "Time of the ack or final outcome, s from run start."),
     Column("outcome", "str", "One of: " + ", ".join(OUTCOMES) + "."),
     Column("ack_ms", "float", "done_s − intended_s in ms (NaN unless acked)."),
+)
+
+CAPACITY_FILE = "capacity.csv"
+LIMITS = ("slo", "throughput", "failed", "generator", "max_load", "none")
+
+CAPACITY_COLUMNS: tuple[Column, ...] = (
+    Column("run_id", "str", "Run identifier, same as the folder name."),
+    Column("scenario", "str", "Scenario name (`name` in the TOML file)."),
+    Column("source", "str", "`measured` (`bench run --find-capacity`)."),
+    Column("codec", "str", "Wire codec of every user in the search."),
+    Column(
+        "capacity_per_s",
+        "float",
+        "Capacity: mean acked sends/s over the repeats at the highest offered load that met "
+        "the SLO and kept acked ÷ offered ≥ `follow_min` (0 when none did).",
+    ),
+    Column(
+        "ci_low_per_s",
+        "float",
+        "Lower end of the 95 % Student-t interval of `capacity_per_s` over its repeats "
+        "(nan for one repeat).",
+    ),
+    Column("ci_high_per_s", "float", "Upper end of that interval (nan for one repeat)."),
+    Column("capacity_offered_per_s", "float", "The offered load of the capacity step, sends/s."),
+    Column(
+        "knee_per_s",
+        "float",
+        "The lowest offered load above it that did not pass (nan when none): the knee lies "
+        "between `capacity_offered_per_s` and this, the search's resolution.",
+    ),
+    Column("server_cores", "int", "Cores the server could use: min(its CPU set, its processes)."),
+    Column("per_server_core_per_s", "float", "`capacity_per_s` ÷ `server_cores`."),
+    Column("per_core_ci_low_per_s", "float", "`ci_low_per_s` ÷ `server_cores`."),
+    Column("per_core_ci_high_per_s", "float", "`ci_high_per_s` ÷ `server_cores`."),
+    Column("server_cpus", "str", "The server's CPU set (kernel cpu-list, e.g. `1`)."),
+    Column("generator_cpus", "str", "The load generator's CPU set (e.g. `0`)."),
+    Column("isolated", "bool", "True when the two CPU sets were disjoint."),
+    Column(
+        "limited_by",
+        "str",
+        "What ended the climb: " + ", ".join(f"`{x}`" for x in LIMITS) + " (see the README).",
+    ),
+    Column("why", "str", "The limiting step's reason, in words.", required=False),
+    Column(
+        "limit_offered_per_s",
+        "float",
+        "The offered load of the limiting step (= `knee_per_s`; for `generator`: the load "
+        "the generator could not keep).",
+        required=False,
+    ),
+    Column(
+        "limit_server_cpu_pct",
+        "float",
+        "Server CPU at the limiting step, % of its `server_cores` (mean over its repeats).",
+        required=False,
+    ),
+    Column(
+        "limit_generator_cpu_pct",
+        "float",
+        "Load generator CPU at the limiting step, % of the cores its processes could use.",
+        required=False,
+    ),
+    Column(
+        "capacity_server_cpu_us_per_msg",
+        "float",
+        "Server CPU per acked message at the capacity step, µs (mean over its repeats).",
+        required=False,
+    ),
+    Column("slo_p99_ms", "float", "The SLO: p99 of ack and of delivery latency ≤ this, ms."),
+    Column("slo_error_rate", "float", "The SLO: error rate ≤ this (0..1)."),
+    Column("follow_min", "float", "Acked ÷ offered below this: throughput stopped following."),
+    Column("repeats", "int", "Measurements at the capacity step."),
+    Column("steps", "int", "Measurements the search took for this codec."),
+    Column("duration_s", "float", "Run length of each step (before the window's cut), s."),
+    Column("warmup_s", "float", "Warm-up cut from each step's measured window, s."),
+    Column("note", "str", "Free text: why a row is special.", required=False),
 )
 
 _MANIFEST_REQUIRED = ("schema_version", "run_id", "created_utc", "git_sha", "command")
@@ -271,8 +348,7 @@ def _check_row(row: Mapping[str, Any], columns: Sequence[Column], where: str) ->
     missing = [c.name for c in columns if c.required and c.name not in row]
     if missing:
         raise ResultsError(f"{where}: missing column(s) {', '.join(missing)}")
-    for key in ("source", "outcome"):
-        allowed = SOURCES if key == "source" else OUTCOMES
+    for key, allowed in (("source", SOURCES), ("outcome", OUTCOMES), ("limited_by", LIMITS)):
         if key in row and row[key] not in allowed:
             raise ResultsError(
                 f"{where}: column {key!r} is {row[key]!r}; allowed: {', '.join(allowed)}"

@@ -225,3 +225,78 @@ def codec_capacity_text(table: pd.DataFrame, slo: SLO) -> str:
             f" Protobuf carries {pb_users / json_users - 1:+.0%} users per core relative to JSON."
         )
     return text
+
+
+# ---------------------------------------------------------------------------- measured capacity
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _ci(low: float, high: float, repeats: int) -> str:
+    if math.isfinite(low) and math.isfinite(high):
+        return f"95 % CI {low:,.0f}–{high:,.0f}"
+    return f"no CI: {repeats} repeat{'s' if repeats != 1 else ''}"
+
+
+def ran_out_text(cap: Mapping[str, Any]) -> str:
+    """For a generator-limited search: which side ran out and by how much, e.g.
+    ``generator-bound at 1,800 sends/s: Locust at 97 % of its cores; the server used
+    60 % of its core``."""
+    gen, srv = _num(cap.get("limit_generator_cpu_pct")), _num(cap.get("limit_server_cpu_pct"))
+    cores = int(_num(cap.get("server_cores")) or 1)
+    parts = [f"generator-bound at {_num(cap.get('limit_offered_per_s')):,.0f} sends/s"]
+    side = []
+    if math.isfinite(gen):
+        side.append(f"Locust at {gen:.0f} % of its cores")
+    if math.isfinite(srv):
+        side.append(f"the server used {srv:.0f} % of its core{'s' if cores > 1 else ''}")
+    text = parts[0] + (": " + "; ".join(side) if side else "")
+    why = str(cap.get("why") or "")
+    return f"{text} ({why})" if why else text
+
+
+def capacity_line(cap: Mapping[str, Any], model_per_core_per_s: float = math.nan) -> str:
+    """One ``capacity.csv`` row in words: the measured capacity per server core with its
+    CI — or, when the search could not reach a server limit, which side ran out — the CPU
+    sets, and beside it (when given) the model's capacity and measured ÷ model."""
+    codec, limited = str(cap["codec"]), str(cap["limited_by"])
+    cores = int(_num(cap.get("server_cores")) or 1)
+    per_core = _num(cap.get("per_server_core_per_s"))
+    ci = _ci(_num(cap.get("per_core_ci_low_per_s")), _num(cap.get("per_core_ci_high_per_s")),
+             int(_num(cap.get("repeats")) or 0))  # fmt: skip
+    at = _num(cap.get("capacity_offered_per_s"))
+    knee = _num(cap.get("knee_per_s"))
+    where = (
+        f"server CPU {cap.get('server_cpus', '?')}, generator CPU {cap.get('generator_cpus', '?')}"
+    )
+    head = f"capacity per core, {codec:8}: "
+    if limited == "generator":
+        body = f"not reached — {ran_out_text(cap)}"
+        if at > 0:
+            body += f"; the highest step it kept held the SLO: {per_core:,.0f} sends/s ({ci})"
+    elif limited == "max_load":
+        body = (
+            f"not reached — the SLO held up to the highest offer allowed, {at:,.0f} sends/s "
+            f"({per_core:,.0f} per core, {ci})"
+        )
+    elif at <= 0:
+        body = f"none — no offer met the SLO, down to {knee:,.0f} sends/s ({cap.get('why', '')})"
+    else:
+        body = (
+            f"{per_core:,.0f} sends/s measured ({ci}; at {at:,.0f}/s offered, "
+            f"{limited} broke by {knee:,.0f}/s: {cap.get('why', '')})"
+        )
+    text = f"{head}{body}; {where}" + (f" ({cores} cores)" if cores > 1 else "")
+    if math.isfinite(model_per_core_per_s) and model_per_core_per_s > 0:
+        text += f"; model {model_per_core_per_s:,.0f} sends/s"
+        if limited not in ("generator", "max_load") and at > 0:
+            text += f", measured/model {per_core / model_per_core_per_s:.2f}"
+        elif limited == "generator":
+            limit = _num(cap.get("limit_offered_per_s")) / cores
+            text += f" (the generator ran out at {limit / model_per_core_per_s:.0%} of it)"
+    return text

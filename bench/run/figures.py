@@ -1,7 +1,10 @@
-"""A point's figures: its ``summary.csv`` row, and whether the generator set the pace."""
+"""A point's figures: its ``summary.csv`` row, whether the generator set the pace, and
+what the capacity search reads from it (:func:`step_result`) and writes (:func:`capacity_row`).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,6 +12,7 @@ from bench._support.histo import HistogramSet, LatencyHistogram
 from bench._support.metrics_scrape import ACK_LATENCY
 from bench.load.report import generator_bound
 from bench.run.points import NAN, Point
+from bench.run.search import SearchPlan, SearchResult, StepResult
 from bench.run.window import Window
 
 CPU_BOUND_PCT = 90.0
@@ -162,3 +166,102 @@ def failed_row(run_id: str, scenario: str, point: Point, reason: str, bpm: float
     }
     row.update(dict.fromkeys(_FIGURES, NAN))
     return row
+
+
+# ---------------------------------------------------------------------------- capacity search
+
+
+def step_result(
+    row: Mapping[str, Any],
+    info: Mapping[str, Any],
+    doc: Mapping[str, Any] | None,
+    server_cores: int,
+    generator_cores: int,
+) -> StepResult:
+    """A measured point as the capacity search sees it (:mod:`bench.run.search`).
+
+    ``info`` is the point's ``point.json`` content (its window: server CPU seconds,
+    generator CPU % per Locust process), ``doc`` the ``--chat-out`` document (None when
+    the point failed). CPU shares are % of the cores each side could use.
+    """
+    offered = float(row["offered_per_s"])
+    note = str(row.get("note", ""))
+    if doc is None or note.startswith("failed"):
+        return StepResult(offered, NAN, NAN, NAN, NAN, failed=note.removeprefix("failed: "))
+    window = info.get("window", {})
+    seconds = float(window.get("seconds", 0.0))
+    cpu_by_pid = {int(k): float(v) for k, v in window.get("generator_cpu_pct", {}).items()}
+    server_s = float(window.get("server", {}).get("cpu_s", NAN))
+    server_pct = 100.0 * server_s / seconds / max(server_cores, 1) if seconds > 0 else NAN
+    gen_pct = sum(cpu_by_pid.values()) / max(generator_cores, 1) if cpu_by_pid else NAN
+    return StepResult(
+        offered_per_s=offered,
+        acked_per_s=float(row["acked_per_s"]),
+        ack_p99_ms=float(row["ack_p99_ms"]),
+        deliver_p99_ms=float(row["deliver_p99_ms"]),
+        error_rate=float(row["error_rate"]),
+        generator_limits=tuple(generator_limits(doc, cpu_by_pid)),
+        lag_caution=bool(lag_note(doc)),
+        server_cpu_pct=server_pct,
+        generator_cpu_pct=gen_pct,
+        server_cpu_us_per_msg=float(row["server_cpu_us_per_msg"]),
+    )
+
+
+def capacity_row(
+    found: SearchResult,
+    plan: SearchPlan,
+    *,
+    run_id: str,
+    scenario: str,
+    codec: str,
+    cpus: Mapping[str, Any],
+    server_cores: int,
+    duration_s: float,
+    warmup_s: float,
+) -> dict[str, Any]:
+    """One ``capacity.csv`` row (:data:`chatcap.results.CAPACITY_COLUMNS`) from a search;
+    ``cpus`` is :meth:`CpuPlan.describe`, ``server_cores`` what the server could use."""
+    cores = max(server_cores, 1)
+    at_lo = found.at(found.capacity_offered_per_s)
+    at_limit = found.at(found.knee_per_s) if math.isfinite(found.knee_per_s) else []
+    if found.limited_by == "max_load":
+        at_limit = at_lo
+    notes = [n for n in (found.note, str(cpus.get("note", ""))) if n]
+    return {
+        "run_id": run_id,
+        "scenario": scenario,
+        "source": "measured",
+        "codec": codec,
+        "capacity_per_s": found.capacity_per_s,
+        "ci_low_per_s": found.ci_low_per_s,
+        "ci_high_per_s": found.ci_high_per_s,
+        "capacity_offered_per_s": found.capacity_offered_per_s,
+        "knee_per_s": found.knee_per_s,
+        "server_cores": cores,
+        "per_server_core_per_s": found.capacity_per_s / cores,
+        "per_core_ci_low_per_s": found.ci_low_per_s / cores,
+        "per_core_ci_high_per_s": found.ci_high_per_s / cores,
+        "server_cpus": str(cpus.get("server_cpus", "")),
+        "generator_cpus": str(cpus.get("generator_cpus", "")),
+        "isolated": bool(cpus.get("isolated", False)),
+        "limited_by": found.limited_by,
+        "why": found.why,
+        "limit_offered_per_s": at_limit[0].offered_per_s if at_limit else NAN,
+        "limit_server_cpu_pct": _mean_of(at_limit, "server_cpu_pct"),
+        "limit_generator_cpu_pct": _mean_of(at_limit, "generator_cpu_pct"),
+        "capacity_server_cpu_us_per_msg": _mean_of(at_lo, "server_cpu_us_per_msg"),
+        "slo_p99_ms": plan.slo.p99_ms,
+        "slo_error_rate": plan.slo.error_rate,
+        "follow_min": plan.follow_min,
+        "repeats": found.repeats,
+        "steps": len(found.steps),
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "note": "; ".join(notes),
+    }
+
+
+def _mean_of(results: Sequence[StepResult], name: str) -> float:
+    values = [float(getattr(r, name)) for r in results if math.isfinite(getattr(r, name))]
+    return sum(values) / len(values) if values else NAN

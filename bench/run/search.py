@@ -102,6 +102,7 @@ class StepResult:
     failed: str = ""
     server_cpu_pct: float = NAN
     generator_cpu_pct: float = NAN
+    server_cpu_us_per_msg: float = NAN
 
 
 @dataclass(frozen=True)
@@ -275,8 +276,14 @@ def _confirm(
     return None
 
 
-def find_capacity(measure: Callable[[float], StepResult], plan: SearchPlan) -> SearchResult:
-    """Search with ``measure`` until done or ``plan.max_steps`` measurements (module doc)."""
+def find_capacity(
+    measure: Callable[[float], StepResult],
+    plan: SearchPlan,
+    *,
+    announce: Callable[[int, str, float], None] | None = None,
+) -> SearchResult:
+    """Search with ``measure`` until done or ``plan.max_steps`` measurements (module doc);
+    ``announce(step, phase, offered)`` is told each step before it is measured."""
     plan.check()
     state = _State(plan)
     note = ""
@@ -288,6 +295,8 @@ def find_capacity(measure: Callable[[float], StepResult], plan: SearchPlan) -> S
             note = f"stopped at the step budget ({plan.max_steps} measurements)"
             break
         phase, offer = nxt
+        if announce is not None:
+            announce(len(state.steps) + 1, phase, offer)
         state.add(phase, measure(offer))
     return _result(state, note)
 
