@@ -7,9 +7,12 @@
     (default ``results/baseline``, committed) instead of comparing.
 
 ``python -m bench regress --run [--trials 7] [--out DIR] [--scenario FILE] [--set KEY=VALUE …]
-[--quick]``
+[--quick] [--server-cpus LIST] [--generator-cpus LIST]``
     measure a run folder (``trials.csv`` + ``manifest.json``) on this machine; with
-    ``--baseline DIR`` compare it at once.
+    ``--baseline DIR`` compare it at once. The server (with the probe and the codec
+    timings) runs on the server's CPUs, the load clients on the generator's (default: the
+    last CPU for the server, the others for the clients; :mod:`bench._support.cpus`); the
+    manifest records both and each side's CPU use (``--quality`` takes the same options).
 
 ``python -m bench regress --quality [--pairs 10] [--trials 7] [--burn-us X] [--out DIR]``
     how good is the gate here? ``--pairs`` pairs with the CPU-burn fault
@@ -30,6 +33,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench._support.args import BadInput
+from bench._support.cpus import add_cpu_arguments, cpu_plan_from_args
 from bench._support.host import raise_nofile_limit
 from bench._support.servers import (
     sigterm_as_exit,
@@ -40,6 +45,7 @@ from bench.gate.quality import quality_command
 from bench.gate.trials import (
     QUICK_SIZES,
     TrialSizes,
+    cpus_line,
     prepare_config,
     run_interleaved,
     say,
@@ -54,6 +60,7 @@ from chatcap.scenario import ScenarioError
 
 def run_command(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     """``--run``: measure ``--trials`` trials into ``--out``; returns the folder."""
+    cpus = cpu_plan_from_args(args)
     created = datetime.now(UTC)
     run_id = new_run_id(created, "regress")
     out = Path(args.out) if args.out else Path("results/regress") / run_id
@@ -62,8 +69,8 @@ def run_command(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     probe(1)  # warm the probe's code once per process
     with tempfile.TemporaryDirectory(prefix="chatcap-regress-") as tmp:
         workdir = Path(tmp)
-        config = prepare_config("run", run_id, args.scenario, args.set, workdir)
-        say(f"[regress] {run_id}: {args.trials} trial(s) into {out}")
+        config = prepare_config("run", run_id, args.scenario, args.set, workdir, cpus)
+        say(f"[regress] {run_id}: {args.trials} trial(s) into {out}; {cpus_line(cpus)}")
         run_interleaved([config], args.trials, sizes, workdir)
     write_run_folder(out, config, ["python", "-m", "bench", "regress", *argv], created, sizes)
     say(f"[regress] wrote {out}/{{manifest.json,{TRIALS_FILE}}}")
@@ -100,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder to write (--run) / quality folder")
     p.add_argument("--scenario", default="scenarios/baseline.toml", help="server scenario")
     p.add_argument("--quick", action="store_true", help="tiny trials (smoke runs only)")
+    add_cpu_arguments(p)
     p.add_argument(
         "--set",
         action="append",
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
+        cpu_plan_from_args(args)  # a bad CPU list is bad input, said before anything runs
         if args.quality:
             with sigterm_as_exit():
                 return quality_command(args, argv)
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             args.alternative,
             args.normalise,
         )
-    except (GateError, ScenarioError) as exc:
+    except (GateError, ScenarioError, BadInput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # a server or a load client failed

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench._support.cpus import CpuPlan, cpu_plan_from_args
 from bench._support.host import raise_nofile_limit
 from bench.gate.metrics import MIN_TRIALS, NORMALISE_MODES, Normalise
 from bench.gate.probe import probe
@@ -37,6 +38,7 @@ from bench.gate.trials import (
     QUICK_SIZES,
     Config,
     TrialSizes,
+    cpus_line,
     prepare_config,
     run_interleaved,
     say,
@@ -69,6 +71,7 @@ def quality_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out = Path(args.out) if args.out else Path("results/gate-quality") / run_id
     sizes = QUICK_SIZES if args.quick else TrialSizes()
     command = ["python", "-m", "bench", "regress", *argv]
+    cpus = cpu_plan_from_args(args)
     raise_nofile_limit()
     probe(1)
     rows: list[dict[str, Any]] = []
@@ -76,20 +79,20 @@ def quality_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         workdir = Path(tmp)
         burn = args.burn_us
         if burn is None:
-            burn = size_burn(args, f"{run_id}-sizing", sizes, workdir)
+            burn = size_burn(args, f"{run_id}-sizing", sizes, workdir, cpus)
         fault_sets = [*args.set, f"server.faults.cpu_burn_us_per_msg={burn}"]
         say(
             f"[regress] quality: {args.pairs} fault and {args.pairs} unchanged pair(s), "
-            f"burn {burn} µs/msg, {args.trials} trials a side"
+            f"burn {burn} µs/msg, {args.trials} trials a side; {cpus_line(cpus)}"
         )
         for pair in range(args.pairs):
             for kind, cand_sets in (("fault", fault_sets), ("unchanged", args.set)):
                 tag = f"{run_id}-{kind}{pair}"
                 base = prepare_config(
-                    f"{kind} {pair} baseline", f"{tag}-a", args.scenario, args.set, workdir
+                    f"{kind} {pair} baseline", f"{tag}-a", args.scenario, args.set, workdir, cpus
                 )
                 cand = prepare_config(
-                    f"{kind} {pair} candidate", f"{tag}-b", args.scenario, cand_sets, workdir
+                    f"{kind} {pair} candidate", f"{tag}-b", args.scenario, cand_sets, workdir, cpus
                 )
                 run_interleaved([base, cand], args.trials, sizes, workdir)
                 folder = out / "pairs" / f"{kind}-{pair}"
@@ -111,6 +114,7 @@ def quality_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     sizes=sizes.__dict__,
                     extra_overrides=args.set,
                     summary=quality_summary(rows),
+                    cpus=cpus.describe() | {"server_cores": cpus.server_cores()},
                 )
                 write_manifest(out, manifest)
                 write_table(out / "quality.csv", rows, QUALITY_COLUMNS)
@@ -119,9 +123,11 @@ def quality_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def size_burn(args: argparse.Namespace, run_id: str, sizes: TrialSizes, workdir: Path) -> float:
+def size_burn(
+    args: argparse.Namespace, run_id: str, sizes: TrialSizes, workdir: Path, cpus: CpuPlan
+) -> float:
     """:data:`BURN_SHARE` of the median raw echo (json) CPU per message, sizing trials."""
-    sizing = prepare_config("sizing", run_id, args.scenario, args.set, workdir)
+    sizing = prepare_config("sizing", run_id, args.scenario, args.set, workdir, cpus)
     run_interleaved([sizing], MIN_TRIALS, sizes, workdir)
     echo = statistics.median(float(r["echo_json_cpu_us_per_msg"]) for r in sizing.rows)
     return round(BURN_SHARE * echo, 1)

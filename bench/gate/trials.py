@@ -12,6 +12,13 @@ an order rotated by the trial index, with one run of the machine-speed probe
 * ``<codec>_encode_ratio`` / ``<codec>_decode_ratio`` — our codec's time over the bare
   library path of the same format (:mod:`bench.micro.codec_bench`), measured side by side.
 
+**CPU sets** (:mod:`bench._support.cpus`, ``--server-cpus`` / ``--generator-cpus``): the
+server runs on the server's set, and so do the probe and the codec timings (this process
+pinned there meanwhile: they time the server's CPUs and the server's work); each load
+client runs on the generator's (this process pinned there while it runs, so the client
+inherits the set). The manifest records both sets (``cpus``) and, per trial, each side's
+CPU while the clients ran (``cpu_use``: % of one core).
+
 The server figures come from the machinery of ``bench server-overhead``
 (:mod:`bench.micro.loadclient` reads the server's CPU from ``/proc``). A fresh server per
 trial makes the trials independent, as the test assumes: one long-lived process would
@@ -20,6 +27,7 @@ carry its own memory layout and state into every trial.
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 import timeit
@@ -30,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from bench._support.clients import run_case
+from bench._support.cpus import CpuPlan, pinned, plan_cpus
+from bench._support.procstat import process_cpu_s
 from bench._support.servers import (
     SCENARIO_OVERRIDES,
     bench_scenario,
@@ -72,33 +82,77 @@ SERVER_CASES = tuple((case, c) for case in ("echo", "fanout") for c in CODEC_NAM
 
 
 def run_trial(
-    run_id: str, index: int, scenario_path: Path, workdir: Path, sizes: TrialSizes
-) -> dict[str, Any]:
-    """One trial (see the module docstring): a row of ``trials.csv``."""
+    run_id: str,
+    index: int,
+    scenario_path: Path,
+    workdir: Path,
+    sizes: TrialSizes,
+    cpus: CpuPlan | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One trial (see the module docstring): a row of ``trials.csv``, and each side's CPU
+    over its server cases (:class:`CpuMeter`) for the manifest."""
+    cpus = cpus or plan_cpus()
     row: dict[str, Any] = {"run_id": run_id, "trial": index}
     row["started_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
     probes: list[float] = []
-    server = start_our_server(scenario_path, workdir, f"{run_id}-t{index}")
+    server = start_our_server(scenario_path, workdir, f"{run_id}-t{index}", cpus=cpus.server)
+    meter = CpuMeter(server.pid)
     try:
         shift = index % len(SERVER_CASES)
         for case, codec in SERVER_CASES[shift:] + SERVER_CASES[:shift]:
-            probes += [probe_once() for _ in range(PROBES_PER_GAP)]
+            with pinned(cpus.server):  # the probe times the server's CPUs
+                probes += [probe_once() for _ in range(PROBES_PER_GAP)]
             room = 1 if case == "echo" else ROOM_SIZE
             count = sizes.echo_messages if case == "echo" else sizes.fanout_messages
             tag = f"t{index}-{case}-{codec}"  # a fresh server per trial: unique enough
-            outcome = run_case(server, codec, room, count, sizes.timeout_s, tag)
+            with pinned(cpus.generator), meter:  # the load client inherits this set
+                outcome = run_case(server, codec, room, count, sizes.timeout_s, tag)
             cpu_us = float(outcome["server_cpu_s"]) * 1e6
             if case == "echo":
                 row[f"echo_{codec}_cpu_us_per_msg"] = cpu_us / int(outcome["messages"])
             else:
                 row[f"fanout_{codec}_cpu_us_per_delivery"] = cpu_us / int(outcome["deliveries"])
-        probes += [probe_once() for _ in range(PROBES_PER_GAP)]
+        with pinned(cpus.server):
+            probes += [probe_once() for _ in range(PROBES_PER_GAP)]
     finally:
         stop_server(server)
-    row.update(codec_figures(sizes))
+    with pinned(cpus.server):  # our codecs are the server's work
+        row.update(codec_figures(sizes))
     row["probe_cpu_ms"] = statistics.median(probes) * 1e3
     row["speed_factor"] = statistics.median(probes) / REFERENCE_CPU_S
-    return row
+    return row, {"trial": index, **meter.use()}
+
+
+class CpuMeter:
+    """Each side's CPU while the load clients run (a ``with`` block each): the server
+    process's (``/proc``) and the load clients' (this process's reaped children), and
+    the wall time, so :meth:`use` gives each as % of one core."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.wall_s = self.server_cpu_s = self.client_cpu_s = 0.0
+
+    def __enter__(self) -> None:
+        self._start = (time.monotonic(), process_cpu_s(self.server_pid), _children_cpu_s())
+
+    def __exit__(self, *exc: object) -> None:
+        wall, server, client = self._start
+        self.wall_s += time.monotonic() - wall
+        self.server_cpu_s += process_cpu_s(self.server_pid) - server
+        self.client_cpu_s += _children_cpu_s() - client
+
+    def use(self) -> dict[str, float | None]:
+        if self.wall_s <= 0:
+            return {"server_cpu_pct": None, "client_cpu_pct": None}
+        return {
+            "server_cpu_pct": round(100.0 * self.server_cpu_s / self.wall_s, 1),
+            "client_cpu_pct": round(100.0 * self.client_cpu_s / self.wall_s, 1),
+        }
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def codec_figures(sizes: TrialSizes) -> dict[str, Any]:
@@ -136,7 +190,8 @@ def _op_timer(impl: codec_bench.Impl, op: str, msg: Envelope) -> timeit.Timer:
 
 @dataclass
 class Config:
-    """One server configuration being measured: its scenario and the trial rows so far."""
+    """One server configuration being measured: its scenario, where it runs, and the
+    trial rows (and each trial's CPU use) so far."""
 
     name: str
     run_id: str
@@ -144,16 +199,24 @@ class Config:
     scenario_path: Path
     scenario: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    cpus: CpuPlan = field(default_factory=plan_cpus)
+    cpu_use: list[dict[str, Any]] = field(default_factory=list)
 
 
 def prepare_config(
-    name: str, run_id: str, scenario_file: str, sets: Sequence[str], workdir: Path
+    name: str,
+    run_id: str,
+    scenario_file: str,
+    sets: Sequence[str],
+    workdir: Path,
+    cpus: CpuPlan | None = None,
 ) -> Config:
-    """The scenario with the bench overrides and ``sets``, written for the server."""
+    """The scenario with the bench overrides and ``sets``, written for the server;
+    ``cpus``: the server's and the load clients' CPU sets (default :func:`plan_cpus`)."""
     scenario = bench_scenario(scenario_file, sets)
     path = workdir / f"{run_id}.toml"
     path.write_text(to_toml(scenario, comments=False))
-    return Config(name, run_id, list(sets), path, scenario.to_dict())
+    return Config(name, run_id, list(sets), path, scenario.to_dict(), cpus=cpus or plan_cpus())
 
 
 def run_interleaved(
@@ -162,8 +225,11 @@ def run_interleaved(
     """``trials`` trials of every config, taking turns, so drift hits them alike."""
     for index in range(trials):
         for config in configs:
-            row = run_trial(config.run_id, index, config.scenario_path, workdir, sizes)
+            row, use = run_trial(
+                config.run_id, index, config.scenario_path, workdir, sizes, config.cpus
+            )
             config.rows.append(row)
+            config.cpu_use.append(use)
             say(
                 f"[regress] {config.name} trial {index + 1}/{trials}: echo "
                 f"{row['echo_json_cpu_us_per_msg']:.1f}/{row['echo_protobuf_cpu_us_per_msg']:.1f}"
@@ -191,9 +257,18 @@ def write_run_folder(
         metrics={m.name: {"kind": m.kind, "unit": m.unit, "doc": m.doc} for m in METRICS},
         normalisation="cpu metrics ÷ speed_factor (bench/gate/probe.py); see bench/gate/",
         probe_reference_cpu_s=REFERENCE_CPU_S,
+        cpus=config.cpus.describe() | {"server_cores": config.cpus.server_cores()},
+        cpu_use=config.cpu_use,
     )
     write_manifest(out, manifest)
     write_table(out / TRIALS_FILE, config.rows, TRIAL_COLUMNS)
+
+
+def cpus_line(cpus: CpuPlan) -> str:
+    """``server on CPUs 1, load clients on CPUs 0`` (and why not isolated, if not)."""
+    sets = cpus.describe()
+    line = f"server on CPUs {sets['server_cpus']}, load clients on CPUs {sets['generator_cpus']}"
+    return f"{line} ({cpus.note})" if cpus.note else line
 
 
 def say(text: str) -> None:

@@ -16,7 +16,9 @@ The comparison, per metric (:func:`compare_metric`):
 * bytes are deterministic: any increase beyond the threshold is a regression, no test;
 * the table also gives a bootstrap 95 % CI of the ratio of medians (:data:`N_BOOT`
   resamples of each side, percentile interval, fixed seed);
-* ``improved``: better by both rules (shown, never fails the gate).
+* ``improved``: better by both rules (shown, never fails the gate);
+* a caution above the table when the two runs' manifests name different CPU sets for the
+  server and the load clients, or one names none (:func:`cpu_sets_caution`).
 """
 
 from __future__ import annotations
@@ -272,8 +274,8 @@ def gate(
     normalise: Normalise = "trial",
 ) -> tuple[list[MetricResult], str]:
     """Read both folders, compare, and format; raises :class:`GateError` on bad input."""
-    _, base_rows = read_trials(baseline_dir)
-    _, cand_rows = read_trials(candidate_dir)
+    base_manifest, base_rows = read_trials(baseline_dir)
+    cand_manifest, cand_rows = read_trials(candidate_dir)
     smallest = smallest_p_value(len(base_rows), len(cand_rows), alternative)
     per_metric = alpha / tested_count()
     if smallest >= per_metric:
@@ -284,7 +286,25 @@ def gate(
         )
     results = compare_runs(base_rows, cand_rows, threshold, alpha, alternative, normalise)
     header = f"### Regression gate: `{candidate_dir}` vs baseline `{baseline_dir}`\n\n"
+    caution = cpu_sets_caution(base_manifest, cand_manifest)
+    header += f"{caution}\n\n" if caution else ""
     return results, header + format_markdown(results, threshold, alpha, normalise)
+
+
+def cpu_sets_caution(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> str:
+    """A caution when the two runs' servers and load clients ran on different CPU sets
+    (or one run's manifest does not say): their CPU figures may differ for that alone."""
+
+    def sets(manifest: Mapping[str, Any]) -> str:
+        cpus = manifest.get("cpus")
+        if not isinstance(cpus, Mapping):
+            return "not recorded"
+        return f"server {cpus.get('server_cpus')}, clients {cpus.get('generator_cpus')}"
+
+    base, cand = sets(baseline), sets(candidate)
+    if base == cand:
+        return ""
+    return f"Caution: the runs' CPU sets differ (baseline: {base}; candidate: {cand})."
 
 
 def update_baseline(candidate_dir: Path, baseline_dir: Path) -> None:
