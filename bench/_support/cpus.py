@@ -134,9 +134,14 @@ def _isolation(
             "so the server and the load generator share it"
         )
     return False, (
-        f"not isolated: the server (CPUs {format_cpus(server)}) and the load generator "
-        f"(CPUs {format_cpus(generator)}) share CPU {format_cpus(shared)}"
+        f"not isolated: the server ({_cpus_text(server)}) and the load generator "
+        f"({_cpus_text(generator)}) share {_cpus_text(shared)}"
     )
+
+
+def _cpus_text(cpus: Sequence[int]) -> str:
+    """``CPU 1`` or ``CPUs 0-1``."""
+    return f"CPU{'s' if len(cpus) > 1 else ''} {format_cpus(cpus)}"
 
 
 def add_cpu_arguments(parser: argparse.ArgumentParser) -> None:
