@@ -260,6 +260,14 @@ def ran_out_text(cap: Mapping[str, Any]) -> str:
     return f"{text} ({why})" if why else text
 
 
+_BROKE = {
+    "slo": "the SLO broke",
+    "throughput": "throughput stopped following",
+    "failed": "a step failed",
+    "none": "no bound found",
+}
+
+
 def capacity_line(cap: Mapping[str, Any], model_per_core_per_s: float = math.nan) -> str:
     """One ``capacity.csv`` row in words: the measured capacity per server core with its
     CI — or, when the search could not reach a server limit, which side ran out — the CPU
@@ -287,9 +295,10 @@ def capacity_line(cap: Mapping[str, Any], model_per_core_per_s: float = math.nan
     elif at <= 0:
         body = f"none — no offer met the SLO, down to {knee:,.0f} sends/s ({cap.get('why', '')})"
     else:
+        broke = _BROKE.get(limited, limited)
         body = (
             f"{per_core:,.0f} sends/s measured ({ci}; at {at:,.0f}/s offered, "
-            f"{limited} broke by {knee:,.0f}/s: {cap.get('why', '')})"
+            f"{broke} at {knee:,.0f}/s: {cap.get('why', '')})"
         )
     text = f"{head}{body}; {where}" + (f" ({cores} cores)" if cores > 1 else "")
     if math.isfinite(model_per_core_per_s) and model_per_core_per_s > 0:

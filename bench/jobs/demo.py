@@ -1,7 +1,7 @@
 """``make demo``: calibrate, measure, predict, compare — one run folder, one summary.
 
 ``python -m bench demo [--quick] [--scenario FILE] [--loads L1,L2,…] [--duration-s S]
-[--gate-trials N] [--no-gate] [--out DIR]``
+[--gate-trials N] [--no-gate] [--server-cpus LIST] [--generator-cpus LIST] [--out DIR]``
 
 Every step is its own command (shown as it starts, so any of them can be re-run alone)
 writing under one run folder ``results/<run-id>-demo/`` (``--out`` to choose):
@@ -11,19 +11,28 @@ writing under one run folder ``results/<run-id>-demo/`` (``--out`` to choose):
    library paths);
 3. ``theory-mmc/`` — the model on a classic M/M/c queue, held against Erlang C;
 4. ``calibration/<host>.json`` — ``bench calibrate``: this machine's per-operation costs;
-5. ``measured/`` — ``bench run``: the real server under Locust, both codecs, at each load;
-6. ``model/`` — the model at the same points, costed by step 4 (never fitted to step 5):
+5. ``measured/`` — ``bench run --find-capacity``: the real server under Locust, per codec
+   a capacity search (a coarse ladder of offered loads, ``--loads``, then doubling; then
+   bisection near the knee; the capacity step and the knee repeated) until the SLO breaks
+   (p99 ack and delivery ≤ :data:`SLO_P99_MS`, errors ≤ :data:`SLO_ERROR_RATE`) or acked
+   throughput stops following the offer; the server on its own CPU, the generator on the
+   others (``--server-cpus`` / ``--generator-cpus``); ``capacity.csv`` per codec;
+6. ``model/`` — the model at the search's points, costed by step 4 (never fitted to step 5):
    ``predicted.csv`` (its summary rows), ``accuracy.csv`` (every accuracy item);
 7. ``gate/`` — ``bench regress --run`` against the committed ``results/baseline``:
    ``trials.csv``, ``verdict.md``;
 8. ``notebooks/`` — the four notebooks executed with this run's files: ``.ipynb``,
    ``.html`` and ``<name>/fig-NN.png``;
 
-then ``summary.md``: ten lines — capacity per core per codec (measured and modelled),
-the model's error at each load, the saturation check, the gate's verdict — also printed.
+then ``summary.md``: ten lines or so — capacity per server core per codec as measured,
+with its 95 % interval (from the repeats of the capacity step), the model's capacity
+beside it and the ratio measured ÷ model (or, when the generator ran out first, at what
+load and each side's CPU then), the model's error per codec, the saturation check, the
+gate's verdict — also printed.
 
 ``--quick`` shrinks every step (it is what the test suite runs on ``scenarios/smoke.toml``
-with short loads); the default sizes fit in ten minutes on the 2-core machine.
+with short loads); the default sizes fit in ten minutes on the 2-core machine: search
+steps of :data:`FULL`'s ``duration_s`` (warm-up cut first), at most ``max_steps`` per codec.
 """
 
 from __future__ import annotations
@@ -41,23 +50,30 @@ from typing import Any
 
 import pandas as pd
 
+from bench._support.args import BadInput
+from bench._support.cpus import add_cpu_arguments, cpu_plan_from_args
 from bench._support.paths import REPO_ROOT
-from chatcap.results import new_run_id
+from bench.run.search import FOLLOW_MIN, SLO_ERROR_RATE, SLO_P99_MS
+from chatcap.results import CAPACITY_COLUMNS, CAPACITY_FILE, new_run_id, read_table
 from chatcap.scenario import CODEC_NAMES, ScenarioError, load_scenario
 
 ROOT = REPO_ROOT
 SCENARIOS = ROOT / "scenarios"
-SLO_P99_MS = 50.0  # the demo's service level: p99 ack and delivery latency …
-SLO_ERROR_RATE = 0.001  # … and errors (the capacity-planning notebook's defaults)
-SUSTAINED = 0.9  # acked ÷ offered that counts as keeping up (Poisson noise on short runs)
 
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big each step is."""
+    """How big each step is; the search's steps are ``duration_s`` long (``warmup_s``
+    cut), ``repeats`` at the capacity step and the knee, ``max_steps`` per codec."""
 
-    loads: tuple[float, ...]
+    loads: tuple[float, ...]  # the search's coarse ladder
     duration_s: float
+    warmup_s: float
+    max_load_per_s: float
+    resolution: float
+    repeats: int
+    max_steps: int
+    follow_min: float
     calibrate_args: tuple[str, ...]
     gate_trials: int
     replications: int
@@ -65,15 +81,36 @@ class DemoSize:
 
 
 FULL = DemoSize(
-    (100.0, 200.0, 400.0, 800.0),
-    12.0,
+    (250.0, 500.0, 1000.0, 2000.0),
+    8.0,
+    2.0,
+    8000.0,
+    0.15,
+    3,
+    10,
+    FOLLOW_MIN,
     (),  # the default: three repeats, medians
     5,
     3,
     # 2 replications each, 4 where the CIs are drawn against the measurement
     ("replications=2", "model-vs-measured:replications=4", "capacity-planning:duration_s=3.0"),
 )
-QUICK = DemoSize((10.0, 20.0, 40.0, 80.0), 4.0, ("--quick",), 3, 2, ("quick=True",))
+QUICK = DemoSize(
+    # a smoke run: loads high enough that a 3 s window holds a few hundred sends, and a
+    # looser follow-min, since Poisson noise on so short a window is several per cent
+    (40.0, 160.0),
+    4.0,
+    0.5,
+    160.0,
+    0.25,
+    2,
+    4,
+    0.75,
+    ("--quick",),
+    3,
+    2,
+    ("quick=True",),
+)
 
 
 def _step(n: int, total: int, text: str) -> None:
@@ -107,46 +144,9 @@ def _run(args: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------- the summary
 
 
-def capacity_per_core(
-    measured: pd.DataFrame, rate_per_user: float, slo_p99_ms: float, error_rate: float
-) -> pd.DataFrame:
-    """Per codec, from aggregated measured rows (:func:`bench.analysis.aggregate`): the
-    highest offered load whose server-side p99 ack latency and error rate meet the SLO
-    and that the server sustained (acked ≥ :data:`SUSTAINED` of offered), per server
-    core (one process = one core), in sends/s and in users at ``rate_per_user``.
-    ``bounded`` is True when the SLO held at every load run — the capacity is then at
-    least that figure."""
-    rows = []
-    for codec, frame in measured.groupby("codec"):
-        frame = frame.sort_values("offered_per_s")
-        p99 = _col(frame, "server_ack_p99_ms_mean", "ack_p99_ms_mean")
-        ok = (
-            (p99 <= slo_p99_ms)
-            & (frame["error_rate_mean"].fillna(0.0) <= error_rate)
-            & (frame["acked_per_s_mean"] >= SUSTAINED * frame["offered_per_s"])
-        )
-        good = frame[ok.to_numpy()]
-        best = float(good["offered_per_s"].max()) if len(good) else 0.0
-        rows.append(
-            {
-                "codec": codec,
-                "sends_per_s_per_core": best,
-                "users_per_core": best / rate_per_user if rate_per_user > 0 else math.nan,
-                "bounded": bool(len(good)) and bool(ok.all()),
-                "cpu_us_per_msg": float(
-                    good["server_cpu_us_per_msg_mean"].iloc[-1]
-                    if len(good)
-                    else frame["server_cpu_us_per_msg_mean"].iloc[0]
-                ),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _col(frame: pd.DataFrame, first: str, fallback: str) -> pd.Series:
-    if first in frame and frame[first].notna().any():
-        return frame[first].fillna(frame[fallback])
-    return frame[fallback]
+def read_capacity(measured_dir: Path) -> list[dict[str, Any]]:
+    """The search's ``capacity.csv`` rows (one per codec), validated."""
+    return read_table(measured_dir / CAPACITY_FILE, CAPACITY_COLUMNS)
 
 
 def _pct(value: float) -> str:
@@ -154,45 +154,59 @@ def _pct(value: float) -> str:
 
 
 def error_lines(acc: pd.DataFrame) -> list[str]:
-    """One line per load: the model's relative error on ack p50 and p99, per codec."""
+    """One line per codec: the model's relative error on ack p50 and p99 over the
+    measured loads — median and range — and how many items missed."""
     lines = []
     lat = acc[acc["target"].str.startswith("ack")]
-    for load, frame in lat.groupby("offered_per_s"):
+    for codec, frame in lat.groupby("codec"):
         parts = []
-        for codec, rows in frame.groupby("codec"):
-            by = {str(r["metric"]).split("ack_")[1].split("_")[0]: r for _, r in rows.iterrows()}
-            p50, p99 = by.get("p50"), by.get("p99")
-            flag = "" if all(r is None or r["status"] != "miss" for r in (p50, p99)) else " MISS"
+        for q in ("p50", "p99"):
+            rows = frame[frame["metric"].astype(str).str.contains(f"ack_{q}_")]
+            errs = pd.to_numeric(rows["rel_error"], errors="coerce").dropna()
+            if errs.empty:
+                parts.append(f"ack {q} n/a")
+                continue
             parts.append(
-                f"{codec} p50 {_pct(float(p50['rel_error']) if p50 is not None else math.nan)}"
-                f" p99 {_pct(float(p99['rel_error']) if p99 is not None else math.nan)}{flag}"
+                f"ack {q} median {_pct(float(errs.median()))} "
+                f"({_pct(float(errs.min()))} … {_pct(float(errs.max()))})"
             )
-        lines.append(f"model error at {load:>7,.0f} sends/s: " + "; ".join(parts))
+        misses = int(frame["status"].eq("miss").sum())
+        loads = frame["offered_per_s"].nunique()
+        lines.append(
+            f"model error, {codec} ({loads} loads): " + "; ".join(parts)
+            + (f"; {misses} MISS" if misses else "")
+        )  # fmt: skip
     return lines
 
 
 def summary_lines(
     *,
     run_dir: Path,
-    capacity: pd.DataFrame,
+    capacity: Sequence[Mapping[str, Any]],
     model_capacity: Mapping[str, float],
+    rate_per_user: float,
     accuracy: pd.DataFrame,
     latency_basis: str,
     gate: str,
-    slo_p99_ms: float,
 ) -> list[str]:
-    """The ten-line summary (fewer when there are fewer loads)."""
+    """The summary, about ten lines: the run folder; per codec the measured capacity per
+    server core with its CI beside the model's (users per core × ``rate_per_user``) and
+    the ratio, or which side ran out (:func:`bench.analysis.words.capacity_line`); the
+    model's error per codec; saturation; accuracy counts; the gate."""
+    from bench.analysis.words import capacity_line
+
     lines = [f"run folder {run_dir} — notebooks as HTML under notebooks/, figures beside"]
-    for _, r in capacity.iterrows():
-        at_least = "≥ " if r["bounded"] else ""
-        model = model_capacity.get(str(r["codec"]), math.nan)
-        model_text = f"{model:,.0f}" if math.isfinite(model) else "n/a"
+    if capacity:
+        slo = capacity[0]
         lines.append(
-            f"capacity per core, {r['codec']:8}: measured {at_least}{r['users_per_core']:,.0f} "
-            f"users ({at_least}{r['sends_per_s_per_core']:,.0f} sends/s, "
-            f"{r['cpu_us_per_msg']:,.0f} µs CPU/msg) at p99 ≤ {slo_p99_ms:g} ms; "
-            f"model {model_text} users"
+            f"SLO: p99 of ack and delivery ≤ {slo['slo_p99_ms']:g} ms, error rate ≤ "
+            f"{slo['slo_error_rate']:.2%}, acked ≥ {slo['follow_min']:.0%} of offered; "
+            "capacity = mean acked/s at the highest offer that met it, 95 % t interval "
+            "over its repeats"
         )
+    for cap in capacity:
+        users = model_capacity.get(str(cap["codec"]), math.nan)
+        lines.append(capacity_line(cap, users * rate_per_user))
     lines += error_lines(accuracy)
     sat = accuracy[accuracy["target"].str.startswith("saturation")]
     parts = []
@@ -258,6 +272,42 @@ def model_capacity(scenario_file: Path, calibration: Path, quick: bool) -> dict[
     return out
 
 
+def search_command(
+    scenario_file: Path,
+    loads: Sequence[float],
+    duration_s: float,
+    warmup_s: float,
+    size: DemoSize,
+    out: Path,
+) -> list[str]:
+    """``bench run --find-capacity`` with the demo's SLO and the size's search budget."""
+    return [
+        "-m", "bench", "run", "--scenario", str(scenario_file), "--codec", "json,protobuf",
+        "--find-capacity", "--loads", ",".join(f"{x:g}" for x in loads),
+        "--duration-s", f"{duration_s:g}", "--warmup-s", f"{warmup_s:g}",
+        "--slo-p99-ms", f"{SLO_P99_MS:g}", "--slo-error-rate", f"{SLO_ERROR_RATE:g}",
+        "--follow-min", f"{size.follow_min:g}", "--resolution", f"{size.resolution:g}",
+        "--repeat", str(size.repeats), "--max-steps", str(size.max_steps),
+        "--max-load-per-s", f"{max(size.max_load_per_s, *loads):g}", "--out", str(out),
+    ]  # fmt: skip
+
+
+def cpu_flags(args: argparse.Namespace) -> list[str]:
+    """The ``--server-cpus`` / ``--generator-cpus`` given to the demo, for its commands."""
+    out = []
+    for flag, value in (
+        ("--server-cpus", args.server_cpus),
+        ("--generator-cpus", args.generator_cpus),
+    ):
+        if value is not None:
+            out += [flag, value]
+    return out
+
+
+def measured_points_of(measured: pd.DataFrame) -> pd.DataFrame:
+    return measured[["codec", "offered_per_s"]].drop_duplicates()
+
+
 def gate_verdict(rc: int) -> str:
     return {0: "pass (no regression)", 1: "REGRESSION (see gate/verdict.md)"}.get(
         rc, f"not run (exit status {rc})"
@@ -273,11 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench demo", description=__doc__)
     p.add_argument("--quick", action="store_true", help="every step small (tests)")
     p.add_argument("--scenario", default="scenarios/baseline.toml", help="measured scenario")
-    p.add_argument("--loads", help="offered sends/s, e.g. 100,200,400,800 (≥ 4)")
-    p.add_argument("--duration-s", type=float, help="length of each measured point")
+    p.add_argument(
+        "--loads", help="the capacity search's coarse ladder, sends/s, e.g. 250,500,1000,2000"
+    )
+    p.add_argument("--duration-s", type=float, help="length of each search step")
     p.add_argument("--gate-trials", type=int, help="regression-gate trials")
     p.add_argument("--no-gate", action="store_true", help="skip the regression gate")
     p.add_argument("--out", type=Path, help="run folder (default results/<run-id>-demo)")
+    add_cpu_arguments(p)
     return p
 
 
@@ -287,16 +340,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loads = tuple(float(x) for x in args.loads.split(",")) if args.loads else size.loads
     except ValueError:
-        print(f"error: --loads {args.loads!r}: expected numbers, e.g. 100,200,400,800",
+        print(f"error: --loads {args.loads!r}: expected numbers, e.g. 250,500,1000,2000",
               file=sys.stderr)  # fmt: skip
         return 2
-    if len(loads) < 4 or any(x <= 0 for x in loads):
-        print(f"error: --loads {args.loads!r}: give at least 4 positive loads", file=sys.stderr)
+    if not loads or any(x <= 0 for x in loads):
+        print(f"error: --loads {args.loads!r}: give positive loads", file=sys.stderr)
         return 2
     scenario_file = Path(args.scenario)
     try:
         scenario = load_scenario(scenario_file)
-    except ScenarioError as exc:
+        cpus = cpu_plan_from_args(args)
+    except (ScenarioError, BadInput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     duration = args.duration_s or size.duration_s
@@ -328,20 +382,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _step(4, total, "calibration: this machine's per-operation costs (parts, never whole runs)")
     cal_dir = run_dir / "calibration"
     cal = ["-m", "bench", "calibrate", "--scenario", str(scenario_file), "--out", str(cal_dir)]
-    if _run([*cal, *size.calibrate_args]):
+    if _run([*cal, *size.calibrate_args, *cpu_flags(args)]):
         print("demo: calibration failed; nothing to hold the model to", file=sys.stderr)
         return 1
     calibration = _newest("*.json", cal_dir)
     assert calibration is not None
 
-    _step(5, total, f"measured sweep: both codecs at {', '.join(f'{x:g}' for x in loads)} sends/s")
+    where = cpus.describe()
+    _step(
+        5, total,
+        f"capacity search, both codecs, from {', '.join(f'{x:g}' for x in loads)} sends/s "
+        f"(server on CPU {where['server_cpus']}, generator on CPU {where['generator_cpus']})",
+    )  # fmt: skip
     measured_dir = run_dir / "measured"
-    run = ["-m", "bench", "run", "--scenario", str(scenario_file), "--codec", "json,protobuf"]
-    run += ["--loads", ",".join(f"{x:g}" for x in loads), "--duration-s", f"{duration:g}"]
-    run += ["--warmup-s", f"{min(2.0, duration / 4):g}", "--out", str(measured_dir)]
-    if _run(run) or not (measured_dir / "summary.csv").exists():
-        print("demo: the measured sweep failed", file=sys.stderr)
+    warmup = min(size.warmup_s, duration / 4)
+    run = search_command(scenario_file, loads, duration, warmup, size, measured_dir)
+    run += cpu_flags(args)
+    rc = _run(run)
+    if rc not in (0, 1) or not (measured_dir / CAPACITY_FILE).exists():
+        print("demo: the capacity search failed", file=sys.stderr)
         return 1
+    if rc:
+        failures.append("capacity search (a step failed: see measured/capacity.csv)")
 
     _step(6, total, "the model at the same points (costed by step 4), and its accuracy")
     measured, acc, basis = predict_and_check(
@@ -357,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         gate_dir = run_dir / "gate"
         reg = ["-m", "bench", "regress", "--run", "--trials", str(trials), "--out", str(gate_dir)]
-        reg += ["--baseline", "results/baseline", *quick_flag]
+        reg += ["--baseline", "results/baseline", *quick_flag, *cpu_flags(args)]
         rc = _run(reg)
         gate = gate_verdict(rc)
         if args.quick and rc in (0, 1):
@@ -374,22 +436,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures.append("notebooks")
 
     _step(9, total, "summary")
-    rate = scenario.workload.send_rate_per_user_per_s
-    cap = capacity_per_core(measured, rate, SLO_P99_MS, SLO_ERROR_RATE)
+    steps = len(measured_points_of(measured))
     lines = summary_lines(
         run_dir=run_dir,
-        capacity=cap,
+        capacity=read_capacity(measured_dir),
         model_capacity=modelled,
+        rate_per_user=scenario.workload.send_rate_per_user_per_s,
         accuracy=acc,
         latency_basis=basis,
         gate=gate,
-        slo_p99_ms=SLO_P99_MS,
     )
     text = "\n".join(lines)
     (run_dir / "summary.md").write_text(
-        f"# Demo summary\n\n```\n{text}\n```\n\nscenario `{scenario_file}`, "
-        f"{len(loads)} loads × 2 codecs × {duration:g} s; {time.monotonic() - started:.0f} s "
-        "in all.\n"
+        f"# Demo summary\n\n```\n{text}\n```\n\nscenario `{scenario_file}`, a capacity "
+        f"search per codec ({steps} distinct (codec, load) points, steps of {duration:g} s); "
+        f"{time.monotonic() - started:.0f} s in all.\n"
     )
     print(text, flush=True)
     print(f"\n[demo] done in {time.monotonic() - started:.0f} s: {run_dir}", flush=True)

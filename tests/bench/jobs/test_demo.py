@@ -1,15 +1,24 @@
-"""`make demo`'s first step: every shipped scenario loads; a bad one is reported."""
+"""`make demo`: every shipped scenario loads (a bad one is reported), the summary's lines
+from the capacity search's rows, and the whole pipeline at its quick size."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from bench.jobs.demo import capacity_per_core, check_scenarios, summary_from_folder, summary_lines
+from bench.jobs.demo import (
+    QUICK,
+    check_scenarios,
+    search_command,
+    summary_from_folder,
+    summary_lines,
+)
 from bench.jobs.demo import main as demo_main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,33 +40,32 @@ def test_a_bad_scenario_fails_the_demo_check_with_its_reason(
 # ---------------------------------------------------------------------------- the summary
 
 
-def measured_frame() -> pd.DataFrame:
-    """Aggregated measured rows: json meets the SLO up to 400/s, protobuf at every load."""
-    rows = []
-    for codec, p99s in (("json", [5.0, 8.0, 20.0, 90.0]), ("protobuf", [4.0, 6.0, 9.0, 30.0])):
-        for load, p99 in zip((100.0, 200.0, 400.0, 800.0), p99s, strict=True):
-            rows.append(
-                {
-                    "codec": codec,
-                    "offered_per_s": load,
-                    "acked_per_s_mean": load * (0.99 if load < 800 or codec == "protobuf" else 0.7),
-                    "server_ack_p99_ms_mean": p99,
-                    "ack_p99_ms_mean": p99 * 2,
-                    "error_rate_mean": 0.0,
-                    "server_cpu_us_per_msg_mean": 500.0 + load / 10,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def test_capacity_per_core_is_the_highest_load_meeting_the_slo() -> None:
-    cap = capacity_per_core(measured_frame(), 2.0, 50.0, 0.001).set_index("codec")
-    assert cap.loc["json", "sends_per_s_per_core"] == 400.0
-    assert cap.loc["json", "users_per_core"] == 200.0
-    assert not cap.loc["json", "bounded"]  # it failed at 800/s: a real capacity
-    assert cap.loc["json", "cpu_us_per_msg"] == 540.0
-    assert cap.loc["protobuf", "sends_per_s_per_core"] == 800.0
-    assert cap.loc["protobuf", "bounded"]  # never failed: "at least"
+def capacity_rows() -> list[dict[str, Any]]:
+    """``capacity.csv`` rows: json found its knee (SLO), protobuf ran out of generator."""
+    common = {
+        "run_id": "r", "scenario": "baseline", "source": "measured", "server_cores": 1,
+        "server_cpus": "1", "generator_cpus": "0", "isolated": True, "slo_p99_ms": 50.0,
+        "slo_error_rate": 0.001, "follow_min": 0.9, "steps": 9, "duration_s": 8.0,
+        "warmup_s": 2.0,
+    }  # fmt: skip
+    json_row = common | {
+        "codec": "json", "capacity_per_s": 1210.0, "ci_low_per_s": 1150.0,
+        "ci_high_per_s": 1270.0, "per_server_core_per_s": 1210.0,
+        "per_core_ci_low_per_s": 1150.0, "per_core_ci_high_per_s": 1270.0,
+        "capacity_offered_per_s": 1200.0, "knee_per_s": 1350.0, "limited_by": "slo",
+        "why": "ack_p99_ms 80 > 50 ms", "repeats": 3, "limit_offered_per_s": 1350.0,
+        "limit_server_cpu_pct": 99.0, "limit_generator_cpu_pct": 70.0,
+    }  # fmt: skip
+    pb_row = common | {
+        "codec": "protobuf", "capacity_per_s": 1600.0, "ci_low_per_s": 1580.0,
+        "ci_high_per_s": 1620.0, "per_server_core_per_s": 1600.0,
+        "per_core_ci_low_per_s": 1580.0, "per_core_ci_high_per_s": 1620.0,
+        "capacity_offered_per_s": 1600.0, "knee_per_s": 1800.0, "limited_by": "generator",
+        "why": "a Locust process used 97% of a core in the window (/proc)", "repeats": 3,
+        "limit_offered_per_s": 1800.0, "limit_server_cpu_pct": 60.0,
+        "limit_generator_cpu_pct": 97.0,
+    }  # fmt: skip
+    return [json_row, pb_row]
 
 
 def accuracy_frame() -> pd.DataFrame:
@@ -91,29 +99,80 @@ def accuracy_frame() -> pd.DataFrame:
     return pd.DataFrame(items)
 
 
-def test_the_summary_gives_capacity_error_per_load_saturation_and_the_gate() -> None:
-    lines = summary_lines(
+def demo_summary() -> list[str]:
+    return summary_lines(
         run_dir=Path("/r"),
-        capacity=capacity_per_core(measured_frame(), 2.0, 50.0, 0.001),
-        model_capacity={"json": 250.0, "protobuf": 900.0},
+        capacity=capacity_rows(),
+        model_capacity={"json": 1000.0, "protobuf": 2200.0},  # users per core, at 1/s
+        rate_per_user=1.0,
         accuracy=accuracy_frame(),
         latency_basis="server",
         gate="pass (no regression)",
-        slo_p99_ms=50.0,
     )
+
+
+def test_the_summary_gives_measured_capacity_with_its_ci_and_the_model_beside_it() -> None:
+    lines = demo_summary()
     assert len(lines) <= 10
+    (json_line,) = [x for x in lines if x.startswith("capacity per core, json")]
+    assert "1,210 sends/s measured (95 % CI 1,150–1,270;" in json_line
+    assert "the SLO broke at 1,350/s: ack_p99_ms 80 > 50 ms" in json_line
+    assert "model 1,000 sends/s, measured/model 1.21" in json_line
+    assert "server CPU 1, generator CPU 0" in json_line
+    assert not [x for x in lines if x.startswith("capacity") and "≥" in x]  # never "at least"
+
+
+def test_a_generator_bound_codec_says_which_side_ran_out_and_by_how_much() -> None:
+    (pb_line,) = [x for x in demo_summary() if x.startswith("capacity per core, protobuf")]
+    assert (
+        "not reached — generator-bound at 1,800 sends/s: Locust at 97 % of its cores; " in pb_line
+    )
+    assert "the server used 60 % of its core" in pb_line
+    assert "the highest step it kept held the SLO: 1,600 sends/s (95 % CI 1,580–1,620)" in pb_line
+    assert "model 2,200 sends/s (the generator ran out at 82% of it)" in pb_line
+    assert "measured/model" not in pb_line  # a lower bound is no ratio
+
+
+def test_the_summary_gives_the_slo_the_model_error_saturation_and_the_gate() -> None:
+    lines = demo_summary()
     text = "\n".join(lines)
-    assert "json    : measured 200 users (400 sends/s" in text and "model 250 users" in text
-    assert "protobuf: measured ≥ 400 users" in text
-    assert "json p50 +10% p99 -30% MISS; protobuf p50 +5% p99 +15%" in text
+    assert "SLO: p99 of ack and delivery ≤ 50 ms, error rate ≤ 0.10%, acked ≥ 90%" in text
+    assert (
+        "model error, json (1 loads): ack p50 median +10% (+10% … +10%); ack p99 median -30%"
+        in text
+    )
+    assert "1 MISS" in text
     assert "json measured 560/s, model 600/s (+7%)" in text
     assert "5 pass, 1 miss, 0 n/a" in text
     assert lines[-1] == "regression gate vs results/baseline: pass (no regression)"
 
 
-def test_the_demo_refuses_too_few_loads(capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo_main(["--loads", "100,200,400"]) == 2
-    assert "at least 4" in capsys.readouterr().err
+def test_without_repeats_the_line_says_there_is_no_ci() -> None:
+    one = capacity_rows()[0] | {"per_core_ci_low_per_s": math.nan, "repeats": 1}
+    lines = summary_lines(
+        run_dir=Path("/r"), capacity=[one], model_capacity={}, rate_per_user=1.0,
+        accuracy=accuracy_frame(), latency_basis="server", gate="skipped",
+    )  # fmt: skip
+    assert "(no CI: 1 repeat;" in lines[2] and "model" not in lines[2]
+
+
+def test_the_demo_search_uses_the_demo_slo_and_its_size() -> None:
+    argv = search_command(Path("s.toml"), QUICK.loads, 3.0, 0.5, QUICK, Path("/o"))
+    joined = " ".join(argv)
+    assert (
+        "--find-capacity --loads 40,160" in joined
+        and "--follow-min 0.75" in joined
+        and "--slo-p99-ms 50" in joined
+    )
+    assert "--slo-error-rate 0.001" in joined and f"--max-steps {QUICK.max_steps}" in joined
+    assert f"--repeat {QUICK.repeats}" in joined
+
+
+def test_the_demo_refuses_a_bad_ladder(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo_main(["--loads", "100,-200"]) == 2
+    assert "give positive loads" in capsys.readouterr().err
+    assert demo_main(["--server-cpus", "999"]) == 2
+    assert "--server-cpus '999'" in capsys.readouterr().err
 
 
 def test_the_demo_pipeline_runs_end_to_end_on_the_smoke_scenario(tmp_path: Path) -> None:
@@ -129,7 +188,9 @@ def test_the_demo_pipeline_runs_end_to_end_on_the_smoke_scenario(tmp_path: Path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert list((out / "calibration").glob("*.json"))
     summary = pd.read_csv(out / "measured" / "summary.csv")
-    assert set(summary["codec"]) == {"json", "protobuf"} and summary["offered_per_s"].nunique() >= 4
+    assert set(summary["codec"]) == {"json", "protobuf"} and summary["offered_per_s"].nunique() >= 2
+    capacity = pd.read_csv(out / "measured" / "capacity.csv")
+    assert set(capacity["codec"]) == {"json", "protobuf"}
     done = summary_from_folder(out)
     assert set(done["predicted"]["codec"]) == {"json", "protobuf"}
     assert {"ack p50 within 20%", "ack p99 within 20%"} <= set(done["accuracy"]["target"])
