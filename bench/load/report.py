@@ -39,14 +39,18 @@ The ``--chat-out`` file (JSON), key by key:
                     ``max_cpu_pct_per_process``, ``max_schedule_lag_ms``,
                     ``sends_intended`` (scheduled sends whose time had come),
                     ``sends_sent`` (first attempts sent), ``late_answers`` (answers after
-                    the sender gave up), ``connects``, ``disconnects``
+                    the sender gave up), ``connects``, ``disconnects``;
+                    ``schedule_lag_p99_ms`` (all codecs), ``kept_pace`` (bool) and
+                    ``limits`` (why not: :func:`pace_limits`) — merged documents only
 ``workers``         one entry per part: ``worker`` index and its ``generator`` dict
 ``missing_workers`` workers that started but sent no final part (distributed only)
 ==================  ==================================================================
 
 A generator that could not keep up shows ``max_schedule_lag_ms`` well above the
 latencies it measures, ``sends_intended > sends_sent``, or ``max_cpu_pct_per_process``
-near 100: its figures describe the generator, not the server (:func:`generator_bound`).
+near 100: its figures describe the generator, not the server (:func:`generator_bound`;
+:func:`pace_limits` adds a schedule lag p99 over :data:`PACE_LAG_P99_MAX_MS`, and the
+merged document says ``kept_pace: false`` with those reasons in ``limits``).
 """
 
 from __future__ import annotations
@@ -58,8 +62,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench._support.histo import HistogramSet
+from bench._support.histo import HistogramSet, LatencyHistogram
 from bench.load.loss import LossLedger, merge_reports
+from bench.load.tally import LatencyTally
 
 __all__ = [
     "LEDGER_COLUMNS",
@@ -69,10 +74,15 @@ __all__ = [
     "generator_bound",
     "ledger_table",
     "merge_parts",
+    "pace_limits",
     "write_json",
 ]
 
 SCHEMA = "chatcap.locust.v1"
+
+PACE_LAG_P99_MAX_MS = 50.0
+"""Sends leaving later than this (schedule lag p99) mean the offered pace slipped (the
+same bar as :data:`bench.run.figures.LAG_P99_MAX_MS`)."""
 
 _GENERATOR_SUMS = (
     "users",
@@ -85,12 +95,21 @@ _GENERATOR_SUMS = (
 
 
 class ProcessStats:
-    """One process's histograms, loss ledger, error counts and self-metrics."""
+    """One process's histograms, loss ledger, error counts and self-metrics.
+
+    The hot path counts latencies in :class:`~bench.load.tally.LatencyTally` objects
+    (:meth:`tally`); :meth:`drain` empties them and returns their counts, so the caller
+    can feed Locust's statistics; :meth:`fold_histograms` (called by :meth:`part`)
+    records everything counted into :attr:`histograms` — exactly what recording each
+    value would have given.
+    """
 
     def __init__(self, started_unix_s: float, started_cpu_s: float) -> None:
         self.started_unix_s = started_unix_s
         self.started_cpu_s = started_cpu_s
         self.histograms = HistogramSet()
+        self.tallies: dict[tuple[str, str], LatencyTally] = {}
+        self._unfolded: dict[tuple[str, str], dict[int, int]] = {}
         self.ledgers: dict[str, LossLedger] = {}
         """One loss ledger per codec (a user records into its own codec's)."""
         self.errors: Counter[str] = Counter()
@@ -119,14 +138,48 @@ class ProcessStats:
             "loss_by_codec": self.loss_by_codec(),
         }
 
+    def tally(self, name: str, codec: str) -> LatencyTally:
+        """The tally of histogram ``(name, codec)`` (created on first use)."""
+        key = (name, codec)
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = LatencyTally()
+        return tally
+
+    def drain(self) -> list[tuple[str, str, dict[int, int], int]]:
+        """Empty every tally; returns ``(name, codec, counts, bytes)`` for each that had
+        counts. The counts wait, added up by bucket, for :meth:`fold_histograms` (one
+        histogram record per bucket at the end is cheaper than one per bucket a second)."""
+        drained = []
+        for (name, codec), tally in sorted(self.tallies.items()):
+            counts, size = tally.drain()
+            if not counts:
+                continue
+            waiting = self._unfolded.setdefault((name, codec), {})
+            for value_us, n in counts.items():
+                waiting[value_us] = waiting.get(value_us, 0) + n
+            drained.append((name, codec, counts, size))
+        return drained
+
+    def fold_histograms(self) -> None:
+        """Drain the tallies and record every count into :attr:`histograms` (exact)."""
+        self.drain()
+        for (name, codec), counts in self._unfolded.items():
+            hist = self.histograms.get(name, codec)
+            for value_us, n in counts.items():
+                hist.record_us(value_us, n)
+        self._unfolded = {}
+
     def record_lag(self, codec: str, lag_us: int) -> None:
         """How late a send went out against its intended time."""
-        self.histograms.record_us("schedule_lag", codec, lag_us)
+        self.tally("schedule_lag", codec).add(lag_us)
         if lag_us > self.max_lag_us:
             self.max_lag_us = lag_us
 
     def part(self, worker: int, stopped_unix_s: float, stopped_cpu_s: float) -> dict[str, Any]:
-        """This process's contribution as plain data (JSON- and msgpack-safe)."""
+        """This process's contribution as plain data (JSON- and msgpack-safe); the
+        tallies are folded into the histograms first."""
+        self.fold_histograms()
         wall_s = max(stopped_unix_s - self.started_unix_s, 1e-9)
         cpu_s = max(stopped_cpu_s - self.started_cpu_s, 0.0)
         generator: dict[str, Any] = {key: int(self.counts[key]) for key in _GENERATOR_SUMS}
@@ -165,6 +218,14 @@ def merge_parts(
         histograms.merge(HistogramSet.from_json(part["histograms"]))
         errors.update(part["errors"])
         outcomes.update(part["outcomes"])
+    generator = _merge_generator([p["generator"] for p in parts])
+    lag = LatencyHistogram()
+    for name, codec in histograms:
+        if name == "schedule_lag":
+            lag.merge(histograms.get(name, codec))
+    generator["schedule_lag_p99_ms"] = lag.percentile_ms(99) if lag.count else None
+    limits = pace_limits({"generator": generator})
+    generator.update(kept_pace=not limits, limits=limits)
     return {
         "schema": SCHEMA,
         "mode": mode,
@@ -177,7 +238,7 @@ def merge_parts(
         "loss_by_codec": _merge_by_codec(parts),
         "errors": dict(sorted(errors.items())),
         "outcomes": dict(sorted(outcomes.items())),
-        "generator": _merge_generator([p["generator"] for p in parts]),
+        "generator": generator,
         "workers": [{"worker": p["worker"], "generator": p["generator"]} for p in parts],
         "missing_workers": sorted(missing_workers),
     }
@@ -265,6 +326,21 @@ def generator_bound(document: Mapping[str, Any], cpu_pct_max: float = 90.0) -> l
     if gen["sends_intended"] > 1.01 * gen["sends_sent"] + 1:
         behind = gen["sends_intended"] - gen["sends_sent"]
         reasons.append(f"{behind} scheduled sends never went out")
+    return reasons
+
+
+def pace_limits(
+    document: Mapping[str, Any],
+    cpu_pct_max: float = 90.0,
+    lag_p99_max_ms: float = PACE_LAG_P99_MAX_MS,
+) -> list[str]:
+    """Why this run did not get the offered pace (empty: it did): :func:`generator_bound`'s
+    reasons, and sends that left late — ``generator.schedule_lag_p99_ms`` over
+    ``lag_p99_max_ms``."""
+    reasons = generator_bound(document, cpu_pct_max)
+    lag = document["generator"].get("schedule_lag_p99_ms")
+    if lag is not None and lag > lag_p99_max_ms:
+        reasons.append(f"sends left late: schedule lag p99 {lag:.0f} ms")
     return reasons
 
 

@@ -20,6 +20,17 @@ its master every few seconds (``report_to_master``); the master keeps the latest
 worker, and a worker's final part replaces it. :meth:`RunState.ledger` merges what this
 process knows into the table the web UI's chatcap tab shows.
 
+**Locust's rows from tallies.** The chat users count ack and delivery latencies in
+tallies (:mod:`bench.load.tally`), not one Locust ``request`` event each: once a second
+(:func:`_fold_loop`, and once more at test stop) every tally is folded into the process's
+histograms and, for ``ack`` and ``deliver``, into Locust's statistics rows
+``send→ack {codec}`` and ``deliver {codec}`` (:func:`fold_into_locust`: one
+:class:`locust.stats.StatsEntry` made from the counts and added with
+``StatsEntry.extend``, the way a master adds a worker's report). Locust's figures for
+those rows are then what they were (counts, response times, bytes, requests per second
+of the second they were folded in), a second late at most; only ``request`` event
+listeners no longer see each ack and delivery. Failures are still one event each.
+
 **At test stop** every process turns its figures into a *part*
 (:meth:`bench.load.report.ProcessStats.part`). A worker sends its part to the master
 as a Locust message (``chatcap_part``) and, with ``--chat-out-worker``, writes it to a
@@ -41,8 +52,10 @@ from typing import Any
 
 import gevent
 from locust import events
+from locust import stats as locust_stats
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import StatsEntry
 
 from bench._support.paths import REPO_ROOT
 from bench.load.plan import (
@@ -54,14 +67,24 @@ from bench.load.plan import (
 )
 from bench.load.report import (
     ProcessStats,
-    generator_bound,
     ledger_table,
     merge_parts,
     write_json,
 )
+from bench.load.tally import locust_figures
 from chatcap.scenario import CODEC_MIX, ScenarioError, load_scenario
 
-__all__ = ["DEFAULT_SCENARIO", "PASSWORD", "RUN", "RunState", "plan_from_options", "scenario_path"]
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "LOCUST_ROWS",
+    "PASSWORD",
+    "RUN",
+    "RunState",
+    "fold_into_locust",
+    "locust_row",
+    "plan_from_options",
+    "scenario_path",
+]
 
 logger = logging.getLogger("chatcap.locust")
 
@@ -85,6 +108,19 @@ COLLECT_TIMEOUT_S = 15.0
 
 
 ARRIVAL_CHOICES = ("scenario", "poisson", "constant", "closed")
+
+
+LOCUST_ROWS = {"ack": "send→ack {codec}", "deliver": "deliver {codec}"}
+"""The tallies that are also Locust statistics rows (request type ``ws``), by name."""
+
+REQUEST_TYPE = "ws"
+
+FOLD_INTERVAL_S = 1.0
+
+
+def locust_row(name: str, codec: str) -> str:
+    """The Locust row (request name) of tally ``name`` for ``codec`` (see LOCUST_ROWS)."""
+    return LOCUST_ROWS[name].format(codec=codec)
 
 
 DEFAULT_SCENARIO = "scenarios/baseline.toml"
@@ -216,6 +252,8 @@ class RunState:
         self.live: dict[str, dict[str, Any]] = {}
         """Master: each worker's latest ledger snapshot, by Locust client id."""
         self.started_workers: dict[str, int] = {}
+        self.folder: gevent.Greenlet | None = None
+        """The greenlet folding tallies into Locust's statistics while a test runs."""
         self._users: Iterator[int] = itertools.count()
         self._readers: Iterator[int] = itertools.count()
 
@@ -311,7 +349,9 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         RUN.plan, RUN.parts, RUN.started_workers, RUN.live = plan, {}, {}, {}
         return
     worker = getattr(runner, "worker_index", 0) or 0
+    _stop_folding(environment)  # a folder of an earlier test (web UI: stop, then start)
     RUN.start(plan, worker)
+    RUN.folder = gevent.spawn(_fold_loop, environment)
     if isinstance(runner, WorkerRunner):
         runner.send_message(MSG_HELLO, {"worker": worker})
 
@@ -322,6 +362,7 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
     if isinstance(runner, MasterRunner):
         _collect_and_write(environment)
         return
+    _stop_folding(environment)
     part = RUN.finish()
     if part is None:
         return
@@ -332,6 +373,55 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
         runner.send_message(MSG_PART, part)
     else:
         _write_out(options, merge_parts([part], _plan(), "local"))
+
+
+def fold_into_locust(
+    rows: locust_stats.RequestStats,
+    drained: list[tuple[str, str, dict[int, int], int]],
+    second: int,
+    now_unix_s: float,
+) -> None:
+    """Add drained ``ack`` / ``deliver`` counts (:meth:`ProcessStats.drain`) to Locust's
+    rows (:data:`LOCUST_ROWS`) and its total, as requests of ``second``."""
+    for name, codec, counts, size in drained:
+        if name not in LOCUST_ROWS:
+            continue
+        figures = locust_figures(counts, size, locust_stats.bucket_response_time)
+        if figures is None:
+            continue
+        batch = StatsEntry(rows, locust_row(name, codec), REQUEST_TYPE)
+        batch.num_requests = figures.count
+        batch.total_response_time = figures.total_ms  # type: ignore[assignment]  # float ms
+        batch.min_response_time = figures.min_ms  # type: ignore[assignment]
+        batch.max_response_time = figures.max_ms  # type: ignore[assignment]
+        batch.response_times.update(figures.buckets)
+        batch.num_reqs_per_sec[second] = figures.count
+        batch.total_content_length = figures.size_bytes
+        batch.last_request_timestamp = now_unix_s
+        rows.get(batch.name, REQUEST_TYPE).extend(batch)
+        rows.total.extend(batch)
+
+
+def _fold(environment: Environment, second: int) -> None:
+    """Fold this process's tallies into its histograms and Locust's rows."""
+    if RUN.stats is not None:
+        fold_into_locust(environment.stats, RUN.stats.drain(), second, time.time())
+
+
+def _fold_loop(environment: Environment) -> None:
+    """Once a second, just after the second turns: fold the second that ended."""
+    while True:
+        now = time.time()
+        gevent.sleep(FOLD_INTERVAL_S - now % FOLD_INTERVAL_S + 0.001)
+        _fold(environment, int(time.time()) - 1)
+
+
+def _stop_folding(environment: Environment) -> None:
+    """Stop the fold loop, and fold what the tallies hold (the test is stopping)."""
+    folder, RUN.folder = RUN.folder, None
+    if folder is not None:
+        folder.kill(block=True)
+        _fold(environment, int(time.time()))
 
 
 def _plan() -> dict[str, Any]:
@@ -385,7 +475,7 @@ def _write_out(options: Namespace | None, document: dict[str, Any]) -> None:
         sum(document["errors"].values()), gen["cpu_pct"], gen["processes"],
         gen["max_schedule_lag_ms"], f"; wrote {path}" if path else "",
     )  # fmt: skip
-    for reason in generator_bound(document):
+    for reason in gen["limits"]:
         logger.warning("chatcap: the load generator may have limited this run: %s", reason)
 
 

@@ -9,10 +9,13 @@ per-process :class:`~bench.load.runstate.RunState`.
 **A chat user** (:class:`ChatUser`) is one connection speaking one codec, a member of
 one room (:mod:`bench.load.plan` says which). ``on_start`` takes a token over REST
 (``GET /api/v1/token``, Basic auth, password ``pw``: the load scenarios run the server
-with ``auth = "open"``). Its single task then connects (subprotocol of its codec,
-``Authorization: Bearer``), joins the room, starts a receiver greenlet, and runs the
-send schedule until the connection is lost; Locust's ``wait_time`` (1 s) is only the
-pause before it reconnects, joining with ``since_seq`` so the missed messages replay.
+with ``auth = "open"``). Its single task then connects (:mod:`bench.load.wsclient`:
+subprotocol of its codec, ``Authorization: Bearer``; ``wss://`` with the process's
+default TLS context, which trusts ``SSL_CERT_FILE``), joins the room, starts a receiver
+greenlet, and runs the send schedule until the connection is lost; Locust's
+``wait_time`` (1 s) is only the pause before it reconnects, joining with ``since_seq`` so
+the missed messages replay. The receiver takes every message one socket read brought
+(:meth:`~bench.load.wsclient.WebSocket.recv_batch`) and stamps them with one receipt time.
 
 **Open loop.** Sends follow a schedule of *intended* times (``poisson`` or
 ``constant`` at ``send_rate_per_user_per_s``) drawn from the user's seeded RNG. A send
@@ -22,9 +25,10 @@ send went out is recorded (``schedule_lag`` histogram, ``max_schedule_lag_ms``).
 ``arrival = "closed"`` is the classic closed loop instead — send, wait for the answer,
 think ``think_time_s``, send — kept to show what coordinated omission hides.
 
-**Latencies** (µs, into the process's :class:`bench._support.histo.HistogramSet`) also go
-to Locust as ``request`` events of type ``ws``, so its statistics and charts show them,
-under names that keep sends apart from deliveries:
+**Latencies** (µs) are counted in the process's tallies
+(:meth:`bench.load.report.ProcessStats.tally`, folded exactly into its
+:class:`bench._support.histo.HistogramSet`). Locust's statistics and charts show them
+too, as rows of type ``ws`` whose names keep sends apart from deliveries:
 
 * ``send→ack {codec}`` — one per send answered: its Ack (success; Ack receipt − intended
   send time, ``time.perf_counter_ns``) or its failure (an Error frame for it, or no answer
@@ -34,6 +38,13 @@ under names that keep sends apart from deliveries:
   (both ``time.time_ns() // 1000``: same host). With rooms of n, about n − 1 per send;
 * ``error {code}`` — failures not tied to a send: ``connect``, ``join``, ``closed`` (the
   connection was lost), ``undecodable``, and Error frames for sends already given up on.
+
+Successes of ``send→ack`` and ``deliver`` reach Locust in bulk, once a second (see
+:mod:`bench.load.runstate`): the rows count every ack and delivery as before, their
+response times are those of the histograms' buckets (within 0.1 %), and a second's
+requests show up in the charts when that second ends; failures and ``error`` rows are
+one ``request`` event each, at once. A listener on Locust's ``request`` event sees
+failures only.
 
 Locust's total req/s adds every row up (sends, deliveries, REST); the chatcap ledger tab
 (:mod:`bench.load.webui`) shows sends/s and deliveries/s apart. A user records its loss
@@ -59,6 +70,7 @@ from __future__ import annotations
 import base64
 import heapq
 import itertools
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -66,9 +78,6 @@ import gevent
 from gevent.event import Event
 from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
-from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.sync.client import ClientConnection, connect
-from websockets.typing import Subprotocol
 
 from bench.load.plan import (
     body_text,
@@ -76,7 +85,8 @@ from bench.load.plan import (
     user_name,
     user_rng,
 )
-from bench.load.runstate import PASSWORD, RUN
+from bench.load.runstate import PASSWORD, RUN, locust_row
+from bench.load.wsclient import ConnectionClosed, HandshakeError, WebSocket, connect
 from chatcap.policy.retry import RetryPolicy
 from chatcap.protocol import (
     ERROR_CODES,
@@ -98,6 +108,15 @@ __all__ = ["ChatError", "ChatUser", "ScenarioUser"]
 
 
 _CATCH_UP_BATCH = 32  # sends in a row before the sender yields to other greenlets
+_TLS: list[ssl.SSLContext] = []  # one client context per process, made on first wss://
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The process's TLS client context: the default one, which trusts ``SSL_CERT_FILE``
+    (the CA a benchmark's Locust process is given) — built once, not per connection."""
+    if not _TLS:
+        _TLS.append(ssl.create_default_context())
+    return _TLS[0]
 
 
 class ChatError(Exception):
@@ -159,14 +178,17 @@ class ChatUser(FastHttpUser):
         self.order = itertools.count()
         self.msg_ids = itertools.count(1)
         self.next_send_ns: float | None = None
-        self.ws: ClientConnection | None = None
+        self.ws: WebSocket | None = None
         self.receiver: gevent.Greenlet | None = None
         self.joined = Event()
         self.wake = Event()
         self.stopping = False
         self.loss = self.stats.ledger(self.codec.name)
-        self.ack_name = f"send→ack {self.codec.name}"  # the Locust request names
-        self.deliver_name = f"deliver {self.codec.name}"
+        self.ack_name = locust_row("ack", self.codec.name)  # the Locust request name
+        codec = self.codec.name
+        self.ack_tally = self.stats.tally("ack", codec)
+        self.ack_from_send_tally = self.stats.tally("ack_from_send", codec)
+        self.deliver_tally = self.stats.tally("deliver", codec)
         self.stats.counts["users"] += 1
 
     def on_stop(self) -> None:
@@ -175,7 +197,7 @@ class ChatUser(FastHttpUser):
         ws, receiver = self.ws, self.receiver
         self.ws = None
         if ws is not None:
-            ws.close()
+            ws.close(timeout_s=1.0)
         if receiver is not None:
             receiver.kill(block=True, timeout=2.0)
 
@@ -205,19 +227,16 @@ class ChatUser(FastHttpUser):
         if token is None:
             self._count_error("connect", 0.0)
             return False
+        url = self._ws_url()
         try:
             ws = connect(
-                self._ws_url(),
-                subprotocols=[Subprotocol(self.codec.subprotocol)],
-                additional_headers={"Authorization": f"Bearer {token}"},
-                compression=None,
-                proxy=None,
-                open_timeout=10.0,
-                close_timeout=1.0,
-                max_queue=256,
-                legacy=True,
+                url,
+                subprotocols=[self.codec.subprotocol],
+                headers={"Authorization": f"Bearer {token}"},
+                timeout_s=10.0,
+                ssl_context=_tls_context() if url.startswith("wss://") else None,
             )
-        except (OSError, WebSocketException, TimeoutError):
+        except (OSError, HandshakeError, ValueError):
             self._count_error("connect", 0.0)
             return False
         self.ws = ws
@@ -232,7 +251,7 @@ class ChatUser(FastHttpUser):
             return False
         return True
 
-    def _drop(self, ws: ClientConnection) -> None:
+    def _drop(self, ws: WebSocket) -> None:
         """The connection ``ws`` is gone (or given up): wake the sender to reconnect."""
         if self.ws is ws:
             self.ws = None
@@ -247,8 +266,8 @@ class ChatUser(FastHttpUser):
         if ws is None:
             return
         try:
-            ws.send(frame, text=self.codec.text)
-        except (ConnectionClosed, OSError):
+            ws.send(frame, self.codec.text)
+        except ConnectionClosed:
             self._drop(ws)
 
     # -- sending -----------------------------------------------------------------------
@@ -360,25 +379,29 @@ class ChatUser(FastHttpUser):
 
     # -- receiving ---------------------------------------------------------------------
 
-    def _receive(self, ws: ClientConnection) -> None:
-        """The receiver greenlet: read frames until the connection closes."""
+    def _receive(self, ws: WebSocket) -> None:
+        """The receiver greenlet: read batches of messages until the connection closes."""
         try:
             while True:
-                self._dispatch(ws.recv(decode=False))  # text frames too: the codec decodes
-        except (ConnectionClosed, OSError):
+                batch = ws.recv_batch()  # every message one read brought, text or binary
+                now_us = time.time_ns() // 1000  # their receipt time
+                for frame in batch:
+                    self._dispatch(frame, now_us)
+        except ConnectionClosed:
             pass
         finally:
             self._drop(ws)
 
-    def _dispatch(self, frame: bytes) -> None:
-        """Decode one frame and hand it to its handler."""
+    def _dispatch(self, frame: bytes, now_us: int) -> None:
+        """Decode one message and hand it to its handler."""
         try:
             msg = self.codec.decode(frame)
         except DecodeError:
             self._count_error("undecodable", 0.0)
             return
-        if isinstance(msg, Deliver):
-            self._on_deliver(msg, len(frame))
+        if type(msg) is Deliver:  # nine in ten of what arrives, in rooms of ten
+            self.deliver_tally.add(now_us - msg.sent_at_us, len(frame))
+            self.loss.record_delivered(self.login, msg.room, msg.seq)
         elif isinstance(msg, Ack):
             self._on_ack(msg, len(frame))
         elif isinstance(msg, Error):
@@ -389,12 +412,6 @@ class ChatUser(FastHttpUser):
         elif isinstance(msg, Joined):
             self.joined.set()
 
-    def _on_deliver(self, msg: Deliver, size: int) -> None:
-        latency_us = time.time_ns() // 1000 - msg.sent_at_us
-        self.stats.histograms.record_us("deliver", self.codec.name, latency_us)
-        self.loss.record_delivered(self.login, msg.room, msg.seq)
-        self._event(self.deliver_name, latency_us / 1000.0, size)
-
     def _on_ack(self, msg: Ack, size: int) -> None:
         # The server skips the sender when it fans a message out: the Ack is our copy.
         self.loss.record_own(self.login, msg.room, msg.seq)
@@ -403,15 +420,11 @@ class ChatUser(FastHttpUser):
             self.stats.counts["late_answers"] += 1
             return
         now = time.perf_counter_ns()
-        latency_us = (now - pending.intended_ns) // 1000
-        self.stats.histograms.record_us("ack", self.codec.name, latency_us)
-        self.stats.histograms.record_us(
-            "ack_from_send", self.codec.name, (now - pending.sent_ns) // 1000
-        )
+        self.ack_tally.add((now - pending.intended_ns) // 1000, size)
+        self.ack_from_send_tally.add((now - pending.sent_ns) // 1000)
         self.loss.record_acked(msg.room, msg.seq, msg.client_msg_id)
         self.stats.outcomes["acked"] += 1
         self.policy.decide("acked", pending.attempt, now / 1e9, self.rng)
-        self._event(self.ack_name, latency_us / 1000.0, size)
         self._resolved(now)
 
     def _on_error(self, msg: Error) -> None:

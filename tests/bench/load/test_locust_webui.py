@@ -167,6 +167,7 @@ def test_the_ledger_tab_shows_the_run_per_codec_during_and_after_it(
 
 @needs_chromium
 def test_the_ledger_tab_in_a_browser_shows_the_numbers(server: Server, tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     log = tmp_path / "locust.log"
@@ -180,10 +181,13 @@ def test_the_ledger_tab_in_a_browser_shows_the_numbers(server: Server, tmp_path:
         browser.get(f"{web.url}/?tab={LEDGER_TAB}")
 
         def table() -> list[list[str]] | None:
-            cells = [
-                [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
-                for row in browser.find_elements(By.CSS_SELECTOR, "table tr")
-            ]
+            try:
+                cells = [
+                    [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
+                    for row in browser.find_elements(By.CSS_SELECTOR, "table tr")
+                ]
+            except StaleElementReferenceException:  # the UI redrew the table meanwhile
+                return None
             return cells if len(cells) == 4 and cells[3][0] == "all" else None
 
         shown = wait_for(
