@@ -18,6 +18,7 @@ from bench.analysis.comparison import has_measured
 from bench.analysis.model import Sizes
 from bench.analysis.paths import SAMPLE_FILE, is_sample, resolve
 from bench.analysis.resilience import recovery_s
+from bench.run.figures import CPU_BOUND_PCT
 from sim.calibration import load_costs
 
 # The sentences the notebooks print: computed from the numbers, so that a test sees them.
@@ -253,6 +254,10 @@ def ran_out_text(cap: Mapping[str, Any]) -> str:
     side = []
     if math.isfinite(gen):
         side.append(f"Locust at {gen:.0f} % of its cores")
+        if gen < CPU_BOUND_PCT:  # it was not its own CPU: it was kept waiting
+            side[-1] += (
+                " (not CPU-bound itself: its sends were held up, e.g. by other work on its CPU)"
+            )
     if math.isfinite(srv):
         side.append(f"the server used {srv:.0f} % of its core{'s' if cores > 1 else ''}")
     text = parts[0] + (": " + "; ".join(side) if side else "")

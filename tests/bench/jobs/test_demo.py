@@ -130,6 +130,7 @@ def test_a_generator_bound_codec_says_which_side_ran_out_and_by_how_much() -> No
     assert "the server used 60 % of its core" in pb_line
     assert "the highest step it kept held the SLO: 1,600 sends/s (95 % CI 1,580–1,620)" in pb_line
     assert "model 2,200 sends/s (the generator ran out at 82% of it)" in pb_line
+    assert "not CPU-bound" not in pb_line
     assert "measured/model" not in pb_line  # a lower bound is no ratio
 
 
@@ -145,6 +146,15 @@ def test_the_summary_gives_the_slo_the_model_error_saturation_and_the_gate() -> 
     assert "json measured 560/s, model 600/s (+7%)" in text
     assert "5 pass, 1 miss, 0 n/a" in text
     assert lines[-1] == "regression gate vs results/baseline: pass (no regression)"
+
+
+def test_a_generator_held_up_below_its_cpu_limit_is_said_to_be_held_up() -> None:
+    late = capacity_rows()[1] | {"limit_generator_cpu_pct": 22.0, "why": "sends left late"}
+    lines = summary_lines(
+        run_dir=Path("/r"), capacity=[late], model_capacity={}, rate_per_user=1.0,
+        accuracy=accuracy_frame(), latency_basis="server", gate="skipped",
+    )  # fmt: skip
+    assert "Locust at 22 % of its cores (not CPU-bound itself: its sends were held up" in lines[2]
 
 
 def test_without_repeats_the_line_says_there_is_no_ci() -> None:
