@@ -197,6 +197,7 @@ class ChatServer:
             log=self.log,
             breaker_listeners=(self.metrics.breaker_listener, self._log_transition),
             on_batch=self._on_batch,
+            burst=self.hub,  # one socket write per connection per committed batch
         )
         self.faults, self.breaker, self.pool, self.writer = (
             parts.faults,

@@ -11,7 +11,16 @@ connection's transport buffer; unlike it, they first look at how much is already
 buffered. The slow-consumer policy: a client with more than
 ``server.outbound_buffer_max_bytes`` unsent is closed with code 1008
 ("slow consumer") and dropped from every room, so server memory per client is bounded
-by that figure plus one frame, and nobody else waits for it.
+by that figure plus one write burst (below), and nobody else waits for it.
+
+**Write bursts.** Between :meth:`Hub.hold` and :meth:`Hub.release` (the writer brackets
+the answers of one committed batch with them, in the same loop turn) frames are framed
+into each connection's websockets protocol (its sans-I/O ``send_text``/``send_binary``)
+but not written; ``release`` writes each touched connection's frames with **one**
+``transport.write``. A batch of 20 messages to a room of 50 then costs each member one
+socket write instead of 20, and a sender's 20 Acks one instead of 20. The checks are
+``broadcast``'s (only OPEN connections) plus the slow-consumer check above, made as each
+frame is queued; what one burst adds is at most one batch of frames per connection.
 
 Joining is a small protocol of its own (see :meth:`Hub.join`): the member is first
 subscribed in *catching-up* mode, where live deliveries are held back; the session reads
@@ -23,6 +32,7 @@ seq order without gaps or duplicates across the join.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -93,6 +103,8 @@ class Hub:
         self.metrics = metrics
         self.log = log or logging.getLogger("chatcap.hub")
         self.clients: set[Client] = set()
+        self._holding = False  # inside a write burst: frames wait for release()
+        self._touched: dict[ServerConnection, None] = {}  # connections with framed data
         self.by_ip: dict[str, int] = defaultdict(int)
         # room -> codec name -> members
         self._rooms: dict[str, dict[str, set[Client]]] = {}
@@ -152,14 +164,39 @@ class Hub:
     # ---------------------------------------------------------------- writing
 
     def send(self, client: Client, payload: bytes) -> bool:
-        """Write one frame to one client now; False if it is gone or was just dropped."""
+        """Write one frame to one client now (in a burst: at its release); False if it
+        is gone or was just dropped."""
         if client.dropped or client.conn.protocol.state is not State.OPEN:
             return False
         if client.buffered_bytes > self.outbound_max_bytes:
             self.drop_slow(client)
             return False
-        self._broadcast((client.conn,), payload, text=client.codec.text)
+        if self._holding:
+            self._frame(client.conn, payload, client.codec.text)
+        else:
+            self._broadcast((client.conn,), payload, text=client.codec.text)
         return True
+
+    # ---------------------------------------------------------------- write bursts
+
+    def hold(self) -> None:
+        """Start a write burst: frames are framed now and written at :meth:`release`."""
+        self._holding = True
+
+    def release(self) -> None:
+        """End the burst: one ``transport.write`` per connection written to."""
+        self._holding = False
+        touched, self._touched = self._touched, {}
+        for conn in touched:
+            flush_framed(conn)
+
+    def _frame(self, conn: ServerConnection, payload: bytes, text: bool) -> None:
+        protocol = conn.protocol
+        if text:
+            protocol.send_text(payload)
+        else:
+            protocol.send_binary(payload)
+        self._touched[conn] = None
 
     def fan_out(self, messages: Iterable[StoredMessage], sender: Client | None = None) -> int:
         """Deliver committed messages to their rooms; returns the number of deliveries.
@@ -201,7 +238,12 @@ class Hub:
                 self.drop_slow(client)
             else:
                 ready.append(client.conn)
-        self._broadcast(ready, payload, text=text)
+        if self._holding:
+            for conn in ready:
+                if conn.protocol.state is State.OPEN:  # broadcast() skips the others too
+                    self._frame(conn, payload, text)
+        else:
+            self._broadcast(ready, payload, text=text)
         return len(ready)
 
     def drop_slow(self, client: Client) -> None:
@@ -225,6 +267,27 @@ class Hub:
         task = asyncio.get_running_loop().create_task(_close_slow(client.conn))
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+
+def flush_framed(conn: ServerConnection) -> None:
+    """Write what the connection's protocol has framed with one ``transport.write``
+    (``Connection.send_data`` writes each frame on its own); an end-of-stream marker
+    (``b""``, the protocol is closing) is handled as ``send_data`` does."""
+    chunks = conn.protocol.data_to_send()
+    transport = conn.transport
+    if not chunks or transport is None or transport.is_closing():
+        return
+    if all(chunks):
+        transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return
+    for chunk in chunks:  # rare: a close was framed meanwhile
+        if chunk:
+            transport.write(chunk)
+        elif transport.can_write_eof():
+            with contextlib.suppress(Exception):  # as websockets: write_eof may raise
+                transport.write_eof()
+        else:
+            transport.close()
 
 
 SLOW_CONSUMER_GRACE_S = 1.0

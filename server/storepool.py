@@ -198,6 +198,33 @@ class StorePool:
         grant = await self._wait(started_at, wait_s)
         return await self._take(grant)
 
+    def can_lend_now(self) -> bool:
+        """True when :meth:`lend_now` would hand out an open idle connection: the pool is
+        open, nobody waits, and the ledger has an idle one."""
+        return not self._closed and not self._line and self._ledger.idle > 0
+
+    def lend_now(self) -> StoreConnection | None:
+        """Borrow an idle connection at once, without waiting or opening one (the
+        writer's fast path commits on the loop with it); None when that is not possible.
+        Give it back with :meth:`release` (or :meth:`discard`)."""
+        if not self.can_lend_now():
+            return None
+        checkout = self._ledger.checkout(self._clock())
+        self._retire(checkout.retire)
+        if checkout.action != "reuse":  # the idle one had expired: opening is for acquire
+            if checkout.action == "create":
+                assert checkout.conn_id is not None
+                self._forget(checkout.conn_id)
+                self._dispatch()
+            return None
+        assert checkout.conn_id is not None
+        conn_id = checkout.conn_id
+        self._out.add(conn_id)
+        conn = self._conns[conn_id]
+        self._borrowed[conn] = conn_id
+        self._borrowed_at[conn_id] = self._clock()
+        return conn
+
     def release(self, conn: StoreConnection) -> None:
         """Give a borrowed connection back (a discarded one is ignored)."""
         conn_id = self._borrowed.pop(conn, None)

@@ -3,28 +3,58 @@
 Stages 4 and 5 of the pipeline in docs/design.md, as one asyncio component::
 
     submit(send) ──► queue (≤ write_queue_max, else Overloaded at once)
-                       │  the run loop takes up to batch_max sends when a batch slot is free
+                       │  a pump (one loop callback) cuts up to batch_max sends
+                       │  whenever a batch slot is free
                        ▼
                  breaker.try_acquire ── refused ──► Unavailable(retry_after_ms)
                        ▼
-                 pool.connection()   ── timeout ──► StoreBusy(waited_ms)
+                 pool connection    ── timeout ──► StoreBusy(waited_ms)
                        ▼
                  injected latency (asyncio.sleep, holding the connection),
                  injected error ──────────────────► StoreFailed
                        ▼
-                 commit_batch on the pool's thread ── StoreError ──► StoreFailed
+                 commit_batch, on the loop or on the pool's thread
+                       │                    ── StoreError ──► StoreFailed
                        ▼
                  each send's future gets its StoredMessage, only after COMMIT returned
+
+**Where the commit runs** (``server.store.commit_on``, rule
+:func:`chatcap.policy.commit.commit_place`): with WAL and ``synchronous = NORMAL`` a
+commit does not fsync and costs less than the two thread hops around it, so it runs on
+the loop's own thread (``loop``); ``FULL``/``EXTRA`` or several processes on one file
+commit on the pool's threads (``thread``), as every commit did before.
+
+**No batch window, few wake-ups.** ``submit`` queues the send and, unless one is pending
+already, schedules the pump with ``loop.call_soon``: the pump runs once the frames
+already read this loop turn have been handled, so sends that arrive together share a
+batch while a lone send commits at once — there is no timer and no waiting for company.
+In ``loop`` mode, when a pool connection is free, no fault latency is set and no other
+batch is in flight, the pump commits the batch synchronously (the *fast path*: no task,
+no thread); otherwise a batch runs as a task (pool waits, injected latency, thread
+commits). The pump commits one batch per call and reschedules itself while sends are
+queued, so other connections' frames get in between.
 
 Up to ``max_in_flight_batches`` batches are in flight at once, each on its own pool
 connection, so pool waits and injected latencies overlap as they would on a real
 database. The commits themselves take turns in queue order: SQLite has one writer
 anyway, and taking turns keeps a sender's messages in the order they were sent (two
 batches racing for the write lock could otherwise swap them) and keeps this process's
-connections out of SQLite's sleeping busy handler.
+connections out of SQLite's sleeping busy handler. (A fast-path commit only happens
+with no other batch in flight, so it never overtakes one.)
 
 A batch slot is taken *before* a batch is cut, so while every slot is busy the queue
 grows and the next batch is bigger: batching adapts to load by itself.
+
+The commit deadline ``store.call_timeout_s``: on a thread, a commit still running at the
+deadline is answered as failed (the thread cannot be stopped and may still commit; a
+retry then finds the row as a duplicate). On the loop nothing can interrupt the commit,
+so one that *took* longer than the deadline is answered the same way, after the fact.
+
+**Answers leave in one burst.** When a batch settles, its futures' callbacks (fan-out and
+Acks, :meth:`server.session.Session.after_commit`) all run in the next loop turn; with a
+``burst`` (the hub), the writer schedules ``burst.hold()`` just before them and
+``burst.release()`` just after, so the frames they write go out with one socket write
+per connection instead of one per frame.
 
 The rules of the answers (retry-after ms, the ``overloaded`` drain-rate hint,
 ``store_busy``'s waited ms) and of injected faults are ``chatcap.pipeline``'s, shared
@@ -38,18 +68,19 @@ stored and delivered; only its answer is skipped (a retry finds it as a duplicat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Protocol
 
 from chatcap import wiring
 from chatcap.pipeline.answers import DRAIN_RETRY_AFTER_MS, protocol_ms, waited_ms
 from chatcap.pipeline.drain import DrainRate, overload_retry_after_ms
 from chatcap.policy.breaker import CircuitBreaker, Transition
+from chatcap.policy.commit import CommitPlace, commit_place
 from chatcap.protocol.messages import INTERNAL, OVERLOADED, STORE_BUSY, UNAVAILABLE
 from chatcap.scenario import Scenario, StoreConfig
 from server.clock import Clock, loop_deadline, now_s
@@ -135,6 +166,14 @@ def _wall_clock_us() -> int:
     return time.time_ns() // 1000
 
 
+class WriteBurst(Protocol):
+    """Frames written between ``hold`` and ``release`` leave together (the hub)."""
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class Writer:
     """Queues sends and commits them in batches; see the module docstring."""
 
@@ -149,7 +188,11 @@ class Writer:
         on_batch: Callable[[int, float], None] | None = None,
         max_in_flight_batches: int | None = None,
         wall_clock_us: Callable[[], int] = _wall_clock_us,
+        commit_on: CommitPlace = "thread",
+        burst: WriteBurst | None = None,
     ) -> None:
+        """``commit_on``: where commits run (:func:`chatcap.policy.commit.commit_place`
+        decides it from the scenario in :func:`start_write_path`)."""
         self._batch_max = store_cfg.batch_max
         self._queue_max = store_cfg.write_queue_max
         self._call_timeout_s = store_cfg.call_timeout_s
@@ -159,18 +202,23 @@ class Writer:
         self._clock = clock or now_s  # the server's one clock (server.clock)
         self._on_batch = on_batch
         self._wall_clock_us = wall_clock_us
+        if commit_on not in ("loop", "thread"):
+            raise ValueError(f"commit_on must be 'loop' or 'thread', got {commit_on!r}")
+        self.commit_on: CommitPlace = commit_on
+        self._burst = burst
         slots = max_in_flight_batches if max_in_flight_batches is not None else pool.rules.size
         if slots < 1:
             raise ValueError(f"max_in_flight_batches must be >= 1, got {slots!r}")
-        self._slots = asyncio.Semaphore(slots)
+        self._free_slots = slots
         self._queue: deque[Item] = deque()
-        self._queued = asyncio.Event()  # set while the queue is not empty
         self._progress = asyncio.Event()  # set whenever a batch finishes
         self._batches: set[asyncio.Task[None]] = set()
         self._last_turn: asyncio.Future[None] | None = None  # the newest batch's commit turn
         self._drain_rate = DrainRate()
         self._accepting = True
-        self._runner: asyncio.Task[None] | None = None
+        self._running = False
+        self._pump_due = False  # a pump callback is scheduled
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- reading ----------------------------------------------------------------------
 
@@ -181,7 +229,8 @@ class Writer:
 
     @property
     def in_flight(self) -> int:
-        """Batches being committed (or rejected) right now."""
+        """Batches being committed (or rejected) right now as tasks (a fast-path batch
+        is done before anything else can look)."""
         return len(self._batches)
 
     # -- the session's side -----------------------------------------------------------
@@ -195,21 +244,28 @@ class Writer:
         """
         if not self._accepting:
             raise Unavailable(DRAIN_RETRY_AFTER_MS)
-        if len(self._queue) >= self._queue_max:
+        queue = self._queue
+        if len(queue) >= self._queue_max:
             # about how long the queue takes to drain at the recent rate
             rate = self._drain_rate.per_s(self._clock())
-            raise Overloaded(overload_retry_after_ms(len(self._queue), rate))
-        fut: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
-        self._queue.append((send, fut))
-        self._queued.set()
+            raise Overloaded(overload_retry_after_ms(len(queue), rate))
+        loop = self._loop or asyncio.get_running_loop()
+        fut: asyncio.Future[StoredMessage] = loop.create_future()
+        queue.append((send, fut))
+        if not self._pump_due and self._running:
+            self._pump_due = True
+            loop.call_soon(self._pump)
         return fut
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the run loop (sends submitted earlier wait in the queue until then)."""
-        if self._runner is None:
-            self._runner = asyncio.create_task(self._run(), name="store-writer")
+        """Start committing (sends submitted earlier wait in the queue until then)."""
+        if self._running:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        self._wake()
 
     async def drain(self, deadline_s: float) -> bool:
         """Refuse new sends, and wait until every queued send is committed or failed, at
@@ -230,49 +286,146 @@ class Writer:
             return False
 
     async def stop(self) -> None:
-        """Stop the run loop, fail what is still queued, wait for running batches."""
+        """Stop cutting batches, fail what is still queued, wait for running batches."""
         self._accepting = False
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        self._running = False
         self._fail_queued()
         if self._batches:
             await asyncio.wait(self._batches)
 
-    # -- the run loop -----------------------------------------------------------------
+    # -- the pump ---------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            await self._queued.wait()
-            await self._slots.acquire()  # while all slots are busy, the next batch grows
+    def _wake(self) -> None:
+        """Schedule the pump unless it is scheduled already (or nothing is queued)."""
+        if self._queue and not self._pump_due and self._running and self._loop is not None:
+            self._pump_due = True
+            self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Cut batches while a slot is free: the fast path commits one batch here and
+        now; other batches start as tasks. Reschedules itself while sends wait."""
+        self._pump_due = False
+        queue = self._queue
+        while queue and self._free_slots > 0 and self._running:
             batch = self._cut_batch()
-            if not batch:  # emptied meanwhile (drain deadline)
-                self._slots.release()
-                continue
+            if self._commit_now(batch):
+                self._wake()  # one synchronous batch per call: let other frames in
+                return
+            self._free_slots -= 1
             self._start_batch(batch)
 
     def _cut_batch(self) -> list[Item]:
         queue = self._queue
-        batch = [queue.popleft() for _ in range(min(self._batch_max, len(queue)))]
-        if not queue:
-            self._queued.clear()
-        return batch
+        n = len(queue)
+        if n <= self._batch_max:
+            batch = list(queue)
+            queue.clear()
+            return batch
+        return [queue.popleft() for _ in range(self._batch_max)]
 
     def _start_batch(self, batch: list[Item]) -> None:
         # Commit turns are handed out here, in queue order: see the module docstring.
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
         previous, self._last_turn = self._last_turn, turn
-        task = asyncio.create_task(self._settle_batch(batch, previous, turn))
+        task = loop.create_task(self._settle_batch(batch, previous, turn))
         self._batches.add(task)
         task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._batches.discard(task)
-        self._slots.release()
+        self._free_slots += 1
+        self._progress.set()
+        self._wake()
+
+    # -- the fast path ----------------------------------------------------------------
+
+    def _commit_now(self, batch: list[Item]) -> bool:
+        """Commit ``batch`` synchronously on the loop and settle it, if the fast path is
+        open (see the module docstring); False, having done nothing, if it is not."""
+        if self.commit_on != "loop" or self._batches or self._faults.has_latency:
+            return False
+        pool = self._pool
+        if not pool.can_lend_now():
+            return False
+        breaker = self._breaker
+        if breaker is not None:
+            decision = breaker.try_acquire(self._clock())
+            if not decision.allowed:
+                never_s = breaker.config.open_duration_s
+                self._finish(batch, Unavailable(protocol_ms(decision.retry_after_s, never_s)))
+                return True
+        conn = pool.lend_now()
+        assert conn is not None  # can_lend_now said so, and nothing ran in between
+        try:
+            rows = self._commit_inline(conn, [send for send, _ in batch])
+        except WriteRejected as exc:
+            self._finish(batch, exc)
+        except Exception as exc:  # a bug: answer `internal` rather than hang the senders
+            log.exception("write batch failed unexpectedly")
+            self._finish(batch, StoreFailed(f"unexpected error: {exc!r}"))
+        else:
+            self._finish(batch, rows)
+        return True
+
+    def _commit_inline(
+        self, conn: StoreConnection, sends: list[PendingSend]
+    ) -> list[StoredMessage]:
+        """The fast path's commit: injected errors, then :meth:`_commit_here`."""
+        started = self._clock()
+        if self._faults.has_errors and self._faults.store_fails(started):
+            self._record(started, ok=False)
+            self._pool.release(conn)  # an injected error leaves the connection fine
+            raise StoreFailed("injected store error")
+        return self._commit_here(conn, sends, started)
+
+    def _commit_here(
+        self, conn: StoreConnection, sends: list[PendingSend], started: float
+    ) -> list[StoredMessage]:
+        """Commit on the loop's thread, give ``conn`` back (a real store error discards
+        it: it may be broken), apply the deadline after the fact, tell the breaker."""
+        try:
+            rows = conn.commit_batch(sends, self._wall_clock_us())
+        except StoreError as exc:
+            self._pool.discard(conn)
+            self._record(started, ok=False)
+            raise StoreFailed(str(exc)) from exc
+        self._pool.release(conn)
+        if self._clock() - started > self._call_timeout_s:
+            # committed, but past the deadline: answered as on a thread (see docstring)
+            self._record(started, ok=False)
+            raise StoreFailed(f"store commit over its {self._call_timeout_s:g} s deadline")
+        held_s = self._record(started, ok=True)
+        if self._on_batch is not None:
+            self._on_batch(len(sends), held_s)
+        return rows
+
+    def _finish(self, batch: list[Item], outcome: list[StoredMessage] | WriteRejected) -> None:
+        """Settle a fast-path batch: every future, the drain rate, drain's wake-up."""
+        self._settle([fut for _, fut in batch], outcome)
+        self._drain_rate.record(self._clock(), len(batch))
         self._progress.set()
 
-    # -- one batch --------------------------------------------------------------------
+    def _settle(
+        self,
+        futures: Sequence[asyncio.Future[StoredMessage]],
+        outcome: list[StoredMessage] | WriteRejected,
+    ) -> None:
+        """Give each future its row (or its copy of the rejection), between the burst's
+        hold and release so that the answers they trigger leave together."""
+        burst, loop = self._burst, self._loop
+        if burst is not None and loop is not None:
+            loop.call_soon(burst.hold)  # runs just before the futures' callbacks
+        if isinstance(outcome, WriteRejected):
+            _fail(futures, outcome)
+        else:
+            for fut, row in zip(futures, outcome, strict=True):
+                if not fut.done():  # done = cancelled: that sender went away
+                    fut.set_result(row)
+        if burst is not None and loop is not None:
+            loop.call_soon(burst.release)  # ... and just after them
+
+    # -- one batch as a task ----------------------------------------------------------
 
     async def _settle_batch(
         self, batch: list[Item], previous: asyncio.Future[None] | None, turn: asyncio.Future[None]
@@ -282,17 +435,15 @@ class Writer:
         try:
             rows = await self._store([send for send, _ in batch], previous)
         except WriteRejected as exc:
-            _fail(futures, exc)
+            self._settle(futures, exc)
         except asyncio.CancelledError:
             _fail(futures, Unavailable(DRAIN_RETRY_AFTER_MS))
             raise
         except Exception as exc:  # a bug: answer `internal` rather than hang the senders
             log.exception("write batch failed unexpectedly")
-            _fail(futures, StoreFailed(f"unexpected error: {exc!r}"))
+            self._settle(futures, StoreFailed(f"unexpected error: {exc!r}"))
         else:
-            for fut, row in zip(futures, rows, strict=True):
-                if not fut.done():  # done = cancelled: that sender went away
-                    fut.set_result(row)
+            self._settle(futures, rows)
         finally:
             _pass_turn(previous, turn)
             self._drain_rate.record(self._clock(), len(batch))
@@ -344,6 +495,9 @@ class Writer:
             # The deadline: a commit slower than store.call_timeout_s is answered as failed.
             # Its thread cannot be stopped and may still commit; then a retry finds the
             # row as a duplicate (members may miss that Deliver live; history has it).
+            if self.commit_on == "loop":
+                # gives conn back itself; leaving the pool's `async with` then does nothing
+                return self._commit_here(conn, sends, started)
             async with asyncio.timeout(self._call_timeout_s):
                 rows = await self._pool.run(conn, conn.commit_batch, sends, self._wall_clock_us())
         except TimeoutError as exc:
@@ -386,7 +540,6 @@ class Writer:
     def _fail_queued(self) -> None:
         queued = [fut for _, fut in self._queue]
         self._queue.clear()
-        self._queued.clear()
         _fail(queued, Unavailable(DRAIN_RETRY_AFTER_MS))
         self._progress.set()
 
@@ -423,6 +576,12 @@ def _copy(exc: WriteRejected) -> WriteRejected:
 # -- wiring -------------------------------------------------------------------------
 
 
+def scenario_commit_on(store_cfg: StoreConfig) -> str:
+    """``server.store.commit_on`` of the scenario; ``auto`` where the scenario schema
+    has no such key yet (it is proposed in /tmp/h4-chatcap-scenario.patch)."""
+    return str(getattr(store_cfg, "commit_on", "auto"))
+
+
 @dataclass(frozen=True, slots=True)
 class WritePath:
     """The write path's parts, as the server runs them (and the differential test too)."""
@@ -443,10 +602,22 @@ async def start_write_path(
     on_batch: Callable[[int, float], None] | None = None,
     executor: Executor | None = None,
     wall_clock_us: Callable[[], int] = _wall_clock_us,
+    commit_on: str | None = None,
+    burst: WriteBurst | None = None,
 ) -> WritePath:
     """Build and start the fault plan, breaker, pool and writer from ``scenario``, wired
-    once: :class:`server.app.ChatServer` and the scripted test harness both call this."""
+    once: :class:`server.app.ChatServer` and the scripted test harness both call this.
+
+    Where commits run is ``server.store.commit_on`` (``commit_on`` overrides it: the
+    scripted harness, whose store takes virtual time on its executor, asks for
+    ``thread``), decided by :func:`chatcap.policy.commit.commit_place`; a bad value is a
+    ValueError naming the key, the value and the allowed ones."""
     cfg = scenario.server
+    place = commit_place(
+        commit_on if commit_on is not None else scenario_commit_on(cfg.store),
+        cfg.store.synchronous,
+        cfg.processes,
+    )
     faults = FaultInjector(cfg.faults, started_at=clock(), seed=scenario.seed)
     breaker = wiring.make_breaker(cfg.breaker, listeners=breaker_listeners)
     pool = StorePool(wiring.pool_rules(cfg.pool), connect, log=log, clock=clock, executor=executor)
@@ -460,6 +631,8 @@ async def start_write_path(
         on_batch=on_batch,
         max_in_flight_batches=cfg.store.max_in_flight_batches,
         wall_clock_us=wall_clock_us,
+        commit_on=place,
+        burst=burst,
     )
     await writer.start()
     return WritePath(faults, breaker, pool, writer)

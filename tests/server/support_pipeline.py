@@ -490,6 +490,8 @@ async def _wire(
         breaker_listeners=(metrics.breaker_listener,),
         executor=ScriptedExecutor(store),
         wall_clock_us=lambda: int(clock() * 1e6),
+        # the scripted store takes its virtual time on the executor: commits on a thread
+        commit_on="thread",
     )
     path = SendPath(
         config=cfg,
