@@ -96,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m bench run", description=__doc__.split("\n")[0])
     p.add_argument("--scenario", required=True, help="scenario TOML file")
     p.add_argument("--codec", default="json,protobuf", help="json, protobuf and/or mix")
-    p.add_argument("--loads", default="", help="offered sends/s, e.g. 100,200,400")
+    p.add_argument(
+        "--loads",
+        default="",
+        help="offered sends/s, e.g. 100,200,400 (with --find-capacity: the coarse ladder; "
+        "default: the scenario's offered load)",
+    )
     p.add_argument(
         "--repeat",
         type=int,
@@ -123,16 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
         "bisection near the knee) until the SLO breaks or acked throughput stops following "
         "the offer; writes capacity.csv",
     )
-    s.add_argument("--slo-p99-ms", type=float, default=SLO_P99_MS, help="SLO: ack/deliver p99")
-    s.add_argument("--slo-error-rate", type=float, default=SLO_ERROR_RATE, help="SLO: errors")
     s.add_argument(
-        "--follow-min", type=float, default=FOLLOW_MIN, help="least acked ÷ offered that passes"
-    )
+        "--slo-p99-ms", type=float, default=SLO_P99_MS,
+        help=f"SLO: p99 of ack and of delivery latency, ms ({SLO_P99_MS:g})",
+    )  # fmt: skip
     s.add_argument(
-        "--resolution", type=float, default=0.1, help="bisect until the knee is this close"
-    )
-    s.add_argument("--max-load-per-s", type=float, default=50_000.0, help="highest offer")
-    s.add_argument("--max-steps", type=int, default=20, help="measurements per codec, at most")
+        "--slo-error-rate", type=float, default=SLO_ERROR_RATE,
+        help=f"SLO: share of send attempts not acked, 0..1 ({SLO_ERROR_RATE:g})",
+    )  # fmt: skip
+    s.add_argument(
+        "--follow-min", type=float, default=FOLLOW_MIN,
+        help=f"acked ÷ offered below this: throughput stopped following ({FOLLOW_MIN:g})",
+    )  # fmt: skip
+    s.add_argument(
+        "--resolution", type=float, default=0.1,
+        help="bisect until the knee's bracket is within this share of its low end (0.1)",
+    )  # fmt: skip
+    s.add_argument(
+        "--max-load-per-s", type=float, default=50_000.0,
+        help="the highest offer the search tries, sends/s (50000)",
+    )  # fmt: skip
+    s.add_argument("--max-steps", type=int, default=20, help="measurements per codec, at most (20)")
     return p
 
 
