@@ -12,17 +12,28 @@ frame is one ``.inc()`` on a child, with no label lookup::
     codec_metrics.bytes_in.inc(len(frame))
 
 The ``*_by_codec`` dicts hold the same children, one metric at a time.
+
+The three histograms of the write path (``ack_latency``, ``batch_size``,
+``store_commit_latency``) are :class:`LoopHistogram`: an ``observe`` is one ``bisect``
+and two additions on plain Python numbers (no lock: only the event loop's thread
+records), turned into the same Prometheus families (``_bucket``, ``_count``, ``_sum``)
+when scraped. A ``prometheus_client.Histogram`` takes a lock and scans its bounds on
+every observation, about 5 µs per Ack on the hot path.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from chatcap.policy.breaker import TRANSITIONS, BreakerState, Transition
 from chatcap.scenario import CODEC_NAMES
@@ -32,6 +43,7 @@ __all__ = [
     "BREAKER_STATE_VALUES",
     "LATENCY_BUCKETS_S",
     "CodecMetrics",
+    "LoopHistogram",
     "Metrics",
 ]
 
@@ -66,6 +78,42 @@ class CodecMetrics:
     frames_out: Counter
     bytes_in: Counter
     bytes_out: Counter
+
+
+# Prometheus's own spelling of a bucket bound (``0.002``, ``+Inf``), as Histogram writes it.
+_le_label = cast(Callable[[float], str], floatToGoString)
+
+
+class LoopHistogram:
+    """A histogram recorded on the event loop's thread only, exposed as a Prometheus
+    histogram family (a collector of its registry); see the module docstring.
+
+    Bucket semantics are Prometheus's: an observation counts in the first bucket whose
+    upper bound is ``>=`` it (cumulative in the exposition), ``+Inf`` catches the rest.
+    """
+
+    def __init__(self, name: str, doc: str, buckets: Iterable[float]) -> None:
+        bounds = sorted(float(b) for b in buckets)
+        if not bounds or bounds[-1] != math.inf:
+            bounds.append(math.inf)
+        self.name, self.doc = name, doc
+        self._bounds = tuple(bounds)
+        self._counts = [0] * len(bounds)
+        self._sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.doc)]
+
+    def collect(self) -> Iterable[Metric]:
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, self._counts, strict=True):
+            cumulative += count
+            buckets.append((_le_label(bound), float(cumulative)))
+        return [HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self._sum)]
 
 
 class _ProcessCpuCollector:
@@ -114,6 +162,11 @@ class Metrics:
     def _histogram(self, name: str, doc: str, buckets: Iterable[float]) -> Histogram:
         return Histogram(f"chatcap_{name}", doc, buckets=tuple(buckets), registry=self.registry)
 
+    def _loop_histogram(self, name: str, doc: str, buckets: Iterable[float]) -> LoopHistogram:
+        histogram = LoopHistogram(f"chatcap_{name}", doc, buckets)
+        self.registry.register(histogram)
+        return histogram
+
     def _add_connection_metrics(self) -> None:
         codec = ("codec",)
         self.connections = self._gauge("connections", "open WebSocket connections", codec)
@@ -126,7 +179,7 @@ class Metrics:
         self.bytes_out = self._counter("sent_bytes", "payload bytes of frames sent", codec)
 
     def _add_pipeline_metrics(self) -> None:
-        self.ack_latency = self._histogram(
+        self.ack_latency = self._loop_histogram(
             "ack_latency_seconds",
             "server-side time from a Send frame received to its Ack sent",
             LATENCY_BUCKETS_S,
@@ -134,10 +187,10 @@ class Metrics:
         self.write_queue_depth = self._gauge(
             "write_queue_depth", "messages waiting in the bounded write queue"
         )
-        self.batch_size = self._histogram(
+        self.batch_size = self._loop_histogram(
             "write_batch_messages", "messages per store commit batch", BATCH_SIZE_BUCKETS
         )
-        self.store_commit_latency = self._histogram(
+        self.store_commit_latency = self._loop_histogram(
             "store_commit_seconds", "time of one store commit (one batch)", LATENCY_BUCKETS_S
         )
 

@@ -216,3 +216,24 @@ def test_process_metrics_come_from_proc_where_it_exists() -> None:
         pytest.skip("no /proc here")
     rss = value(m, "chatcap_process_resident_memory_bytes")
     assert rss is not None and rss > 0
+
+
+def test_a_loop_histogram_exposes_what_a_prometheus_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    from server.metrics import LoopHistogram
+
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = LoopHistogram("x_seconds", "doc", LATENCY_BUCKETS_S)
+    ours_registry.register(ours)
+    theirs = Histogram("x_seconds", "doc", buckets=LATENCY_BUCKETS_S, registry=theirs_registry)
+    for value in (0.0, 50e-6, 51e-6, 0.002, 0.0031, 7.0, 11.0, 1e-9):  # edges included
+        ours.observe(value)
+        theirs.observe(value)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    assert samples(ours_registry) == samples(theirs_registry)
