@@ -62,6 +62,15 @@ generator's; ``ack_from_send`` in ``chat.json`` is the latency without it). On t
 2-core machine the server competes with the generator: the note also says when the
 whole machine was ≥ 95 % busy.
 
+**Capacity by search** (``--find-capacity``): instead of fixed loads, per codec
+:func:`bench.run.search.find_capacity` chooses each point's offered load — the
+``--loads`` ladder, then doubling, then bisection near the knee, then repeats of the
+capacity step and the knee (``--repeat``, 3) — until the SLO (``--slo-p99-ms`` on ack and
+delivery p99, ``--slo-error-rate``) breaks or acked ÷ offered falls below
+``--follow-min``; a generator-bound point never counts as server capacity. One more
+file, ``capacity.csv`` (one row per codec), and the manifest's ``search``; see
+:mod:`bench.run.search` and ``results/README.md``.
+
 **Files** (``results/<run-id>/``): ``manifest.json``, ``summary.csv`` (rewritten after
 each point, so an interrupted run leaves a valid folder), ``scenario.toml`` (what the
 server and Locust read) and ``points/<codec>-<load>-r<replication>/`` with
@@ -79,5 +88,6 @@ input (one line).
 Modules: :mod:`~bench.run.points` (points and load shapes), :mod:`~bench.run.window`
 (samples and the measured window), :mod:`~bench.run.figures` (the row, generator bound),
 :mod:`~bench.run.processes` (server and Locust subprocesses), :mod:`~bench.run.measure`
-(one point), :mod:`~bench.run.cli` (the command). This ``__init__`` imports none of them.
+(one point), :mod:`~bench.run.search` (the capacity search, pure), :mod:`~bench.run.cli`
+(the command). This ``__init__`` imports none of them.
 """

@@ -104,7 +104,8 @@ def summary_row(
     all_notes = [n for n in (window.note, point.shape.note, *notes) if n]
     busy = window.machine_busy_pct()
     if busy >= MACHINE_BUSY_PCT:
-        all_notes.append(f"machine CPU {busy:.0f}% busy (server and generator share it)")
+        # every CPU busy: something outside the two sets (or a shared set) took time
+        all_notes.append(f"machine CPU {busy:.0f}% busy: either side may have waited for a CPU")
     if reasons:
         all_notes.insert(0, "generator-bound: " + "; ".join(reasons))
     elif lag_note(doc):
