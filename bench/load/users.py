@@ -14,8 +14,10 @@ subprotocol of its codec, ``Authorization: Bearer``; ``wss://`` with the process
 default TLS context, which trusts ``SSL_CERT_FILE``), joins the room, starts a receiver
 greenlet, and runs the send schedule until the connection is lost; Locust's
 ``wait_time`` (1 s) is only the pause before it reconnects, joining with ``since_seq`` so
-the missed messages replay. The receiver takes every message one socket read brought
-(:meth:`~bench.load.wsclient.WebSocket.recv_batch`) and stamps them with one receipt time.
+the missed messages replay. Over plain TCP a callback in gevent's hub reads the socket
+whenever it is readable (:meth:`~bench.load.wsclient.WebSocket.read_ready`: no greenlet
+switch per read); over TLS a receiver greenlet does (``recv_batch``). Either way every
+message one socket read brought is handled at once, stamped with one receipt time.
 
 **Open loop.** Sends follow a schedule of *intended* times (``poisson`` or
 ``constant`` at ``send_rate_per_user_per_s``) drawn from the user's seeded RNG. A send
@@ -76,6 +78,7 @@ from dataclasses import dataclass
 
 import gevent
 from gevent.event import Event
+from gevent.hub import get_hub
 from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
@@ -242,7 +245,7 @@ class ChatUser(FastHttpUser):
         self.ws = ws
         self.stats.counts["connects"] += 1
         self.joined.clear()
-        self.receiver = gevent.spawn(self._receive, ws)
+        self._start_receiving(ws, url)
         since = self.loss.last_seq(self.login, self.room) or None
         self._transmit_frame(self.codec.encode(Join(room=self.room, since_seq=since)))
         if not self.joined.wait(timeout=10.0) or self.ws is None:
@@ -284,14 +287,27 @@ class ChatUser(FastHttpUser):
             while self.next_send_ns <= now and self.ws is not None and sent < _CATCH_UP_BATCH:
                 self._send_new(now)
                 sent += 1
-            if sent:
+            if sent == _CATCH_UP_BATCH:  # still behind: let the other greenlets run first
                 gevent.sleep(0)
                 continue
             due = self.next_send_ns
             if self.timers:
                 due = min(due, self.timers[0][0])
-            self.wake.wait(timeout=max(due - now, 0) / 1e9 if due != float("inf") else None)
-            self.wake.clear()
+            self._wait(max(due - now, 0) / 1e9 if due != float("inf") else None)
+
+    def _wait(self, delay_s: float | None) -> None:
+        """Until ``delay_s`` has passed or ``wake`` is set. A bare libev timer sets the
+        event: cheaper than ``Event.wait(timeout)``, which makes a ``Timeout`` each time."""
+        if delay_s is None:
+            self.wake.wait()
+        else:
+            timer = get_hub().loop.timer(delay_s)
+            timer.start(self.wake.set)
+            try:
+                self.wake.wait()
+            finally:
+                timer.stop()
+        self.wake.clear()
 
     def _gap_ns(self) -> int:
         assert self.gaps is not None
@@ -378,6 +394,30 @@ class ChatUser(FastHttpUser):
             intended += self._gap_ns()
 
     # -- receiving ---------------------------------------------------------------------
+
+    def _start_receiving(self, ws: WebSocket, url: str) -> None:
+        """Plain TCP: a hub callback reads whenever the socket is readable (no greenlet
+        switch per read). TLS: a receiver greenlet (a TLS record may need more reads)."""
+        if url.startswith("wss://"):
+            self.receiver = gevent.spawn(self._receive, ws)
+            return
+        watcher = get_hub().loop.io(ws.sock.fileno(), 1)  # 1: readable
+        ws.read_elsewhere, ws.defer, ws.on_shutdown = True, gevent.spawn, watcher.stop
+        watcher.start(self._on_readable, ws)
+
+    def _on_readable(self, ws: WebSocket) -> None:
+        """In the hub, the socket readable: dispatch what one read brought. Nothing here
+        blocks (handlers only count, set events and spawn)."""
+        try:
+            batch = ws.read_ready()
+        except ConnectionClosed:
+            self._drop(ws)
+            return
+        now_us = time.time_ns() // 1000  # their receipt time
+        for frame in batch:
+            self._dispatch(frame, now_us)
+        if ws.closed is not None:
+            self._drop(ws)
 
     def _receive(self, ws: WebSocket) -> None:
         """The receiver greenlet: read batches of messages until the connection closes."""

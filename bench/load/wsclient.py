@@ -19,7 +19,8 @@ What it speaks (RFC 6455, client side):
   ``Sec-WebSocket-Accept`` derived from our key, no extension (none was offered), and a
   subprotocol among those offered — required when any was offered (a chat client must
   speak its codec's). Anything else is a :class:`HandshakeError` naming what was wrong;
-* **frames** — every client frame masked with a fresh random key (``os.urandom``);
+* **frames** — every client frame masked with a fresh random key (``os.urandom``, read
+  4 KiB at a time);
   server frames must be unmasked, without RSV bits, control frames unfragmented and ≤
   125 bytes, a continuation only inside a fragmented message, a message at most
   ``max_size`` bytes. A violation closes the connection with 1002 (1009 for size) and
@@ -47,7 +48,7 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -318,7 +319,13 @@ def parse_url(url: str) -> Target:
 class WebSocket:
     """An open client connection (made by :func:`connect`); see the module docstring.
 
-    One greenlet may sit in :meth:`recv_batch` while others :meth:`send`: writes are
+    Two ways to read. A greenlet (or thread) sits in :meth:`recv_batch`; or an event loop
+    calls :meth:`read_ready` each time the socket is readable — from a gevent hub
+    callback, say, with no greenlet switch per read. Such a caller sets
+    :attr:`read_elsewhere` (so :meth:`close` waits for it to see the server's close
+    frame), :attr:`defer` (replies to pings and close frames are then written from what
+    ``defer`` runs, never from the callback, which must not block) and
+    :attr:`on_shutdown` (to stop watching the socket before it is closed). Writes are
     serialised by a lock, so a pong or close frame never lands inside another frame.
     """
 
@@ -330,8 +337,15 @@ class WebSocket:
         self._parser = FrameParser(max_size)
         self._pending = self._parser.feed(leftover) if leftover else []
         self._write_lock = threading.Lock()
+        self._masks, self._mask_at = b"", 0
         self._peer_closed = threading.Event()
         self._reading = False
+        self.read_elsewhere = False
+        """Someone calls :meth:`read_ready`: :meth:`close` waits for it to see the close."""
+        self.defer: Callable[[Callable[[], None]], object] | None = None
+        """Runs a control-frame reply later (e.g. ``gevent.spawn``); None = at once."""
+        self.on_shutdown: Callable[[], None] | None = None
+        """Called just before the socket is closed (e.g. to stop an I/O watcher)."""
         self.close_sent = False
         self.closed: ConnectionClosed | None = None
         """Set once the connection is over: how it ended."""
@@ -341,14 +355,24 @@ class WebSocket:
         connection is over or the socket fails."""
         if self.closed is not None or self.close_sent:
             raise self.closed or ConnectionClosed(CLOSE_NORMAL, "closing")
-        self._write(client_frame(OP_TEXT if text else OP_BINARY, payload, os.urandom(4)))
+        self._write(client_frame(OP_TEXT if text else OP_BINARY, payload, self._mask()))
 
     def _write(self, frame: bytes) -> None:
         try:
             with self._write_lock:
-                self.sock.sendall(frame)
+                sent = self.sock.send(frame)  # a small frame usually goes out whole
+                if sent < len(frame):
+                    self.sock.sendall(frame[sent:])
         except OSError as exc:
             raise self._lost(f"send failed: {exc}") from None
+
+    def _mask(self) -> bytes:
+        """A fresh random masking key, from ``os.urandom`` read 4 KiB at a time."""
+        if self._mask_at >= len(self._masks):
+            self._masks, self._mask_at = os.urandom(4096), 0
+        at = self._mask_at
+        self._mask_at = at + 4
+        return self._masks[at : at + 4]
 
     def recv_batch(self) -> list[bytes]:
         """Block until at least one message arrived; return every message parsed so far
@@ -366,6 +390,20 @@ class WebSocket:
                 self._pending = self._read()
         finally:
             self._reading = False
+
+    def read_ready(self) -> list[bytes]:
+        """Read once — the socket is readable, so this does not wait — and return the
+        messages now complete (maybe none). Pings are answered (through :attr:`defer`).
+        :class:`ConnectionClosed` when the connection is over; after a return,
+        :attr:`closed` may be set too (the read ended with a close frame)."""
+        if self.closed is not None:
+            raise self.closed
+        frames = self._pending + self._read() if self._pending else self._read()
+        self._pending = []
+        messages = self._handle(frames)
+        if self.closed is not None and not messages:
+            raise self.closed
+        return messages
 
     def _read(self) -> list[tuple[int, bytes]]:
         try:
@@ -386,7 +424,7 @@ class WebSocket:
             if opcode in (OP_TEXT, OP_BINARY):
                 messages.append(payload)
             elif opcode == OP_PING:
-                self._control(OP_PONG, payload)
+                self._reply(OP_PONG, payload)
             elif opcode == OP_CLOSE:
                 self._on_close(payload)
                 break  # nothing may follow a close frame
@@ -394,7 +432,21 @@ class WebSocket:
 
     def _control(self, opcode: int, payload: bytes) -> None:
         with contextlib.suppress(ConnectionClosed):  # the next read reports it
-            self._write(client_frame(opcode, payload, os.urandom(4)))
+            self._write(client_frame(opcode, payload, self._mask()))
+
+    def _reply(self, opcode: int, payload: bytes, then_shutdown: bool = False) -> None:
+        """A control frame in answer to the server's, now or through :attr:`defer`; with
+        ``then_shutdown`` the socket is closed after it was written."""
+
+        def write() -> None:
+            self._control(opcode, payload)
+            if then_shutdown:
+                self._shutdown()
+
+        if self.defer is None:
+            write()
+        else:
+            self.defer(write)
 
     def _on_close(self, payload: bytes) -> None:
         try:
@@ -402,21 +454,23 @@ class WebSocket:
         except ProtocolError as exc:
             self._fail(exc)
             return
-        if not self.close_sent:
-            self.close_sent = True
-            self._control(OP_CLOSE, payload[:2])
         self.closed = ConnectionClosed(code, reason)
         self._peer_closed.set()
-        self._shutdown()
+        if self.close_sent:
+            self._shutdown()
+        else:
+            self.close_sent = True
+            self._reply(OP_CLOSE, payload[:2], then_shutdown=True)
 
     def _fail(self, exc: ProtocolError) -> None:
         """The server broke the protocol: close with its code and drop the socket."""
-        if not self.close_sent:
-            self.close_sent = True
-            self._control(OP_CLOSE, close_payload(exc.code, str(exc)[:100]))
         self.closed = ConnectionClosed(exc.code, str(exc))
         self._peer_closed.set()
-        self._shutdown()
+        if self.close_sent:
+            self._shutdown()
+        else:
+            self.close_sent = True
+            self._reply(OP_CLOSE, close_payload(exc.code, str(exc)[:100]), then_shutdown=True)
 
     def _lost(self, why: str) -> ConnectionClosed:
         if self.closed is None:
@@ -426,6 +480,8 @@ class WebSocket:
         return self.closed
 
     def _shutdown(self) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
         with contextlib.suppress(OSError):
             self.sock.close()
 
@@ -437,10 +493,10 @@ class WebSocket:
         if not self.close_sent:
             self.close_sent = True
             try:
-                self._write(client_frame(OP_CLOSE, close_payload(code), os.urandom(4)))
+                self._write(client_frame(OP_CLOSE, close_payload(code), self._mask()))
             except ConnectionClosed:
                 return
-        if self._reading:  # the receiving greenlet will see the server's close frame
+        if self._reading or self.read_elsewhere:  # the reader will see the server's close
             self._peer_closed.wait(timeout_s)
         else:
             self._drain_until_close(timeout_s)

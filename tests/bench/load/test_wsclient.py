@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import struct
 import threading
 import urllib.request
@@ -216,6 +217,35 @@ def test_a_fragmented_message_and_a_ping_from_the_server() -> None:
         assert got == [b"fragmented", b"after the pong"]
         assert pong_seen.is_set()
         ws.close()
+
+
+def test_an_event_loop_reader_gets_the_same_messages_and_replies_through_defer() -> None:
+    pong_seen = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        ws.send(["frag", "mented"])
+        if ws.ping(b"ping").wait(scaled(5)):
+            pong_seen.set()
+        ws.send("after the pong")
+        ws.close(1001)
+
+    deferred: list[Callable[[], None]] = []
+    shut: list[bool] = []
+    with websockets_server(handler) as url:
+        ws = wsclient.connect(url, timeout_s=scaled(5))
+        ws.read_elsewhere, ws.defer = True, deferred.append
+        ws.on_shutdown = lambda: shut.append(True)
+        got: list[bytes] = []
+        while ws.closed is None:
+            ready, _, _ = select.select([ws.sock], [], [], scaled(5))
+            assert ready, "the server went quiet"
+            got += ws.read_ready()  # as a hub callback would, when the socket is readable
+            while deferred:  # the pong (and the close reply) are written later, not here
+                deferred.pop(0)()
+        assert got == [b"fragmented", b"after the pong"]
+        assert pong_seen.is_set() and ws.closed.code == 1001 and shut
+        with pytest.raises(ConnectionClosed):
+            ws.read_ready()
 
 
 def test_a_close_from_the_server_is_answered_and_ends_the_connection() -> None:
