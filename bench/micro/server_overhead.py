@@ -3,10 +3,11 @@ and beside itself over TLS.
 
 ``python -m bench server-overhead [--quick] [--repeat N] [--out DIR] [--messages N]
 [--window W] [--fanout-messages M] [--fanout-window W] [--room-size K]
-[--idle-connections C] [--cases echo,fanout,idle] [--codec json,protobuf]
+[--idle-connections C] [--low-rate-per-s R] [--low-rate-messages N] [--high-share F]
+[--high-rate-messages N] [--cases echo,fanout,idle,lowrate] [--codec json,protobuf]
 [--scenario FILE] [--set KEY=VALUE …] [--no-tls]``
 
-Three cases, all in ONE run, driven by the same client (:mod:`bench.micro.loadclient`, its own
+Four cases, all in ONE run, driven by the same client (:mod:`bench.micro.loadclient`, its own
 process per case) against servers in their own processes (``python -m server`` and
 :mod:`bench.micro.bare_server`), everything on 127.0.0.1:
 
@@ -24,7 +25,26 @@ fanout   room of ``--room-size`` (50) connections, one       server CPU µs per 
 idle     ``--idle-connections`` (5,000; quick 500) held      RSS KiB per connection    ≤ 20 KiB
          open, compression off. Ours: each its own user and
          token, joined to one of 100 rooms; bare: connected.
+lowrate  1 connection (ours: alone in its room), **open      server CPU µs per         ≤ 2×
+         loop** (:mod:`bench.micro.paced_client`):           message at the low rate   (vs
+         ``--low-rate-messages`` (500; quick 200) at         ÷ the same at the high    its
+         ``--low-rate-per-s`` (100), then                    rate (``highrate`` rows)  high
+         ``--high-rate-messages`` (10,000; quick 3,000) at                             rate)
+         ``--high-share`` (0.8) × the capacity the echo
+         case measured for that codec in the same repeat.
 =======  ==================================================  ========================  ======
+
+**The low-rate case** asks what a message costs when it arrives alone — every message
+its own batch, its own wake-up — against the cost near saturation. *Capacity* is the echo
+case's acked messages per wall-clock second (window 100: the server is busy throughout);
+``lowrate`` therefore runs the echo case too. Both rates are run for ours (each codec)
+and for bare at the same rates as ours/json (bare's own ratio shows what the
+``websockets`` library alone pays for a cold wake-up on this machine). The rows carry
+``offered_per_s``, ``achieved_per_s`` and the client's ``lag_p99_ms`` (a client that could
+not keep the pace says so there). CPU of these rows is read from
+``/proc/<pid>/task/*/schedstat`` (ns): a few hundred messages at 100/s are a few clock
+ticks of ``/proc/<pid>/stat``. ``ratio_low_high`` (the ``low÷high`` column) is the median
+over repeats of lowrate ÷ highrate in the same repeat; its target is the issue's ≤ 2×.
 
 Server CPU is utime + stime from ``/proc/<pid>/stat`` (all threads, clock ticks), read by
 the client just before the measured phase (after a warm-up of ~10 % of the messages)
@@ -66,11 +86,15 @@ else 0 — a MISS is a finding, not a failure.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,7 +118,11 @@ from chatcap.scenario import CODEC_NAMES, ScenarioError, to_toml
 
 OVERHEAD_COLUMNS: tuple[Column, ...] = (
     Column("run_id", "str", "Run identifier, same as the folder name."),
-    Column("case", "str", "`echo`, `fanout` or `idle` (see bench/micro/server_overhead.py)."),
+    Column(
+        "case",
+        "str",
+        "`echo`, `fanout`, `idle`, `lowrate` or `highrate` (see bench/micro/server_overhead.py).",
+    ),
     Column(
         "impl",
         "str",
@@ -119,15 +147,38 @@ OVERHEAD_COLUMNS: tuple[Column, ...] = (
         "wall_s", "float", "Wall time of the measured phase (idle: opening), s.", required=False
     ),
     Column("client_cpu_s", "float", "Load client CPU in the measured phase, s.", required=False),
+    Column(
+        "offered_per_s",
+        "float",
+        "lowrate/highrate: the open-loop send rate asked for, messages/s (else empty).",
+        required=False,
+    ),
+    Column(
+        "achieved_per_s",
+        "float",
+        "lowrate/highrate: measured sends / time from first to last send, messages/s.",
+        required=False,
+    ),
+    Column(
+        "lag_p99_ms",
+        "float",
+        "lowrate/highrate: p99 of how late the client's sends left, ms (its own pace).",
+        required=False,
+    ),
 )
 
 
 # (case, figure column, target ratio vs bare or absolute KiB, unit)
 TARGETS: dict[str, tuple[str, float, str]] = {
     "echo": ("cpu_us_per_msg", 2.5, "µs/msg"),
-    "fanout": ("cpu_us_per_delivery", 1.5, "µs/delivery"),
+    "fanout": ("cpu_us_per_delivery", 1.3, "µs/delivery"),
     "idle": ("rss_kib_per_conn", 20.0, "KiB/conn"),
+    "lowrate": ("cpu_us_per_msg", 2.0, "µs/msg"),  # target: ÷ highrate, not ÷ bare
+    "highrate": ("cpu_us_per_msg", math.nan, "µs/msg"),  # no target: lowrate's divisor
 }
+CASES = ("echo", "fanout", "idle", "lowrate")  # what --cases takes (lowrate adds highrate)
+CASE_ORDER = ("echo", "fanout", "idle", "lowrate", "highrate")
+PACED_CLIENT = "bench.micro.paced_client"
 OUR_CODECS = CODEC_NAMES
 TLS_IMPL = "ours-tls"
 IMPL_ORDER = ("bare", "ours", TLS_IMPL)
@@ -262,8 +313,10 @@ def run_repeat(
     workdir: Path,
     tls: TlsFiles | None = None,
     negotiated: dict[str, str] | None = None,
+    paced: Paced | None = None,
 ) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
-    """Fresh servers, then idle (first, on the fresh processes), echo, fanout. The TLS
+    """Fresh servers, then idle (first, on the fresh processes), echo, fanout, and with
+    ``lowrate`` the paced runs (after echo, whose capacity sets the high rate). The TLS
     protocol and cipher the client saw go into ``negotiated`` (by case/codec)."""
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -290,10 +343,162 @@ def run_repeat(
                 if outcome.get("tls") and negotiated is not None:
                     negotiated[f"{job.case}/{job.codec}"] = str(outcome["tls"])
                 print(progress(job, rows[-1], repeat, sizes), flush=True)
+        if "lowrate" in cases and paced is not None:
+            got, failed = run_paced(run_id, repeat, rows, codecs, servers, paced, sizes.timeout_s)
+            rows += got
+            failures += failed
         first_lines = {name: s.first_line for name, s in servers.items()}
     finally:
         stop_servers(servers)
     return rows, failures, first_lines
+
+
+# ----------------------------------------------------------------------------- low rate
+
+
+@dataclass(frozen=True)
+class Paced:
+    """The low-rate case's sizes: the low rate, the high rate's share of capacity."""
+
+    low_rate_per_s: float
+    low_messages: int
+    high_share: float
+    high_messages: int
+
+
+def capacity_per_s(
+    rows: Sequence[dict[str, Any]], repeat: int, impl: str, codec: str
+) -> float | None:
+    """The echo case's acked messages per wall-clock second for ``impl``/``codec`` in
+    ``repeat`` (None without such a row): the server's closed-loop capacity."""
+    for row in rows:
+        key = (row["case"], row["impl"], row["codec"], row["repeat"])
+        if key == ("echo", impl, codec, repeat) and row["wall_s"] > 0:
+            return float(row["messages"]) / float(row["wall_s"])
+    return None
+
+
+def paced_plan(
+    rows: Sequence[dict[str, Any]], repeat: int, codecs: Sequence[str], paced: Paced
+) -> list[tuple[str, str, str, float]]:
+    """``(case, impl, codec, rate_per_s)`` of every paced run of a repeat: ours per codec
+    at the low rate and at ``high_share`` × its echo capacity, bare at the low rate and
+    at ours' first codec's high rate; rotated by ``repeat`` like the other cases. A codec
+    without an echo row (its echo run failed) gets no high-rate run."""
+    plan: list[tuple[str, str, str, float]] = []
+    bare_high: float | None = None
+    for codec in codecs:
+        plan.append(("lowrate", "ours", codec, paced.low_rate_per_s))
+        capacity = capacity_per_s(rows, repeat, "ours", codec)
+        if capacity is not None:
+            high = capacity * paced.high_share
+            plan.append(("highrate", "ours", codec, high))
+            bare_high = high if bare_high is None else bare_high
+    plan.append(("lowrate", "bare", "none", paced.low_rate_per_s))
+    if bare_high is not None:
+        plan.append(("highrate", "bare", "none", bare_high))
+    shift = repeat % len(plan)
+    return plan[shift:] + plan[:shift]
+
+
+def paced_argv(
+    server: ServerProc, impl: str, codec: str, rate_per_s: float, messages: int,
+    timeout_s: float, tag: str,
+) -> list[str]:  # fmt: skip
+    argv = [
+        sys.executable, "-m", PACED_CLIENT, "--impl", impl, "--url", server.url,
+        "--server-pid", str(server.pid), "--rate-per-s", f"{rate_per_s:.3f}",
+        "--messages", str(messages), "--timeout-s", str(timeout_s), "--tag", tag,
+    ]  # fmt: skip
+    if impl == "ours":
+        argv += ["--codec", codec]
+    return argv
+
+
+def run_paced_client(argv: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run one paced client; its last stdout line is the JSON outcome."""
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout_s, text=True)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "note": f"client killed after {timeout_s:g} s"}
+    try:
+        outcome: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"ok": False, "note": f"client exit {done.returncode}: {done.stderr[-800:]}"}
+    return outcome
+
+
+def paced_row(
+    run_id: str, case: str, impl: str, codec: str, repeat: int, outcome: dict[str, Any]
+) -> dict[str, Any]:
+    cpu, messages = float(outcome["server_cpu_s"]), int(outcome["messages"])
+    nan = float("nan")
+    return {
+        "run_id": run_id,
+        "case": case,
+        "impl": impl,
+        "codec": codec,
+        "repeat": repeat,
+        "messages": messages,
+        "deliveries": 0,
+        "server_cpu_s": cpu,
+        "cpu_us_per_msg": cpu / messages * 1e6 if messages else nan,
+        "cpu_us_per_delivery": nan,
+        "rss_kib_per_conn": nan,
+        "connections": 1,
+        "wall_s": float(outcome["wall_s"]),
+        "client_cpu_s": float(outcome["client_cpu_s"]),
+        "offered_per_s": float(outcome["rate_per_s"]),
+        "achieved_per_s": float(outcome["achieved_per_s"]),
+        "lag_p99_ms": float(outcome["lag_p99_ms"]),
+    }
+
+
+def run_paced(
+    run_id: str,
+    repeat: int,
+    echo_rows: Sequence[dict[str, Any]],
+    codecs: Sequence[str],
+    servers: dict[str, ServerProc],
+    paced: Paced,
+    timeout_s: float,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every paced run of one repeat (:func:`paced_plan`) against the running servers."""
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for case, impl, codec, rate in paced_plan(echo_rows, repeat, codecs, paced):
+        server = servers["ours" if impl == "ours" else "bare-echo"]
+        messages = paced.low_messages if case == "lowrate" else paced.high_messages
+        tag = f"r{repeat}-{case}-{impl}-{codec}"
+        argv = paced_argv(server, impl, codec, rate, messages, timeout_s, tag)
+        outcome = run_paced_client(argv, timeout_s * 3)
+        label = f"{case:8} {impl}/{codec} at {rate:,.0f}/s"
+        if not outcome.get("ok"):
+            failures.append(f"repeat {repeat} {label}: {outcome.get('note')}")
+            print(f"[server-overhead] FAILED {failures[-1]}", flush=True)
+            continue
+        rows.append(paced_row(run_id, case, impl, codec, repeat, outcome))
+        row = rows[-1]
+        print(
+            f"[server-overhead] repeat {repeat + 1} {label:34} {row['cpu_us_per_msg']:8.2f} "
+            f"µs/msg     (achieved {row['achieved_per_s']:,.0f}/s, lag p99 "
+            f"{row['lag_p99_ms']:.1f} ms)",
+            flush=True,
+        )
+    return rows, failures
+
+
+def low_high_ratios(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Median over repeats of lowrate ÷ highrate CPU per message, each pair from the same
+    repeat, per (impl, codec)."""
+    by_key = {(r["case"], r["impl"], r["codec"], r["repeat"]): r for r in rows}
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for (case, impl, codec, repeat), row in by_key.items():
+        high = by_key.get(("highrate", impl, codec, repeat))
+        if case != "lowrate" or high is None or not high["cpu_us_per_msg"] > 0:
+            continue
+        ratios.setdefault((impl, codec), []).append(row["cpu_us_per_msg"] / high["cpu_us_per_msg"])
+    return {key: statistics.median(values) for key, values in ratios.items()}
 
 
 # ----------------------------------------------------------------------------- summary
@@ -343,14 +548,17 @@ def verdicts(
     med: dict[tuple[str, str, str], float],
     ratios: dict[tuple[str, str], float],
     tls: dict[tuple[str, str, str], float] | None = None,
+    low_high: dict[tuple[str, str], float] | None = None,
 ) -> list[dict[str, Any]]:
     """One line per (case, impl, codec): median, ratio vs bare, target and PASS/MISS for
-    ours; ratio vs plain (ours) for ours-tls, which has no target."""
+    ours; ratio vs plain (ours) for ours-tls, which has no target; lowrate lines carry
+    ``ratio_low_high``, which their verdict (ours) is about, and highrate lines none."""
     lines = []
     for (case, impl, codec), value in sorted(med.items(), key=_table_order):
         column, target, unit = TARGETS[case]
         ratio = ratios.get((case, codec)) if impl == "ours" else None
         vs_plain = (tls or {}).get((case, codec, column)) if impl == TLS_IMPL else None
+        low_high_ratio = (low_high or {}).get((impl, codec)) if case == "lowrate" else None
         line: dict[str, Any] = {
             "case": case,
             "impl": impl,
@@ -360,10 +568,13 @@ def verdicts(
             "unit": unit,
             "ratio_vs_bare": ratio,
             "ratio_vs_plain": vs_plain,
+            "ratio_low_high": low_high_ratio,
         }
-        if impl == "ours":
-            measured = value if case == "idle" else ratio
-            line["target"] = f"≤ {target:g} KiB" if case == "idle" else f"≤ {target:g}×"
+        if impl == "ours" and case != "highrate":
+            measured = {"idle": value, "lowrate": low_high_ratio}.get(case, ratio)
+            line["target"] = {"idle": f"≤ {target:g} KiB", "lowrate": f"≤ {target:g}× hi"}.get(
+                case, f"≤ {target:g}×"
+            )
             line["verdict"] = "PASS" if measured is not None and measured <= target else "MISS"
         lines.append(line)
     return lines
@@ -371,7 +582,7 @@ def verdicts(
 
 def _table_order(item: tuple[tuple[str, str, str], float]) -> tuple[int, int, str]:
     (case, impl, codec), _ = item
-    return (("echo", "fanout", "idle").index(case), IMPL_ORDER.index(impl), codec)
+    return (CASE_ORDER.index(case), IMPL_ORDER.index(impl), codec)
 
 
 def _times(ratio: float | None) -> str:
@@ -380,22 +591,23 @@ def _times(ratio: float | None) -> str:
 
 def format_table(lines: Sequence[dict[str, Any]], repeats: int) -> str:
     out = [
-        f"{'case':7}{'impl':9}{'codec':10}{'median':>10} {'unit':13}{'vs bare':>8}"
-        f"{'vs plain':>9}  {'target':10}verdict   (median of {repeats})"
+        f"{'case':9}{'impl':9}{'codec':10}{'median':>10} {'unit':13}{'vs bare':>8}"
+        f"{'vs plain':>9}{'low÷high':>9}  {'target':12}verdict   (median of {repeats})"
     ]
     for line in lines:
         out.append(
-            f"{line['case']:7}{line['impl']:9}{line['codec']:10}{line['median']:10.2f} "
+            f"{line['case']:9}{line['impl']:9}{line['codec']:10}{line['median']:10.2f} "
             f"{line['unit']:13}{_times(line['ratio_vs_bare']):>8}"
-            f"{_times(line.get('ratio_vs_plain')):>9}  "
-            f"{line.get('target', ''):10}{line.get('verdict', '')}"
+            f"{_times(line.get('ratio_vs_plain')):>9}"
+            f"{_times(line.get('ratio_low_high')):>9}  "
+            f"{line.get('target', ''):12}{line.get('verdict', '')}"
         )
     return "\n".join(out)
 
 
 def tls_summary(tls: dict[tuple[str, str, str], float]) -> list[dict[str, Any]]:
     """The manifest's ``tls_vs_plain``: one entry per (case, codec, figure)."""
-    order = ("echo", "fanout", "idle")
+    order = CASE_ORDER
     return [
         {"case": case, "codec": codec, "figure": column, "ratio": ratio}
         for (case, codec, column), ratio in sorted(
@@ -446,7 +658,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fanout-window", type=int, default=20, help="fanout: sends in flight")
     p.add_argument("--room-size", type=int, default=50, help="fanout: connections in the room")
     p.add_argument("--idle-connections", type=int, help="idle: connections (5,000; quick 500)")
-    p.add_argument("--cases", default="echo,fanout,idle", help="comma-separated subset")
+    p.add_argument("--low-rate-per-s", type=float, default=100.0, help="lowrate: the low rate")
+    p.add_argument("--low-rate-messages", type=int, help="lowrate: sends at it (500; quick 200)")
+    p.add_argument(
+        "--high-share", type=float, default=0.8, help="lowrate: high rate ÷ echo capacity"
+    )
+    p.add_argument(
+        "--high-rate-messages",
+        type=int,
+        help="lowrate: sends at the high rate (10,000; quick 3,000)",
+    )
+    p.add_argument(
+        "--cases",
+        default="echo,fanout,idle,lowrate",
+        help="comma-separated subset of echo,fanout,idle,lowrate (lowrate runs echo too)",
+    )
     p.add_argument("--codec", default="json,protobuf", help="our codecs, comma-separated")
     p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each client wait")
     p.add_argument(
@@ -478,6 +704,28 @@ def resolve_sizes(args: argparse.Namespace) -> Sizes:
     )
 
 
+def resolve_paced(args: argparse.Namespace) -> Paced:
+    """The low-rate case's sizes; ValueError naming the flag for a bad one."""
+    quick = args.quick
+    paced = Paced(
+        low_rate_per_s=args.low_rate_per_s,
+        low_messages=args.low_rate_messages or (200 if quick else 500),
+        high_share=args.high_share,
+        high_messages=args.high_rate_messages or (3_000 if quick else 10_000),
+    )
+    if not paced.low_rate_per_s > 0:
+        raise ValueError(f"--low-rate-per-s {paced.low_rate_per_s!r}: must be > 0")
+    if not 0 < paced.high_share <= 1:
+        raise ValueError(f"--high-share {paced.high_share!r}: must be in (0, 1]")
+    for flag, value in (
+        ("--low-rate-messages", paced.low_messages),
+        ("--high-rate-messages", paced.high_messages),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} {value!r}: must be >= 1")
+    return paced
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every case ``--repeat`` times, print the table, write the run folder."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -485,7 +733,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = resolve_sizes(args)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     codecs = [c.strip() for c in args.codec.split(",") if c.strip()]
-    bad = [c for c in cases if c not in TARGETS] + [c for c in codecs if c not in OUR_CODECS]
+    bad = [c for c in cases if c not in CASES] + [c for c in codecs if c not in OUR_CODECS]
+    if "lowrate" in cases and "echo" not in cases:
+        cases.append("echo")  # its capacity sets the high rate
+    try:
+        paced = resolve_paced(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if (
         bad
         or not cases
@@ -543,12 +798,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_scenario_path(scenario_path).write_text(to_toml(tls_scenario, comments=False))
         for repeat in range(sizes.repeat):
             got, failed, first_lines = run_repeat(
-                run_id, repeat, sizes, cases, codecs, scenario_path, workdir, tls, negotiated
+                run_id, repeat, sizes, cases, codecs, scenario_path, workdir, tls, negotiated, paced
             )
             rows += got
             failures += failed
     med, ratios, vs_plain = medians(rows), paired_ratios(rows), tls_ratios(rows)
-    lines = verdicts(med, ratios, vs_plain)
+    low_high = low_high_ratios(rows)
+    lines = verdicts(med, ratios, vs_plain, low_high)
     manifest = new_manifest(
         run_id,
         ["python", "-m", "bench", "server-overhead", *argv],
@@ -563,9 +819,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets={
             case: {"figure": col, "target": t, "unit": unit}
             for case, (col, t, unit) in TARGETS.items()
+            if not math.isnan(t)
         },
         statistic="median",
         ratio="median over repeats of ours/bare in the same repeat",
+        paced=paced.__dict__ if "lowrate" in cases else None,
+        low_high={f"{impl}/{codec}": r for (impl, codec), r in sorted(low_high.items())},
         idle_connections_joined="ours: each joined to one of 100 rooms; bare: connected",
         servers=first_lines,
         summary=lines,
