@@ -38,8 +38,13 @@ base64}}``, µs: ``ack``, ``ack_from_send``, ``deliver``, ``schedule_lag``, ``hi
 acked, failed, unacked, delivered, missing, duplicated, receivers), ``loss_by_codec``
 (the same per codec), ``errors`` (by code,
 plus ``timeout``, ``closed``, ``connect``), ``outcomes``, ``generator`` (CPU seconds and
-%, max schedule lag, sends intended vs sent, connects), ``workers`` and
-``missing_workers`` — each documented in :mod:`bench.load.report`.
+%, max and p99 schedule lag, sends intended vs sent, connects, ``kept_pace`` and the
+``limits`` that say why not), ``workers`` and ``missing_workers`` — each documented in
+:mod:`bench.load.report`.
+
+Locust's own rows ``send→ack {codec}`` and ``deliver {codec}`` count every ack and
+delivery, folded into Locust's statistics once a second rather than one ``request``
+event each (failures still are one event each): see :mod:`bench.load.users`.
 
 In the web UI, the *chatcap ledger* tab shows the loss ledger per codec during and after
 a test, and ``GET /chatcap/ledger`` answers it as JSON (:mod:`bench.load.webui`).
