@@ -11,8 +11,8 @@ one room (:mod:`bench.load.plan` says which). ``on_start`` takes a token over RE
 (``GET /api/v1/token``, Basic auth, password ``pw``: the load scenarios run the server
 with ``auth = "open"``). Its single task then connects (:mod:`bench.load.wsclient`:
 subprotocol of its codec, ``Authorization: Bearer``; ``wss://`` with the process's
-default TLS context, which trusts ``SSL_CERT_FILE``), joins the room, starts a receiver
-greenlet, and runs the send schedule until the connection is lost; Locust's
+default TLS context, which trusts ``SSL_CERT_FILE``), starts receiving, joins the room,
+and runs the send schedule until the connection is lost; Locust's
 ``wait_time`` (1 s) is only the pause before it reconnects, joining with ``since_seq`` so
 the missed messages replay. Over plain TCP a callback in gevent's hub reads the socket
 whenever it is readable (:meth:`~bench.load.wsclient.WebSocket.read_ready`: no greenlet
