@@ -1,10 +1,15 @@
-"""The writer: batching, queue bound, breaker, pool timeouts, faults, ordering and drain."""
+"""The writer: batching, queue bound, breaker, pool timeouts, faults, ordering and drain.
+
+Every test that builds its writer with :func:`rig` runs twice, with commits on the loop
+and on a pool thread (``commit_on``): the answers must not depend on where COMMIT runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from server.writer import (
     StoreBusy,
     StoreFailed,
     Unavailable,
+    WriteBurst,
     Writer,
     WriteRejected,
 )
@@ -54,6 +60,16 @@ class Rig:
     acquires: int = 0
 
 
+COMMIT_ON = {"mode": "thread"}  # the rig's default, set per test by the fixture below
+
+
+@pytest.fixture(params=["loop", "thread"], autouse=True)
+def commit_on(request: pytest.FixtureRequest) -> Iterator[str]:
+    COMMIT_ON["mode"] = request.param
+    yield request.param
+    COMMIT_ON["mode"] = "thread"
+
+
 @contextlib.asynccontextmanager
 async def rig(
     tmp_path: Path,
@@ -66,6 +82,7 @@ async def rig(
     max_in_flight: int | None = None,
     start: bool = True,
     listeners: tuple[Callable[[Transition], None], ...] = (),
+    burst: WriteBurst | None = None,
 ) -> AsyncIterator[Rig]:
     """A started pool + writer on a fresh database; stopped and closed afterwards."""
     commits = [0]
@@ -86,6 +103,8 @@ async def rig(
         clock=clock,
         on_batch=lambda size, _s: r.batches.append(size),
         max_in_flight_batches=max_in_flight,
+        commit_on="loop" if COMMIT_ON["mode"] == "loop" else "thread",
+        burst=burst,
     )
     real_acquire = store_pool.acquire
 
@@ -392,5 +411,189 @@ def test_a_commit_over_its_deadline_is_answered_as_failed_and_counts_for_the_bre
             gate.set()  # let the stuck thread finish before the pool closes
             await writer.stop()
             await pool.close()
+
+    run(main())
+
+
+# -- where and when a batch commits ---------------------------------------------------
+
+
+def test_a_lone_send_commits_in_the_next_loop_turn_with_no_timer(
+    tmp_path: Path, commit_on: str
+) -> None:
+    """No batch window: the send is committed as soon as the frames of this turn are
+    handled — on the loop (fast path) in the very next turn, with no task at all."""
+
+    async def main() -> None:
+        async with rig(tmp_path) as r:
+            await asyncio.sleep(0)  # let the pool's warm-up settle
+            fut = r.writer.submit(send("a", "ann", "lone"))
+            assert not fut.done() and r.writer.queue_depth == 1  # not inside submit
+            await asyncio.sleep(0)  # one loop turn: the pump has run
+            if commit_on == "loop":
+                assert fut.done() and fut.result().seq == 1
+                assert r.writer.in_flight == 0 and r.commits == [1]
+            else:
+                assert r.writer.in_flight == 1  # a task, waiting for its thread
+                assert (await fut).seq == 1
+            assert r.batches == [1]
+
+    run(main())
+
+
+def test_sends_of_one_loop_turn_share_a_batch_and_later_ones_the_next(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with rig(tmp_path, batch_max=64, max_in_flight=1) as r:
+            first = [r.writer.submit(send("a", f"u{i}", "c")) for i in range(10)]
+            await asyncio.gather(*first)
+            second = [r.writer.submit(send("a", f"v{i}", "c")) for i in range(3)]
+            await asyncio.gather(*second)
+            assert r.batches == [10, 3]
+
+    run(main())
+
+
+def test_a_failing_commit_answers_no_row_and_the_future_says_why(tmp_path: Path) -> None:
+    """The promise, both modes: a future resolves with a row only after COMMIT returned;
+    a commit that fails gives every send of its batch a StoreFailed instead."""
+
+    async def main() -> None:
+        async with rig(tmp_path, pool=PoolRules(size=1)) as r:
+            r.faults.set_runtime(store_error_rate=1.0)
+            futures = [r.writer.submit(send("a", "u", f"c{i}")) for i in range(3)]
+            results = [await outcome(f) for f in futures]
+            assert all(isinstance(x, StoreFailed) for x in results), results
+            r.faults.clear_runtime()
+            assert (await r.writer.submit(send("a", "u", "c0"))).seq == 1  # nothing stored
+
+    run(main())
+
+
+class GatedConnection(StoreConnection):
+    """A connection whose commit waits for the test's gate (a threading.Event)."""
+
+    def __init__(self, path: Path, gate: Any, entered: Any) -> None:
+        super().__init__(path)
+        self._gate, self._entered = gate, entered
+
+    def commit_batch(self, batch: Any, ts_us: int) -> list[StoredMessage]:
+        self._entered.set()
+        self._gate.wait(scaled(10))
+        return super().commit_batch(batch, ts_us)
+
+
+def test_while_a_thread_commit_hangs_the_send_has_no_answer(tmp_path: Path) -> None:
+    import threading
+
+    gate, entered = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        pool = StorePool(
+            PoolRules(size=1), lambda: GatedConnection(tmp_path / "s.db", gate, entered)
+        )
+        faults = FaultInjector(FaultsConfig(), started_at=0.0, seed=1)
+        writer = Writer(StoreConfig(), None, pool, faults, commit_on="thread")
+        await pool.start()
+        await writer.start()
+        try:
+            fut = writer.submit(send("a", "ann", "c1"))
+            await until(entered.is_set)
+            for _ in range(20):  # loop turns pass; COMMIT has not returned
+                await asyncio.sleep(0)
+            assert not fut.done()
+            gate.set()
+            assert (await fut).seq == 1
+        finally:
+            gate.set()
+            await writer.stop()
+            await pool.close()
+
+    run(main())
+
+
+class SlowOnTheClock(StoreConnection):
+    """A loop commit that takes ``seconds`` on a FakeClock (the loop is blocked meanwhile)."""
+
+    def __init__(self, path: Path, clock: FakeClock, seconds: float) -> None:
+        super().__init__(path)
+        self._clock, self._seconds = clock, seconds
+
+    def commit_batch(self, batch: Any, ts_us: int) -> list[StoredMessage]:
+        self._clock.advance(self._seconds)
+        return super().commit_batch(batch, ts_us)
+
+
+def test_a_loop_commit_that_took_longer_than_its_deadline_is_answered_as_failed(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        clock = FakeClock(0.0)
+        pool = StorePool(
+            PoolRules(size=1), lambda: SlowOnTheClock(tmp_path / "s.db", clock, 1.0), clock=clock
+        )
+        breaker = CircuitBreaker(BreakerConfig(window_size=2, minimum_calls=1))
+        faults = FaultInjector(FaultsConfig(), started_at=0.0, seed=1)
+        writer = Writer(
+            StoreConfig(call_timeout_s=0.05), breaker, pool, faults, clock=clock, commit_on="loop"
+        )
+        await pool.start()
+        await writer.start()
+        try:
+            late = await outcome(writer.submit(send("a", "ann", "c1")))
+            assert isinstance(late, StoreFailed) and "deadline" in str(late)
+            assert breaker.state is OPEN  # counted as a failed call, as on a thread
+        finally:
+            await writer.stop()
+            await pool.close()
+        with StoreConnection(tmp_path / "s.db") as conn:  # committed all the same
+            assert conn.last_seq("a") == 1
+
+    run(main())
+
+
+def test_the_fast_path_steps_aside_for_injected_latency_and_a_busy_pool(
+    tmp_path: Path, commit_on: str
+) -> None:
+    async def main() -> None:
+        async with rig(tmp_path, pool=PoolRules(size=1)) as r:
+            r.faults.set_runtime(store_latency_ms=scaled(5.0))
+            slow = r.writer.submit(send("a", "u", "slow"))
+            await asyncio.sleep(0)
+            assert r.writer.in_flight == 1  # a task: it sleeps holding the connection
+            assert (await slow).seq == 1
+            r.faults.clear_runtime()
+            held = await r.pool.acquire()
+            waiting = r.writer.submit(send("a", "u", "waits"))
+            await asyncio.sleep(0)
+            assert r.writer.in_flight == 1 and not waiting.done()  # waits for the pool
+            r.pool.release(held)
+            assert (await waiting).seq == 2
+
+    run(main())
+
+
+def test_a_batch_s_answers_run_between_the_burst_s_hold_and_release(tmp_path: Path) -> None:
+    trace: list[str] = []
+
+    class Burst:
+        def hold(self) -> None:
+            trace.append("hold")
+
+        def release(self) -> None:
+            trace.append("release")
+
+    def answered(i: int, _fut: asyncio.Future[StoredMessage]) -> None:
+        trace.append(f"answer {i}")
+
+    async def main() -> None:
+        async with rig(tmp_path, burst=Burst()) as r:
+            futures = [r.writer.submit(send("a", f"u{i}", "c")) for i in range(3)]
+            for i, fut in enumerate(futures):
+                fut.add_done_callback(functools.partial(answered, i))
+            await asyncio.gather(*futures)
+            await asyncio.sleep(0)
+        assert trace == ["hold", "answer 0", "answer 1", "answer 2", "release"]
 
     run(main())
