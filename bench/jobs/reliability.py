@@ -4,7 +4,8 @@ Runs ``pytest tests/reliability`` in its own process at **full** size (the count
 suite promises: ≥ 20 kill -9 cycles, 100,000 malformed frames per codec, 10,000 idle
 connections, …; ``--ci`` runs the small size that ``make test`` runs), collects the
 figures every case records, and writes a Markdown report — cases tried and passed,
-messages acked / lost / duplicated, kills survived, bad inputs tried, RSS figures, and for
+messages acked / lost / duplicated, kills survived (and, for each kill -9 case, the
+messages acked per kill), bad inputs tried, RSS figures, and for
 every failure the command that replays it with the same seed — to the terminal and to
 ``results/reliability/<run-id>.md`` (``--out`` to change the folder). The raw lines are
 kept beside it as ``<run-id>.jsonl``.
@@ -92,6 +93,16 @@ def totals(cases: Sequence[Case]) -> dict[str, float]:
     return out
 
 
+def acked_per_kill(cases: Sequence[Case]) -> list[tuple[str, float]]:
+    """``(test name, acked ÷ kills)`` of every case that recorded both figures."""
+    out = []
+    for case in cases:
+        acked, kills = case.figures.get("acked"), case.figures.get("kills")
+        if isinstance(acked, int | float) and isinstance(kills, int | float) and kills > 0:
+            out.append((case.nodeid.rsplit("::", 1)[-1], float(acked) / float(kills)))
+    return out
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}" if abs(value) < 1e6 else f"{value:,.0f}"
@@ -123,6 +134,8 @@ def render(cases: Sequence[Case], meta: Mapping[str, Any]) -> str:
     for key, label in TOTALS:
         if key in tot:
             out.append(f"| {label} | {_fmt(int(tot[key]))} |")
+    for name, per_kill in acked_per_kill(cases):
+        out.append(f"| acked per kill, `{name}` | {_fmt(per_kill)} |")
     for key in sorted(k for k in tot if k.endswith("_mib")):
         out.append(f"| {key.removesuffix('_mib').replace('_', ' ')} (MiB, max) | {tot[key]:.1f} |")
     out += ["", "## Cases", "", "| case | outcome | s | figures |", "|---|---|---|---|"]

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.reliability.conftest import Record, Scale
+from tests.reliability.support_fast_sender import FastSender
 from tests.reliability.support_senders import (
     ABNORMAL_CLOSE,
     Load,
@@ -34,6 +35,7 @@ from tests.reliability.support_senders import (
     audit,
     cid_of,
     last_seqs,
+    median,
     peak_rss_mib,
     read_history,
     store_snapshot,
@@ -107,3 +109,53 @@ def test_kill_9_under_load_loses_no_acked_message(
     for rcv in load.receivers:  # each rejoin asked for exactly what followed its last seq
         assert len(rcv.joins) == scale.kills + 1
         assert all(last >= since for since, last in rcv.joins), rcv.joins
+
+
+# -- kill -9 near capacity ---------------------------------------------------------------
+
+FAST_KILL_AFTER_ACKS = (200, 3000)  # load-phase acks before the kill, drawn per life
+
+
+def test_kill_9_at_80_percent_of_capacity_loses_no_acked_message(
+    start_server: Callable[..., ServerProcess],
+    tmp_path: Path,
+    scale: Scale,
+    rng: random.Random,
+    record: Record,
+) -> None:
+    """One sender in its own process (``support_fast_sender``) probes the server's
+    capacity closed loop, then sends open loop at 80 % of it; after a drawn number of
+    acks the server gets SIGKILL. Every ack the client was told of must be in the file,
+    under its seq, and the file must pass integrity_check — life after life on one file
+    (the same number of kills as the case above)."""
+    db = tmp_path / "fast.db"
+    acked_total = 0
+    per_kill, shares, capacities = [], [], []
+    for life in range(scale.kills):
+        server = start_server(OVERRIDES, db=db)
+        codec = ("json", "protobuf")[life % 2]
+        moment = rng.randint(*FAST_KILL_AFTER_ACKS)
+        run = FastSender.start(server, f"fast{life}", codec)
+        try:
+            assert run.wait_load_acks(moment), f"life {life}: {moment} load acks never came"
+            server.proc.kill()
+            server.proc.wait()
+            run.finish()
+        finally:
+            run.stop()
+        assert run.done is not None, f"life {life}: the sender did not say done"
+        snap = store_snapshot(db)
+        assert snap.integrity == "ok", f"after kill {life}: {snap.integrity}"
+        lost = [cid for cid, seq in run.acked if snap.rows.get(cid) != (run.room, seq)]
+        assert lost == [], f"after kill {life}: acked but not stored: {lost[:10]}"
+        acked_total += len(run.acked)
+        per_kill.append(len(run.acked))
+        shares.append(run.done["achieved_per_s"] / run.capacity_per_s)
+        capacities.append(run.capacity_per_s)
+    record("acked", acked_total)
+    record("lost", 0)
+    record("kills", scale.kills)
+    record("fast_acked_per_kill_min", min(per_kill))
+    record("fast_acked_per_kill_median", median(per_kill))
+    record("fast_capacity_per_s_median", round(median(capacities)))
+    record("fast_load_share_of_capacity_median", round(median(shares), 3))
