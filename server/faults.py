@@ -30,6 +30,16 @@ class FaultInjector(FaultPlan):
     def __init__(self, cfg: FaultsConfig, started_at: float, seed: int) -> None:
         super().__init__(cfg, started_at, random.Random(seed))
 
+    @property
+    def cpu_burn_us(self) -> float:
+        """The plan's CPU burn per send, kept current by ``_update_flags`` (which every
+        runtime change calls): the session reads it for every Send."""
+        return self._cpu_burn_us
+
+    def _update_flags(self) -> None:
+        super()._update_flags()
+        self._cpu_burn_us = float(FaultPlan.cpu_burn_us.fget(self))  # type: ignore[attr-defined]
+
 
 def burn_cpu(us: float) -> None:
     """Keep this thread busy for ``us`` microseconds of wall time (a CPU fault)."""

@@ -54,7 +54,7 @@ so one that *took* longer than the deadline is answered the same way, after the 
 Acks, :meth:`server.session.Session.after_commit`) all run in the next loop turn; with a
 ``burst`` (the hub), the writer schedules ``burst.hold()`` just before them and
 ``burst.release()`` just after, so the frames they write go out with one socket write
-per connection instead of one per frame.
+per connection instead of one per frame (a batch of one skips it: one frame each).
 
 The rules of the answers (retry-after ms, the ``overloaded`` drain-rate hint,
 ``store_busy``'s waited ms) and of injected faults are ``chatcap.pipeline``'s, shared
@@ -414,6 +414,8 @@ class Writer:
         """Give each future its row (or its copy of the rejection), between the burst's
         hold and release so that the answers they trigger leave together."""
         burst, loop = self._burst, self._loop
+        if len(futures) < 2:  # one message writes one frame per connection anyway
+            burst = None
         if burst is not None and loop is not None:
             loop.call_soon(burst.hold)  # runs just before the futures' callbacks
         if isinstance(outcome, WriteRejected):
@@ -577,8 +579,8 @@ def _copy(exc: WriteRejected) -> WriteRejected:
 
 
 def scenario_commit_on(store_cfg: StoreConfig) -> str:
-    """``server.store.commit_on`` of the scenario; ``auto`` where the scenario schema
-    has no such key yet (it is proposed in /tmp/h4-chatcap-scenario.patch)."""
+    """``server.store.commit_on`` of the scenario; ``auto`` while the scenario schema
+    (``chatcap.scenario.StoreConfig``) does not have the key yet."""
     return str(getattr(store_cfg, "commit_on", "auto"))
 
 
