@@ -153,8 +153,14 @@ class Commit:
 class ScriptedStore:
     """Rooms in memory and a script of commit outcomes (see the module docstring)."""
 
-    def __init__(self, commits: Sequence[Commit] = ()) -> None:
+    def __init__(
+        self, commits: Sequence[Commit] = (), blocking_clock: ManualClock | None = None
+    ) -> None:
+        """``blocking_clock``: a commit moves it by its delay itself (a commit on the
+        loop's thread blocks the loop that long) instead of leaving the delay for the
+        executor."""
         self.commits = list(commits)
+        self._blocking_clock = blocking_clock
         self.rows: dict[str, list[StoredMessage]] = defaultdict(list)
         self.batches = 0  # commits attempted
         self._by_key: dict[tuple[str, str], StoredMessage] = {}
@@ -171,7 +177,10 @@ class ScriptedStore:
     def commit(self, batch: Sequence[PendingSend], ts_us: int) -> list[StoredMessage]:
         step = self.commits[self.batches] if self.batches < len(self.commits) else Commit()
         self.batches += 1
-        self._delay_s = step.delay_s
+        if self._blocking_clock is not None:
+            self._blocking_clock.advance(step.delay_s)
+        else:
+            self._delay_s = step.delay_s
         if step.fails:
             raise StoreError(f"scripted store error (batch {self.batches - 1})")
         out = []
@@ -371,13 +380,26 @@ def run_pipeline(
     members: Mapping[str, Sequence[str]] | None = None,
     horizon_s: float = 60.0,
     start_s: float = 0.0,
+    commit_on: str = "thread",
 ) -> PipelineRun:
-    """Run the script on a fresh :class:`VirtualTimeLoop`; see the module docstring."""
+    """Run the script on a fresh :class:`VirtualTimeLoop`; see the module docstring.
+
+    ``commit_on="loop"``: commits run on the loop as the server runs them under WAL +
+    NORMAL; a scripted ``delay_s`` then *blocks* the loop (the clock jumps by it inside
+    the commit), so frames due meanwhile are handled when it returns."""
     clock = ManualClock(start_s)
     loop = VirtualTimeLoop(clock)
     try:
         return loop.run_until_complete(
-            _run(list(sends), commits, scenario_with(overrides), members, horizon_s, clock)
+            _run(
+                list(sends),
+                commits,
+                scenario_with(overrides),
+                members,
+                horizon_s,
+                clock,
+                commit_on,
+            )
         )
     finally:
         loop.close()
@@ -390,6 +412,7 @@ async def _run(
     members: Mapping[str, Sequence[str]] | None,
     horizon_s: float,
     clock: ManualClock,
+    commit_on: str = "thread",
 ) -> PipelineRun:
     if members is None:
         rooms: dict[str, list[str]] = defaultdict(list)
@@ -397,12 +420,12 @@ async def _run(
             if user not in rooms[room]:
                 rooms[room].append(user)
         members = rooms
-    store = ScriptedStore(commits)
+    store = ScriptedStore(commits, blocking_clock=clock if commit_on == "loop" else None)
     metrics = Metrics()
     run = PipelineRun(sends, [None] * len(sends), defaultdict(list), [], store, metrics, scenario)
     run.handled_at_s = [None] * len(sends)
     recorder = _Recorder(run, clock)
-    path, writer, pool = await _wire(scenario, store, metrics, recorder, clock)
+    path, writer, pool = await _wire(scenario, store, metrics, recorder, clock, commit_on)
     users = sorted({u for us in members.values() for u in us} | {s[1] for s in sends})
     conns: dict[str, ScriptedConnection] = {}
     sessions: list[asyncio.Task[None]] = []
@@ -476,6 +499,7 @@ async def _wire(
     metrics: Metrics,
     recorder: _Recorder,
     clock: Clock,
+    commit_on: str = "thread",
 ) -> tuple[SendPath, Writer, StorePool]:
     """The send path as ``server.app.ChatServer`` builds it (the same
     :func:`server.writer.start_write_path`), on the scripted store and clock."""
@@ -490,8 +514,9 @@ async def _wire(
         breaker_listeners=(metrics.breaker_listener,),
         executor=ScriptedExecutor(store),
         wall_clock_us=lambda: int(clock() * 1e6),
-        # the scripted store takes its virtual time on the executor: commits on a thread
-        commit_on="thread",
+        # "thread": the scripted store takes its virtual time on the executor; "loop":
+        # the commit blocks the loop for it (ScriptedStore's blocking_clock)
+        commit_on=commit_on,
     )
     path = SendPath(
         config=cfg,
