@@ -563,7 +563,14 @@ def summarize(rows: Sequence[Mapping[str, Any]], processes: Sequence[int]) -> di
     out["judged"] = {k: v for k, v in verdict.items() if k != "line"}
     lines.append(verdict["line"])
     two = caps.get(2)
-    if one is not None and two is not None:
+    top = max((r["offered_per_s"] for r in rows if r["kind"] == "locust"), default=None)
+    if one is not None and two is not None and one["offered_per_s"] == top:
+        out["scaling_2_over_1"] = None  # one process already kept every load offered
+        lines.append(
+            f"[generator] 1 and 2 processes both kept the highest load offered ({top:g} "
+            "sends/s): the scaling is not measured (offer more with --loads)"
+        )
+    elif one is not None and two is not None:
         out["scaling_2_over_1"] = two["msgs_per_s"] / one["msgs_per_s"]
         lines.append(
             f"[generator] 2 processes give {out['scaling_2_over_1']:.2f}× one process "

@@ -99,3 +99,19 @@ def test_summarize_judges_the_one_process_capacity_not_a_faster_unsustained_load
     out = genbench.summarize(rows, [1])
     assert out["capacity"][1]["offered_per_s"] == 1000  # the unsustained 1500 never counts
     assert out["judged"]["msgs_per_cpu_s"] == 36_000 and out["judged"]["pass"] is True
+
+
+def test_no_scaling_figure_when_one_process_already_kept_the_top_load() -> None:
+    kinds = ("bare-sync", "bare-sync-pipelined")
+    bare = [{**per_cpu(kind, 60_000), "msgs_per_s": 1.0} for kind in kinds]
+    kept = {"msgs_per_cpu_s": 50_000, "cpu_pct": 40}
+    rows = [
+        *bare,
+        {**row(1, 22_000, True), **kept, "offered_per_s": 2000},
+        {**row(2, 22_000, True), **kept, "offered_per_s": 2000, "processes": 2},
+    ]
+    out = genbench.summarize(rows, [1, 2])
+    assert out["scaling_2_over_1"] is None
+    assert any("scaling is not measured" in line for line in out["lines"])
+    rows[2]["offered_per_s"] = 1000  # one process stopped below the top: scaling measured
+    assert genbench.summarize(rows, [1, 2])["scaling_2_over_1"] == 1.0
