@@ -40,6 +40,8 @@ The ``--chat-out`` file (JSON), key by key:
                     ``sends_intended`` (scheduled sends whose time had come),
                     ``sends_sent`` (first attempts sent), ``late_answers`` (answers after
                     the sender gave up), ``connects``, ``disconnects``;
+                    ``window_started_unix_s`` (latest among the parts; null when the
+                    warm-up was not cut), ``warmup_values`` (latencies the cut dropped);
                     ``schedule_lag_p99_ms`` (all codecs), ``kept_pace`` (bool) and
                     ``limits`` (why not: :func:`pace_limits`) — merged documents only
 ``workers``         one entry per part: ``worker`` index and its ``generator`` dict
@@ -115,6 +117,10 @@ class ProcessStats:
         self.errors: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.max_lag_us = 0
+        self.window_started_unix_s: float | None = None
+        """When :meth:`start_window` cut the warm-up off the latencies (None: not cut)."""
+        self.warmup_values = 0
+        """Latency values the cut dropped (all histograms)."""
         self.counts: Counter[str] = Counter()
         """``_GENERATOR_SUMS`` counters: users, sends_intended, sends_sent, …"""
 
@@ -170,6 +176,22 @@ class ProcessStats:
                 hist.record_us(value_us, n)
         self._unfolded = {}
 
+    def start_window(self, now_unix_s: float) -> list[tuple[str, str, dict[int, int], int]]:
+        """The measured window starts now: latencies counted so far (the ramp and the
+        warm-up) leave the histograms and the maximum lag; counts, the loss ledger and
+        errors keep the whole run. Returns what the tallies held (:meth:`drain`), so the
+        caller can still add it to Locust's rows, which cover the whole run."""
+        drained = self.drain()
+        self.warmup_values += sum(n for counts in self._unfolded.values() for n in counts.values())
+        self.warmup_values += sum(
+            h.count for h in (self.histograms.get(*k) for k in self.histograms)
+        )
+        self._unfolded = {}
+        self.histograms = HistogramSet()
+        self.max_lag_us = 0
+        self.window_started_unix_s = now_unix_s
+        return drained
+
     def record_lag(self, codec: str, lag_us: int) -> None:
         """How late a send went out against its intended time."""
         self.tally("schedule_lag", codec).add(lag_us)
@@ -188,6 +210,8 @@ class ProcessStats:
             wall_s=wall_s,
             cpu_pct=100.0 * cpu_s / wall_s,
             max_schedule_lag_ms=self.max_lag_us / 1000.0,
+            window_started_unix_s=self.window_started_unix_s,
+            warmup_values=self.warmup_values,
         )
         by_codec = self.loss_by_codec()
         return {
@@ -309,8 +333,19 @@ def _merge_generator(gens: list[Mapping[str, Any]]) -> dict[str, Any]:
         cpu_pct=100.0 * cpu_s / wall_s if wall_s > 0 else 0.0,
         max_cpu_pct_per_process=max((float(g["cpu_pct"]) for g in gens), default=0.0),
         max_schedule_lag_ms=max((float(g["max_schedule_lag_ms"]) for g in gens), default=0.0),
+        window_started_unix_s=_latest(g.get("window_started_unix_s") for g in gens),
+        warmup_values=sum(int(g.get("warmup_values", 0)) for g in gens),
     )
     return merged
+
+
+def _latest(times: Iterable[float | None]) -> float | None:
+    """The latest of the parts' window starts; None when any part never cut (its
+    latencies cover its whole run, so the merge does too)."""
+    seen = list(times)
+    if not seen or any(t is None for t in seen):
+        return None
+    return max(float(t) for t in seen if t is not None)
 
 
 def generator_bound(document: Mapping[str, Any], cpu_pct_max: float = 90.0) -> list[str]:

@@ -167,6 +167,14 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
         help="send process: poisson | constant (open loop) | closed (think time)",
     )
     add(
+        "--chat-warmup-s",
+        type=float,
+        default=None,
+        help="latency histograms count from this many seconds after spawning completes "
+        "(the ramp and warm-up left out; counts and the loss ledger keep the whole run); "
+        "default: the whole run",
+    )
+    add(
         "--chat-out",
         default="",
         include_in_web_ui=False,
@@ -254,6 +262,10 @@ class RunState:
         self.started_workers: dict[str, int] = {}
         self.folder: gevent.Greenlet | None = None
         """The greenlet folding tallies into Locust's statistics while a test runs."""
+        self.environment: Environment | None = None
+        """The Locust environment of the current test (``spawning_complete`` has none)."""
+        self.window_timer: gevent.Greenlet | None = None
+        """The greenlet that starts the measured window (``--chat-warmup-s``)."""
         self._users: Iterator[int] = itertools.count()
         self._readers: Iterator[int] = itertools.count()
 
@@ -323,6 +335,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
         return  # the master's options arrive with the spawn message
     try:
         plan_from_options(environment.parsed_options)
+        warmup_s(environment.parsed_options)
     except (ScenarioError, ValueError) as exc:
         logger.error("chatcap: %s", exc)
         raise SystemExit(2) from None
@@ -338,6 +351,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
     runner = environment.runner
     RUN.plan = None  # a bad option must not leave the previous test's plan in place
+    RUN.environment = environment
     try:
         plan = plan_from_options(environment.parsed_options)
     except (ScenarioError, ValueError) as exc:  # the web form checks first; a worker may not
@@ -354,6 +368,36 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
     RUN.folder = gevent.spawn(_fold_loop, environment)
     if isinstance(runner, WorkerRunner):
         runner.send_message(MSG_HELLO, {"worker": worker})
+
+
+def warmup_s(options: Namespace | None) -> float | None:
+    """``--chat-warmup-s`` (None: latencies cover the whole run); a bad value is a
+    ValueError naming the option and the range."""
+    value: float | None = _number(getattr(options, "chat_warmup_s", None), float, "--chat-warmup-s")
+    if value is not None and not 0.0 <= value <= 3600.0:
+        raise ValueError(f"--chat-warmup-s {value!r}: expected 0 to 3600 seconds")
+    return value
+
+
+def _on_spawning_complete(**_kw: Any) -> None:
+    """Spawning ended in this process: after ``--chat-warmup-s``, the window starts."""
+    environment = RUN.environment
+    if environment is None or isinstance(environment.runner, MasterRunner) or not RUN.active:
+        return
+    try:
+        delay_s = warmup_s(environment.parsed_options)
+    except ValueError as exc:
+        logger.error("chatcap: %s; latencies cover the whole run", exc)
+        return
+    if delay_s is None or RUN.window_timer is not None:
+        return  # not asked, or already armed (a web UI re-spawn keeps the first window)
+    RUN.window_timer = gevent.spawn_later(delay_s, _start_window, environment)
+
+
+def _start_window(environment: Environment) -> None:
+    if RUN.stats is not None and RUN.active:
+        now = time.time()
+        fold_into_locust(environment.stats, RUN.stats.start_window(now), int(now), now)
 
 
 def _on_test_stop(environment: Environment, **_kw: Any) -> None:
@@ -418,6 +462,9 @@ def _fold_loop(environment: Environment) -> None:
 
 def _stop_folding(environment: Environment) -> None:
     """Stop the fold loop, and fold what the tallies hold (the test is stopping)."""
+    timer, RUN.window_timer = RUN.window_timer, None
+    if timer is not None:
+        timer.kill(block=False)  # a window that had not started yet: the whole run counts
     folder, RUN.folder = RUN.folder, None
     if folder is not None:
         folder.kill(block=True)
@@ -500,6 +547,7 @@ def _listen(hook: Any, handler: Callable[..., None]) -> None:
 _listen(events.init_command_line_parser, _add_arguments)
 _listen(events.init, _on_init)
 _listen(events.test_start, _on_test_start)
+_listen(events.spawning_complete, _on_spawning_complete)
 _listen(events.test_stop, _on_test_stop)
 _listen(events.report_to_master, _on_report_to_master)
 _listen(events.worker_report, _on_worker_report)

@@ -110,6 +110,7 @@ def locust_argv(point: Point, settings: Settings, base_url: str, pdir: Path) -> 
         "--chat-codec", point.codec, "--chat-scenario", str(settings.scenario_path),
         "--chat-send-rate", repr(shape.send_rate_per_user_per_s),
         "--chat-seed", str(point.seed), "--chat-out", str(pdir / "chat.json"),
+        "--chat-warmup-s", f"{settings.warmup_s:g}",
         "--csv", str(pdir / "locust"), "--html", str(pdir / "locust.html"),
         "--exit-code-on-error", "0",
     ]  # fmt: skip

@@ -75,6 +75,46 @@ def test_a_headless_run_records_acks_deliveries_and_no_loss(
     }
 
 
+def test_a_warmup_cut_leaves_the_ramp_out_of_the_latencies_but_not_out_of_the_counts(
+    server: Server, scenario: Path, tmp_path: Path
+) -> None:
+    out, log = tmp_path / "out.json", tmp_path / "locust.log"
+    args = headless(server, 4, "--chat-send-rate", "5", "--chat-warmup-s", "1")
+    stats = tmp_path / "locust-stats"
+    proc = locust([*args, "--chat-out", str(out), "--json-file", str(stats)], log, scenario)
+    try:
+        finish(proc, log, 30)
+    finally:
+        stop(proc)
+
+    doc = read(out)
+    gen, loss = doc["generator"], doc["loss"]
+    assert gen["window_started_unix_s"] is not None
+    assert doc["started_unix_s"] < gen["window_started_unix_s"] < doc["stopped_unix_s"]
+    hists = HistogramSet.from_json(doc["histograms"])
+    acks = sum(hists.get(name, codec).count for name, codec in hists if name == "ack")
+    assert 0 < acks < loss["acked"] and gen["warmup_values"] > 0  # the first second left out
+    assert loss["missing"] == 0  # the ledger keeps the whole run
+    rows = locust_rows(Path(f"{stats}.json"))  # so do Locust's rows (the scenario's mix)
+    assert (
+        sum(n for (_, name), (n, _) in rows.items() if name.startswith("send→ack"))
+        == (loss["acked"])
+    )
+
+
+def test_a_bad_warmup_ends_locust_at_init_with_one_line(
+    server: Server, scenario: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "locust.log"
+    proc = locust(headless(server, 2, "--chat-warmup-s", "-1"), log, scenario)
+    try:
+        rc = proc.wait(timeout=scaled(30))
+    finally:
+        stop(proc)
+    assert rc == 2
+    assert "--chat-warmup-s -1.0: expected 0 to 3600 seconds" in log.read_text()
+
+
 def locust_rows(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
     """Locust's final statistics (``--json-file``): ``{(type, name): (requests, failures)}``."""
     return {

@@ -107,3 +107,30 @@ def test_unsent_sends_and_a_full_core_are_each_a_reason() -> None:
     reasons = pace_limits(doc)
     assert any("200 scheduled sends never went out" in r for r in reasons)
     assert any("97% CPU" in r for r in reasons)
+
+
+def test_the_window_cut_drops_warmup_latencies_but_hands_them_to_locust() -> None:
+    stats = ProcessStats(0.0, 0.0)
+    stats.record_lag("json", 90_000)  # a ramp-time send that left 90 ms late
+    stats.tally("ack", "json").add(40_000, 30)
+    stats.drain()  # one fold already happened: these wait for the histograms
+    stats.tally("ack", "json").add(41_000, 30)  # not drained yet
+    for_locust = stats.start_window(5.0)
+    assert for_locust == [("ack", "json", {40_992: 1}, 30)]  # Locust still gets it
+    stats.record_lag("json", 1_000)
+    stats.tally("ack", "json").add(2_000, 30)
+    part = stats.part(0, 10.0, 0.0)
+    assert stats.histograms.get("ack", "json").count == 1  # the steady one only
+    assert part["generator"]["max_schedule_lag_ms"] == 1.0
+    assert part["generator"]["window_started_unix_s"] == 5.0
+    assert part["generator"]["warmup_values"] == 3  # one lag and two acks left out
+    doc = merge_parts([part], {}, "local")
+    assert doc["generator"]["schedule_lag_p99_ms"] < 2.0 and doc["generator"]["kept_pace"]
+
+
+def test_a_merge_has_no_window_when_one_part_never_cut() -> None:
+    cut, uncut = ProcessStats(0.0, 0.0), ProcessStats(0.0, 0.0)
+    cut.start_window(3.0)
+    parts = [cut.part(0, 9.0, 0.0), uncut.part(1, 9.0, 0.0)]
+    assert merge_parts(parts[:1], {}, "local")["generator"]["window_started_unix_s"] == 3.0
+    assert merge_parts(parts, {}, "distributed")["generator"]["window_started_unix_s"] is None
