@@ -161,6 +161,13 @@ class StoreConfig:
         "at a time, so more only shrinks batches (fault latency and theory cases raise it)",
         ge=1,
     )
+    commit_on: str = opt(
+        "auto",
+        "where a commit runs: 'loop' (the event loop's thread: no thread hops; WAL with "
+        "NORMAL/OFF does not fsync), 'thread' (a pool thread: FULL/EXTRA, several "
+        "processes), 'auto' = loop for NORMAL/OFF with one process, else thread",
+        choices=("auto", "loop", "thread"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
