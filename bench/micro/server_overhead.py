@@ -86,11 +86,9 @@ else 0 — a MISS is a finding, not a failure.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -415,19 +413,6 @@ def paced_argv(
     return argv
 
 
-def run_paced_client(argv: list[str], timeout_s: float) -> dict[str, Any]:
-    """Run one paced client; its last stdout line is the JSON outcome."""
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout_s, text=True)
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "note": f"client killed after {timeout_s:g} s"}
-    try:
-        outcome: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"ok": False, "note": f"client exit {done.returncode}: {done.stderr[-800:]}"}
-    return outcome
-
-
 def paced_row(
     run_id: str, case: str, impl: str, codec: str, repeat: int, outcome: dict[str, Any]
 ) -> dict[str, Any]:
@@ -471,7 +456,7 @@ def run_paced(
         messages = paced.low_messages if case == "lowrate" else paced.high_messages
         tag = f"r{repeat}-{case}-{impl}-{codec}"
         argv = paced_argv(server, impl, codec, rate, messages, timeout_s, tag)
-        outcome = run_paced_client(argv, timeout_s * 3)
+        outcome = run_client(argv, timeout_s * 3)  # its last stdout line is the JSON outcome
         label = f"{case:8} {impl}/{codec} at {rate:,.0f}/s"
         if not outcome.get("ok"):
             failures.append(f"repeat {repeat} {label}: {outcome.get('note')}")
