@@ -81,6 +81,11 @@ def test_every_case_impl_and_codec_has_one_row(run_dir: Path) -> None:
     for impl in ("ours", "ours-tls"):
         expected += [(case, impl, c) for case in ("echo", "fanout") for c in ("json", "protobuf")]
         expected.append(("idle", impl, "json"))
+    # the paced pair (plain only): lowrate and the highrate it is divided by
+    expected += [
+        (case, "ours", c) for case in ("lowrate", "highrate") for c in ("json", "protobuf")
+    ]
+    expected += [(case, "bare", "none") for case in ("lowrate", "highrate")]
     assert keys == sorted(expected)
     assert {r["run_id"] for r in rows} == {run_dir.name}
     assert {r["repeat"] for r in rows} == {0}
@@ -91,6 +96,9 @@ def test_message_cases_count_every_message_and_delivery_with_positive_cpu(
 ) -> None:
     rows = read_table(run_dir / "overhead.csv", OVERHEAD_COLUMNS)
     for row in rows:
+        if row["case"] in ("lowrate", "highrate"):  # paced: its own message count
+            assert row["messages"] > 0 and row["cpu_us_per_msg"] > 0, row
+            continue
         if row["case"] == "idle":
             continue
         members = 1 if row["case"] == "echo" else ROOM_SIZE
@@ -157,9 +165,12 @@ def test_tls_lines_carry_the_ratio_vs_plain_and_no_verdict_while_ours_keeps_its_
         if line["impl"] == "ours-tls":
             assert line["ratio_vs_plain"] > 0 and line["ratio_vs_bare"] is None, line
             assert "verdict" not in line and "target" not in line
+        elif line["impl"] == "ours" and line["case"] == "highrate":
+            assert "verdict" not in line  # lowrate's divisor, no target of its own
         elif line["impl"] == "ours":
             assert line["verdict"] in ("PASS", "MISS") and line["ratio_vs_plain"] is None
-            assert line["case"] == "idle" or line["ratio_vs_bare"] > 0
+            assert line["case"] in ("idle", "lowrate") or line["ratio_vs_bare"] > 0
+            assert line["case"] != "lowrate" or line["ratio_low_high"] > 0
 
 
 def test_the_printed_table_has_a_vs_plain_column_and_the_tls_ratios_line(
