@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import glob
 import json
 import os
 import sys
@@ -39,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench._support.args import BadInput
 from bench._support.host import install_uvloop, raise_nofile_limit
-from bench._support.procstat import process_cpu_s
+from bench._support.procstat import precise_cpu_s
 from bench._support.tls import is_secure, trust_context
 from bench.micro.loadclient import BODY, WARMUP_SHARE, Link, Plan, open_link
 from chatcap.protocol import CODECS, Ack, DecodeError, Error, Send
@@ -65,19 +64,6 @@ class PacedOutcome:
     lag_p99_ms: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     note: str = ""
-
-
-def server_cpu_s(pid: int) -> tuple[float, str]:
-    """CPU time of every thread of ``pid`` so far, and where it was read from."""
-    total_ns, found = 0, False
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(path, "rb") as fh:
-                total_ns += int(fh.read().split()[0])
-            found = True
-    if found:
-        return total_ns / 1e9, "schedstat"
-    return process_cpu_s(pid), "stat"
 
 
 def due_times_s(start_s: float, rate_per_s: float, count: int) -> list[float]:
@@ -173,14 +159,14 @@ async def run(plan: Plan, rate_per_s: float, out: PacedOutcome) -> None:
             await paced_phase(link, plan.tag, room, 0, warmup, rate_per_s)
             await answers.done.wait()
         answers.expect(plan.messages)
-        (cpu0, source), wall0 = server_cpu_s(plan.server_pid), time.perf_counter()
+        (cpu0, source), wall0 = precise_cpu_s(plan.server_pid), time.perf_counter()
         own0 = time.process_time()
         async with asyncio.timeout(plan.timeout_s):
             sending_s, lags = await paced_phase(
                 link, plan.tag, room, warmup, plan.messages, rate_per_s
             )
             await answers.done.wait()
-        cpu1, _ = server_cpu_s(plan.server_pid)
+        cpu1, _ = precise_cpu_s(plan.server_pid)
         out.server_cpu_s, out.cpu_source = cpu1 - cpu0, source
         out.wall_s = time.perf_counter() - wall0
         out.client_cpu_s = time.process_time() - own0
