@@ -578,12 +578,6 @@ def _copy(exc: WriteRejected) -> WriteRejected:
 # -- wiring -------------------------------------------------------------------------
 
 
-def scenario_commit_on(store_cfg: StoreConfig) -> str:
-    """``server.store.commit_on`` of the scenario; ``auto`` while the scenario schema
-    (``chatcap.scenario.StoreConfig``) does not have the key yet."""
-    return str(getattr(store_cfg, "commit_on", "auto"))
-
-
 @dataclass(frozen=True, slots=True)
 class WritePath:
     """The write path's parts, as the server runs them (and the differential test too)."""
@@ -616,7 +610,7 @@ async def start_write_path(
     ValueError naming the key, the value and the allowed ones."""
     cfg = scenario.server
     place = commit_place(
-        commit_on if commit_on is not None else scenario_commit_on(cfg.store),
+        commit_on if commit_on is not None else cfg.store.commit_on,
         cfg.store.synchronous,
         cfg.processes,
     )
