@@ -173,22 +173,27 @@ def test_a_tiny_real_search_writes_its_steps_and_capacity_csv(
         "--scenario", str(SMOKE), "--codec", "protobuf", "--find-capacity", "--loads", "40",
         "--max-load-per-s", "80", "--repeat", "1", "--duration-s", "2", "--warmup-s", "0.5",
         "--sample-s", "0.25", "--set", "workload.send_rate_per_user_per_s=10",
-        "--out", str(out),
+        "--max-steps", "2", "--out", str(out),
     ]  # fmt: skip
     rc = run.main(argv)
     printed = capsys.readouterr().out
     assert rc == 0, printed
     result = read_run(out)
     offers = [r["offered_per_s"] for r in result.summary]
-    assert offers[0] == 40 and set(offers) <= {40, 80} and len(offers) <= 2
+    assert offers[0] == 40 and len(offers) == 2  # the step budget, whatever the machine did
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = manifest["search"]["results"]["protobuf"]
+    if record["verdicts"]["40"]["verdict"] == "pass":  # up the ladder to the highest offer
+        assert offers[1] == 80
+    else:  # the first rung failed on a busy machine: the search steps down
+        assert offers[1] < 40
     assert all("search step" in r["note"] for r in result.summary)
     (cap,) = read_table(out / CAPACITY_FILE, CAPACITY_COLUMNS)
     assert cap["codec"] == "protobuf" and cap["steps"] == len(offers)
     assert (
         cap["limited_by"] in LIMITS and cap["server_cpus"] == result.manifest["cpus"]["server_cpus"]
     )
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["search"]["results"]["protobuf"]["steps"][0]["phase"] == "ladder"
+    assert record["steps"][0]["phase"] == "ladder"
     assert [p["offered_per_s"] for p in manifest["points"]] == offers
     assert (
         "[search protobuf] step 1 (ladder)" in printed and "capacity per core, protobuf" in printed
