@@ -40,7 +40,9 @@ __all__ = [
     "CodecPlan",
     "LoadPlan",
     "RoomPlan",
+    "backlog_until",
     "body_text",
+    "count_backlog",
     "resolve_plan",
     "send_gaps",
     "user_name",
@@ -241,6 +243,26 @@ def send_gaps(arrival: str, rate_per_s: float, rng: random.Random) -> Iterator[f
             yield gap
     else:
         raise ValueError(f"arrival {arrival!r} has no open-loop schedule (poisson, constant)")
+
+
+def backlog_until(now_ns: int, stopping_ns: int | None) -> int:
+    """Until when a stopping user counts its due, unsent sends: the moment the stop began
+    (``stopping_ns``, Locust's ``test_stopping``), not ``now_ns``. Locust stops users one
+    after another; a send that falls due while it does is the stop's doing, not a
+    lagging generator's. No stop under way (a ramp-down): ``now_ns``."""
+    return now_ns if stopping_ns is None else min(now_ns, stopping_ns)
+
+
+def count_backlog(
+    next_send_ns: float, until_ns: int, gaps_s: Iterator[float], limit: int = 1_000_000
+) -> int:
+    """How many intended sends fall at or before ``until_ns``, the next one being due at
+    ``next_send_ns`` and the ones after it ``gaps_s`` apart (at most ``limit``)."""
+    due, intended = 0, next_send_ns
+    while intended <= until_ns and due < limit:
+        due += 1
+        intended += int(next(gaps_s) * 1e9)
+    return due
 
 
 _FILLER = "chatcap load message, the quick brown fox jumps over the lazy dog. "

@@ -3,7 +3,7 @@
 Runs under gevent only (Locust patches the standard library before this is imported);
 never import it into a process that runs asyncio. Importing it registers its listeners
 on Locust's events once: the command-line options (:func:`_add_arguments`), ``init``,
-``test_start`` and ``test_stop``. Every locustfile (``bench/locustfile.py``,
+``test_start``, ``test_stopping`` and ``test_stop``. Every locustfile (``bench/locustfile.py``,
 ``bench/locust_history.py``) reaches it through :mod:`bench.load.users` or
 :mod:`bench.load.history`, so all share one :data:`RUN`.
 
@@ -266,6 +266,9 @@ class RunState:
         """The Locust environment of the current test (``spawning_complete`` has none)."""
         self.window_timer: gevent.Greenlet | None = None
         """The greenlet that starts the measured window (``--chat-warmup-s``)."""
+        self.stopping_ns: int | None = None
+        """``perf_counter_ns`` when this process was told to stop (``test_stopping``):
+        sends due after it are not counted as unsent (:func:`bench.load.plan.backlog_until`)."""
         self._users: Iterator[int] = itertools.count()
         self._readers: Iterator[int] = itertools.count()
 
@@ -281,6 +284,7 @@ class RunState:
         self.tag = f"{time.time_ns() // 1_000_000:x}"
         self.rooms_joined = []
         self.final_part = None
+        self.stopping_ns = None
         self._users = itertools.count()
         self._readers = itertools.count()
 
@@ -398,6 +402,12 @@ def _start_window(environment: Environment) -> None:
     if RUN.stats is not None and RUN.active:
         now = time.time()
         fold_into_locust(environment.stats, RUN.stats.start_window(now), int(now), now)
+
+
+def _on_test_stopping(environment: Environment, **_kw: Any) -> None:
+    """The runner begins to stop its users: remember when (the first time)."""
+    if RUN.active and RUN.stopping_ns is None:
+        RUN.stopping_ns = time.perf_counter_ns()
 
 
 def _on_test_stop(environment: Environment, **_kw: Any) -> None:
@@ -548,6 +558,7 @@ _listen(events.init_command_line_parser, _add_arguments)
 _listen(events.init, _on_init)
 _listen(events.test_start, _on_test_start)
 _listen(events.spawning_complete, _on_spawning_complete)
+_listen(events.test_stopping, _on_test_stopping)
 _listen(events.test_stop, _on_test_stop)
 _listen(events.report_to_master, _on_report_to_master)
 _listen(events.worker_report, _on_worker_report)

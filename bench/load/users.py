@@ -83,7 +83,9 @@ from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from bench.load.plan import (
+    backlog_until,
     body_text,
+    count_backlog,
     send_gaps,
     user_name,
     user_rng,
@@ -196,7 +198,7 @@ class ChatUser(FastHttpUser):
 
     def on_stop(self) -> None:
         self.stopping = True
-        self._count_backlog(time.perf_counter_ns())
+        self._count_backlog(backlog_until(time.perf_counter_ns(), RUN.stopping_ns))
         ws, receiver = self.ws, self.receiver
         self.ws = None
         if ws is not None:
@@ -382,16 +384,12 @@ class ChatUser(FastHttpUser):
             self.next_send_ns = now + self.think_ns
             self.wake.set()
 
-    def _count_backlog(self, now: int) -> None:
-        """Sends whose intended time has come but that never went out (a lagging sender)."""
+    def _count_backlog(self, until_ns: int) -> None:
+        """Sends whose intended time came before ``until_ns`` (when the stop began) but
+        that never went out: a lagging sender."""
         if self.gaps is None or self.next_send_ns is None:
             return
-        intended = self.next_send_ns
-        for _ in range(1_000_000):
-            if intended > now:
-                break
-            self.stats.counts["sends_intended"] += 1
-            intended += self._gap_ns()
+        self.stats.counts["sends_intended"] += count_backlog(self.next_send_ns, until_ns, self.gaps)
 
     # -- receiving ---------------------------------------------------------------------
 

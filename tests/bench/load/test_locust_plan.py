@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 
 from bench._support.histo import HistogramSet
-from bench.load.plan import RoomPlan, body_text, resolve_plan, send_gaps, user_name, user_rng
+from bench.load.plan import (
+    RoomPlan,
+    backlog_until,
+    body_text,
+    count_backlog,
+    resolve_plan,
+    send_gaps,
+    user_name,
+    user_rng,
+)
 from bench.load.report import (
     LEDGER_COLUMNS,
     SCHEMA,
@@ -111,6 +120,26 @@ def test_codec_mix_deals_codecs_in_the_weighted_shares(baseline: Scenario) -> No
 @pytest.mark.parametrize("size", [0, 1, 120, 1000])
 def test_bodies_have_exactly_the_requested_bytes(size: int) -> None:
     assert len(body_text(size).encode()) == size
+
+
+def test_backlog_counts_only_the_sends_due_by_the_cut() -> None:
+    # next send at 1 s, then one every 0.5 s: due at 1.0, 1.5, 2.0, 2.5 ...
+    assert count_backlog(1_000_000_000, 2_000_000_000, itertools.repeat(0.5)) == 3
+    assert count_backlog(1_000_000_000, 999_999_999, itertools.repeat(0.5)) == 0
+    assert count_backlog(0, 10**18, itertools.repeat(0.001), limit=7) == 7
+
+
+def test_a_stop_under_way_excludes_the_sends_due_while_users_are_stopped() -> None:
+    # Locust began stopping at 2 s; this user is stopped at 5 s. The sends due at 2.5 .. 5 s
+    # fell due because of the stop, not because the generator lagged.
+    until = backlog_until(5_000_000_000, 2_000_000_000)
+    assert until == 2_000_000_000
+    assert count_backlog(1_000_000_000, until, itertools.repeat(0.5)) == 3
+    # a stop that began later than now (clocks of one process: cannot, but min is safe)
+    assert backlog_until(5_000_000_000, 9_000_000_000) == 5_000_000_000
+    # no stop under way (a ramp-down): count up to now
+    assert backlog_until(5_000_000_000, None) == 5_000_000_000
+    assert count_backlog(1_000_000_000, 5_000_000_000, itertools.repeat(0.5)) == 9
 
 
 def make_part(worker: int, values: list[int]) -> dict[str, Any]:
