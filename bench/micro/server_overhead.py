@@ -18,7 +18,7 @@ echo     1 connection, ``--window`` (100) sends in flight,   server CPU µs per 
          ``--messages`` (20,000; quick 2,000). Ours: Send →  (ours / bare echo)
          durable Ack (+ the sender's own Deliver, being a
          member); bare: echo.
-fanout   room of ``--room-size`` (50) connections, one       server CPU µs per         ≤ 1.5×
+fanout   room of ``--room-size`` (50) connections, one       server CPU µs per         ≤ 1.3×
          sender, ``--fanout-window`` (20) in flight,         delivery = Δcpu /
          ``--fanout-messages`` (2,000; quick 300). Bare:     (messages × members)
          ``websockets.broadcast()`` to all connected.
