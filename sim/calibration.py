@@ -35,6 +35,12 @@ key                        meaning
                            wake-up on the result (optional; 0 when absent)
 ``per_batch_wait_samples_ms``  optional: that wait's distribution (quantiles); when
                            present the model draws each batch's wait from it
+``cold_penalty_us_by_gap_ms``  optional ``{idle gap ms: µs}``: what a unit of work
+                           costs the loop beyond its warm cost when the loop had been
+                           idle for that long before it (the cold path: CPU idle
+                           states, the VM's wake-up, cold caches); the model charges
+                           :class:`ColdPath` of it to work that finds its loop idle
+                           (absent or empty: no penalty)
 ``store_commit_fixed_ms``  measured mean commit of a batch of one message
 ``store_commit_per_msg_ms``  measured extra per further message in a batch
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
@@ -60,6 +66,7 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_right
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +77,7 @@ __all__ = [
     "DEFAULT_COSTS",
     "SCHEMA_VERSION",
     "CalibrationError",
+    "ColdPath",
     "Costs",
     "load_costs",
     "save_costs",
@@ -98,6 +106,7 @@ class Costs:
     per_batch_thread_us: float = 0.0
     per_batch_wait_ms: float = 0.0
     per_batch_wait_samples_ms: tuple[float, ...] = ()
+    cold_penalty_us_by_gap_ms: dict[float, float] = field(default_factory=dict)
     store_commit_fixed_ms: float = 0.04
     store_commit_per_msg_ms: float = 0.015
     store_commit_ms_by_batch: dict[int, float] = field(default_factory=dict)
@@ -122,6 +131,7 @@ class Costs:
             per_recipient_send_us=0.0,
             per_batch_loop_us=0.0,
             per_batch_thread_us=0.0,
+            cold_penalty_us_by_gap_ms={},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -132,7 +142,58 @@ class Costs:
         }
         data["commit_samples_ms"] = list(self.commit_samples_ms)
         data["per_batch_wait_samples_ms"] = list(self.per_batch_wait_samples_ms)
+        data["cold_penalty_us_by_gap_ms"] = {
+            _gap_key(k): v for k, v in sorted(self.cold_penalty_us_by_gap_ms.items())
+        }
         return {"schema_version": SCHEMA_VERSION, **data}
+
+
+def _gap_key(gap_ms: float) -> str:
+    """A gap as a JSON key: ``"0"``, ``"0.3"``, ``"10"`` (no trailing ``.0``)."""
+    return f"{gap_ms:g}"
+
+
+class ColdPath:
+    """The cold-path penalty as a function of the loop's idle gap: ``penalty_s(gap_s)``.
+
+    Built from ``cold_penalty_us_by_gap_ms``: between two measured gaps the penalty is
+    interpolated linearly; below the smallest measured gap it is the smallest gap's
+    value, above the largest the largest's. The measured values are made non-decreasing
+    (a running maximum over increasing gaps): a longer idle spell lets the CPU sink into
+    deeper idle states, never shallower ones, so a dip is measurement noise. Pure.
+    """
+
+    __slots__ = ("_gaps_s", "_values_s")
+
+    def __init__(self, table: dict[float, float]) -> None:
+        if not table:
+            raise ValueError("ColdPath needs at least one (gap, penalty) point")
+        gaps = sorted(table)
+        values: list[float] = []
+        for gap in gaps:
+            v = table[gap]
+            if gap < 0 or v < 0 or not (math.isfinite(gap) and math.isfinite(v)):
+                raise ValueError(f"cold-path point ({gap!r} ms, {v!r} µs): must be finite, ≥ 0")
+            values.append(max(v, values[-1]) if values else v)
+        self._gaps_s = [g / 1000.0 for g in gaps]
+        self._values_s = [v / 1e6 for v in values]
+
+    @property
+    def max_s(self) -> float:
+        """The penalty after the longest measured gap (and any longer one)."""
+        return self._values_s[-1]
+
+    def penalty_s(self, gap_s: float) -> float:
+        """The penalty (s) of work that finds the loop idle for ``gap_s`` seconds."""
+        gaps, values = self._gaps_s, self._values_s
+        if gap_s <= gaps[0]:
+            return values[0]
+        if gap_s >= gaps[-1]:
+            return values[-1]
+        i = bisect_right(gaps, gap_s)  # gaps[i - 1] < gap_s < gaps[i]
+        g0, g1 = gaps[i - 1], gaps[i]
+        v0, v1 = values[i - 1], values[i]
+        return v0 + (v1 - v0) * (gap_s - g0) / (g1 - g0)
 
 
 DEFAULT_COSTS = Costs()
@@ -195,6 +256,10 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         values["store_commit_ms_by_batch"] = _batch_table(
             data["store_commit_ms_by_batch"], f"{source}: store_commit_ms_by_batch"
         )
+    if "cold_penalty_us_by_gap_ms" in data:
+        values["cold_penalty_us_by_gap_ms"] = _gap_table(
+            data["cold_penalty_us_by_gap_ms"], f"{source}: cold_penalty_us_by_gap_ms"
+        )
     for name in ("commit_samples_ms", "per_batch_wait_samples_ms"):
         if name in data:
             values[name] = _samples(data[name], f"{source}: {name}")
@@ -246,6 +311,21 @@ def _batch_table(value: Any, where: str) -> dict[int, float]:
         if size < 1:
             raise CalibrationError(f"{where}: batch size {size} must be ≥ 1")
         table[size] = _number(ms, f"{where}[{key}]")
+    return table
+
+
+def _gap_table(value: Any, where: str) -> dict[float, float]:
+    if not isinstance(value, dict):
+        raise CalibrationError(f"{where}: must be an object {{idle gap ms: µs}}")
+    table: dict[float, float] = {}
+    for key, us in value.items():
+        try:
+            gap = float(key)
+        except (TypeError, ValueError):
+            raise CalibrationError(f"{where}: key {key!r} is not a gap in ms") from None
+        if not math.isfinite(gap) or gap < 0:
+            raise CalibrationError(f"{where}: gap {key!r} must be a finite number of ms ≥ 0")
+        table[gap] = _number(us, f"{where}[{key}]")
     return table
 
 

@@ -66,7 +66,7 @@ from chatcap import wiring
 from chatcap.pipeline import JOIN, NEW, FaultPlan, acquire_timeout_s, protocol_ms, throttle_until
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
-from sim.calibration import Costs
+from sim.calibration import ColdPath, Costs
 from sim.engine import ModelEnvironment
 from sim.parts import (
     ACKED,
@@ -193,6 +193,9 @@ class _Model:
         self.batch_s = (c.per_batch_loop_us + c.per_batch_thread_us) * us
         self.handoff_s = c.per_batch_wait_ms / 1000.0
         self.burn_s = burn_us * us if self.s.sim.cpu else 0.0
+        # the cold path: work that finds its loop idle for g pays penalty(g) on the loop
+        table = c.cold_penalty_us_by_gap_ms
+        self.cold = ColdPath(table).penalty_s if table else None
 
     def _init_processes(self, s: Scenario) -> None:
         srv = s.server
@@ -480,12 +483,18 @@ class _Model:
         proc = msg.proc
         codec = msg.codec
         busy = proc.busy_until
-        start = now if now > busy else busy
+        cold = 0.0
+        if now > busy:
+            start = now
+            if self.cold is not None:
+                cold = self.cold(now - busy)  # the loop had been idle since `busy`
+        else:
+            start = busy
         if proc.limiter is not None:
             # asked when the loop picks the frame up (the server's t_in)
             decision = proc.limiter.try_acquire(self.user_keys[msg.user], start)
             if not decision.allowed:
-                cost = self.ingress_s[codec] + self.reply_s[codec]
+                cost = cold + self.ingress_s[codec] + self.reply_s[codec]
                 proc.busy_until = start + cost
                 proc.busy_total += cost
                 self.cpu_codec[codec] += cost
@@ -493,7 +502,7 @@ class _Model:
                 retry_after_s = protocol_ms(decision.retry_after_s) / 1000.0
                 self._resolve(attempt, RATE_LIMITED, start + cost, retry_after_s)
                 return
-        cost = self.ingress_s[codec] + self.burn_s
+        cost = cold + self.ingress_s[codec] + self.burn_s
         finish = start + cost
         proc.busy_until = finish
         proc.busy_total += cost
@@ -696,6 +705,12 @@ class _Model:
         self._release_connection(proc, now)
         busy = proc.busy_until
         begin = cursor = now if now > busy else busy
+        if now > busy and self.cold is not None:  # the result wakes an idle loop
+            cold = self.cold(now - busy)
+            cursor += cold
+            cpu_codec = self.cpu_codec
+            for write in batch.writes:
+                cpu_codec[write.msg.codec] += cold / len(batch.writes)
         dedup, reply_s, cpu_codec = proc.dedup, self.reply_s, self.cpu_codec
         share_s = self.batch_s / len(batch.writes)  # the batch's own loop cost, split
         wire = self.wire

@@ -62,7 +62,16 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    ``chatcap_ack_latency_seconds`` histogram, read from ``/metrics`` around the point)
    less what the model puts on that path (ingress, the batch's loop cost, a commit of
    one, the Ack) — the thread hand-off's wall time, which the model adds to each commit.
-4. **The store** (``store_commit_*``, ``commit_samples_ms``):
+4. **The cold path** (``cold_penalty_us_by_gap_ms``): one JSON connection, one send in
+   flight, the next send an idle gap of :data:`~bench.jobs.calibrate_fit.COLD_GAPS_MS`
+   after the previous Ack (``bench.micro.paced_client --gap-ms``: 0 = back-to-back, up
+   to 30 ms), on each repeat's server after its other points. Per gap: the server's mean
+   ack latency (its histogram's Δ sum ÷ Δ count), the client's round trip and the
+   server's CPU per message. The penalty is the server mean less the back-to-back one:
+   what a unit of work costs beyond the warm path when it finds the loop idle (CPU idle
+   states, the virtual machine's wake-up, cold caches). The model charges it to work
+   that finds its loop idle (:class:`sim.calibration.ColdPath`).
+5. **The store** (``store_commit_*``, ``commit_samples_ms``):
    :meth:`server.store.StoreConnection.commit_batch` on a temporary SQLite file (WAL,
    ``synchronous=NORMAL``), batch sizes 1, 2, 4, … 256 taking turns within every repeat;
    each repeat's figure is the mean wall time of its commits, the table the median over
@@ -100,7 +109,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench._support.args import BadInput
-from bench._support.clients import WINDOW, run_case
+from bench._support.clients import WINDOW, run_case, run_client
 from bench._support.cpus import CpuPlan, add_cpu_arguments, cpu_plan_from_args, pinned, plan_cpus
 from bench._support.host import raise_nofile_limit
 from bench._support.metrics_scrape import ACK_LATENCY, Scrape, fetch
@@ -115,15 +124,19 @@ from bench._support.servers import (
 from bench._support.tls import client_ca_file
 from bench.jobs.calibrate_fit import (
     BATCH_SIZES,
+    COLD_CODEC,
+    COLD_GAPS_MS,
     FULL,
     LONE_ROOM,
     LONE_WINDOW,
     QUICK,
     ROOM_SIZES,
+    ColdPoint,
     Plan,
     Point,
     StoreFigures,
     build_costs,
+    cold_messages,
     fit_line,
     format_table,
 )
@@ -246,13 +259,67 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+PACED_CLIENT = "bench.micro.paced_client"
+
+
+def measure_cold_point(server: ServerProc, gap_ms: float, repeat: int, plan: Plan) -> ColdPoint:
+    """One gap of the cold-path probe (see the module docstring) on ``server``."""
+    base_url, context = server.base_url, server.client_context()
+    messages = cold_messages(gap_ms, plan)
+    argv = [
+        sys.executable, "-m", PACED_CLIENT, "--impl", "ours", "--codec", COLD_CODEC,
+        "--url", server.url, "--server-pid", str(server.pid), "--gap-ms", f"{gap_ms:g}",
+        "--messages", str(messages), "--timeout-s", str(plan.timeout_s),
+        "--tag", f"cold{repeat}-{gap_ms:g}",
+    ]  # fmt: skip
+    ca_file = server.ca_file
+    if ca_file:
+        argv += ["--ca-file", str(ca_file)]
+    before = fetch(base_url, context=context)
+    outcome = run_client(argv, plan.timeout_s * 3)
+    if not outcome.get("ok"):
+        raise RuntimeError(f"cold path at a {gap_ms:g} ms gap: {outcome.get('note')}")
+    delta = fetch(base_url, context=context).minus(before)
+    answered = int(outcome["messages"])
+    return ColdPoint(
+        gap_ms=gap_ms,
+        repeat=repeat,
+        messages=answered,
+        server_ack_mean_ms=mean_ack_ms(delta),  # the warm-up's acks too: same gap
+        rtt_p50_ms=float(outcome["rtt_p50_ms"]),
+        rtt_mean_ms=float(outcome["rtt_mean_ms"]),
+        cpu_us_per_msg=float(outcome["server_cpu_s"]) / answered * 1e6,
+    )
+
+
+def measure_cold_path(server: ServerProc, repeat: int, plan: Plan) -> list[ColdPoint]:
+    """Every gap of :data:`COLD_GAPS_MS` once, the order rotated by ``repeat``."""
+    shift = repeat % len(COLD_GAPS_MS)
+    points = []
+    for gap_ms in COLD_GAPS_MS[shift:] + COLD_GAPS_MS[:shift]:
+        point = measure_cold_point(server, gap_ms, repeat, plan)
+        points.append(point)
+        print(
+            f"[calibrate] cold path repeat {repeat + 1}/{plan.repeat} gap {gap_ms:5g} ms: "
+            f"server {point.server_ack_mean_ms * 1000:7.0f} µs, round trip p50 "
+            f"{point.rtt_p50_ms * 1000:7.0f} µs, {point.cpu_us_per_msg:6.0f} µs CPU/msg",
+            flush=True,
+        )
+    return points
+
+
 def measure_server_points(
-    scenario: Scenario, plan: Plan, workdir: Path, cpus: CpuPlan | None = None
+    scenario: Scenario,
+    plan: Plan,
+    workdir: Path,
+    cpus: CpuPlan | None = None,
+    cold: list[ColdPoint] | None = None,
 ) -> list[Point]:
     """Every (codec, room size) ``plan.repeat`` times; a fresh server per repeat, the
     order rotated between repeats so that drift hits every point alike. The server runs
     on ``cpus.server``; this process, and so the load clients it starts, on
-    ``cpus.generator`` meanwhile (default: :func:`plan_cpus`)."""
+    ``cpus.generator`` meanwhile (default: :func:`plan_cpus`). With ``cold`` (a list), each
+    repeat's server then runs the cold-path probe too, its points appended there."""
     cpus = cpus or plan_cpus()
     scenario_path = workdir / "scenario.toml"
     scenario_path.write_text(to_toml(scenario, comments=False))
@@ -265,6 +332,8 @@ def measure_server_points(
         try:
             with pinned(cpus.generator):
                 points += measure_repeat(server, jobs, repeat, plan)
+                if cold is not None:
+                    cold += measure_cold_path(server, repeat, plan)
         finally:
             stop_server(server)
     return points
@@ -349,9 +418,10 @@ def calibrate(
             print("[calibrate] store commits by batch size", flush=True)
             store = measure_store(plan, workdir)
         print(f"[calibrate] server: rooms of {ROOM_SIZES}, {plan.repeat} repeat(s)", flush=True)
-        points = measure_server_points(scenario, plan, workdir, cpus)
+        cold: list[ColdPoint] = []
+        points = measure_server_points(scenario, plan, workdir, cpus, cold)
     cpu_sets = cpus.describe() | {"server_cores": cpus.server_cores()}
-    return build_costs(codec, points, store, scenario, plan, created, cpu_sets)
+    return build_costs(codec, points, store, scenario, plan, created, cpu_sets, cold)
 
 
 def say_cpus(cpus: CpuPlan) -> None:

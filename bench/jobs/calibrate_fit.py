@@ -31,6 +31,8 @@ ROOM_SIZES = (1, 2, 21)  # 1 = echo
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LONE_WINDOW = 1  # one send in flight: every message a batch of its own
 LONE_ROOM = 21  # the lone fan-out point's room: members asleep between messages
+COLD_GAPS_MS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # the cold-path probe's idle gaps
+COLD_CODEC = "json"  # the probe's codec: the penalty is the loop's idleness, not a codec's
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class Plan:
     commits_per_repeat: int
     commit_samples: int
     timeout_s: float
+    cold_seconds: float = 1.5  # the cold-path probe: about this long per gap ...
+    cold_min_messages: int = 30  # ... but at least this many sends ...
+    cold_max_messages: int = 400  # ... and at most this many
 
 
 FULL = Plan(
@@ -69,6 +74,9 @@ QUICK = Plan(
     commits_per_repeat=3,
     commit_samples=20,
     timeout_s=60.0,
+    cold_seconds=0.3,
+    cold_min_messages=10,
+    cold_max_messages=60,
 )
 
 
@@ -104,6 +112,61 @@ class Point:
     def frames(self) -> int:
         """Frames written per message: the Ack + one Deliver per other member."""
         return self.room_size
+
+
+@dataclass(frozen=True)
+class ColdPoint:
+    """One gap of the cold-path probe: one send in flight, ``gap_ms`` idle before each."""
+
+    gap_ms: float
+    repeat: int
+    messages: int
+    server_ack_mean_ms: float  # the server's own mean, frame in → Ack out (/metrics)
+    rtt_p50_ms: float  # the client's round trip
+    rtt_mean_ms: float
+    cpu_us_per_msg: float  # the server process's CPU per message (schedstat)
+
+
+def cold_messages(gap_ms: float, plan: Plan) -> int:
+    """Sends at ``gap_ms``: about ``plan.cold_seconds`` of them (a send and its answer
+    take ~0.5 ms besides the gap), within the plan's bounds."""
+    n = int(plan.cold_seconds * 1000.0 / (gap_ms + 0.5))
+    return max(plan.cold_min_messages, min(plan.cold_max_messages, n))
+
+
+def cold_penalty_us_by_gap_ms(points: Sequence[ColdPoint]) -> dict[float, float]:
+    """``{gap ms: penalty µs}``: per gap the median over repeats of the server's mean ack
+    latency, less the same at the smallest gap (back-to-back: the warm path the other
+    figures were measured on), never below 0. The model's :class:`sim.calibration.ColdPath`
+    makes it non-decreasing. Empty with fewer than two gaps measured.
+
+    The server's own latency, not the client's round trip: the model's latency is the
+    server's (frame read → Ack written), and what an idle client pays to wake up is the
+    client's. Both are in ``details`` (:func:`cold_summary`)."""
+    by_gap: dict[float, list[float]] = {}
+    for p in points:
+        if math.isfinite(p.server_ack_mean_ms):
+            by_gap.setdefault(p.gap_ms, []).append(p.server_ack_mean_ms)
+    if len(by_gap) < 2:
+        return {}
+    medians = {gap: statistics.median(values) for gap, values in sorted(by_gap.items())}
+    base = medians[min(medians)]
+    return {gap: max(0.0, (ms - base) * 1000.0) for gap, ms in medians.items()}
+
+
+def cold_summary(points: Sequence[ColdPoint]) -> dict[str, dict[str, float]]:
+    """Per gap (``"0.3"``): medians over repeats of the server mean, the client round
+    trip (p50, mean) and the server CPU per message — the probe's whole picture."""
+    out: dict[str, dict[str, float]] = {}
+    for gap in sorted({p.gap_ms for p in points}):
+        at = [p for p in points if p.gap_ms == gap]
+        out[f"{gap:g}"] = {
+            "server_ack_mean_ms": statistics.median(p.server_ack_mean_ms for p in at),
+            "rtt_p50_ms": statistics.median(p.rtt_p50_ms for p in at),
+            "rtt_mean_ms": statistics.median(p.rtt_mean_ms for p in at),
+            "cpu_us_per_msg": statistics.median(p.cpu_us_per_msg for p in at),
+        }
+    return out
 
 
 def loop_residual_us(point: Point, costs: Costs) -> float:
@@ -247,7 +310,9 @@ NOTES = (
     "store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
-    "commits."
+    "commits. cold_penalty_us_by_gap_ms: one JSON connection, one send in flight, an idle "
+    "gap before each send (0 = back-to-back); per gap the server's mean ack latency "
+    "(histogram sum / count) less the same back-to-back (median over repeats)."
 )
 
 
@@ -287,10 +352,11 @@ def build_costs(
     plan: Plan,
     created: datetime,
     cpu_sets: Mapping[str, Any] | None = None,
+    cold: Sequence[ColdPoint] = (),
 ) -> Costs:
     """The file's figures; ``cpu_sets``: where the server and the load client ran
     (:meth:`bench._support.cpus.CpuPlan.describe`), kept in ``details`` with
-    :func:`cpu_use`."""
+    :func:`cpu_use`; ``cold``: the cold-path probe's points."""
     partial = Costs(
         decode_us=codec["decode_us"],
         encode_ack_us=codec["encode_ack_us"],
@@ -337,6 +403,11 @@ def build_costs(
             "per_frame_us": process_fit[1],
             "note": "whole-process CPU (store threads included), codec costs not subtracted",
         },
+        "cold_path": {
+            "codec": COLD_CODEC,
+            "by_gap_ms": _plain(cold_summary(cold)),
+            "points": [_plain(asdict(p)) for p in cold],
+        },
         "store_fit_intercept_ms": store.intercept_ms,
         "store_overrides": SCENARIO_OVERRIDES,
         "cpus": machine["cpus"],
@@ -354,6 +425,7 @@ def build_costs(
         per_batch_thread_us=thread_us,
         per_batch_wait_ms=wait_ms,
         per_batch_wait_samples_ms=wait_samples,
+        cold_penalty_us_by_gap_ms=cold_penalty_us_by_gap_ms(cold),
         store_commit_fixed_ms=store.fixed_ms,
         store_commit_per_msg_ms=store.per_msg_ms,
         store_commit_ms_by_batch=dict(store.ms_by_batch),
@@ -385,6 +457,10 @@ def format_table(costs: Costs) -> str:
             f"per_batch_wait_samples_ms    {len(waits)} quantiles, median "
             f"{statistics.median(waits):.4f} ms, p99 {waits[int(0.99 * len(waits))]:.4f} ms"
         )
+    cold = costs.cold_penalty_us_by_gap_ms
+    if cold:
+        curve = ", ".join(f"{gap:g}: {us:.0f}" for gap, us in sorted(cold.items()))
+        lines.append(f"cold penalty µs by gap ms     {curve}")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

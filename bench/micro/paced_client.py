@@ -19,6 +19,14 @@ The outcome (:class:`PacedOutcome`) says what was offered and what was kept:
 ``achieved_per_s`` (measured sends / the time from the first to the last send),
 ``lag_p99_ms`` (how late the sends left against their due times: the client's own
 schedule lag; a high figure means the client, not the server, could not keep the pace).
+With ``--gap-ms G`` instead of ``--rate-per-s``: **closed loop with an idle gap** — one send
+in flight, the next sent ``G`` ms after the previous answer arrived (``G = 0``: at once), so
+that the server's loop is idle for about ``G`` before every message (the cold-path probe
+of ``bench calibrate``). The gap is slept with ``time.sleep`` (microsecond-precise; the
+event loop's timers are not, and nothing else runs on this connection while it waits).
+The outcome then also gives the client's round trip per send (``rtt_p50_ms``,
+``rtt_mean_ms``: frame written → its answer read).
+
 Exit status 0 when every measured send was answered by an Ack (or echo), else 1.
 """
 
@@ -63,6 +71,9 @@ class PacedOutcome:
     achieved_per_s: float = 0.0
     lag_p99_ms: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    gap_ms: float | None = None  # closed loop with this idle gap (None: open loop)
+    rtt_p50_ms: float = 0.0  # gap mode: the client's round trip per send
+    rtt_mean_ms: float = 0.0
     note: str = ""
 
 
@@ -71,12 +82,17 @@ def due_times_s(start_s: float, rate_per_s: float, count: int) -> list[float]:
     return [start_s + i / rate_per_s for i in range(count)]
 
 
-def p99(values: Sequence[float]) -> float:
-    """The 99th percentile (nearest rank); 0 for no values."""
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank); 0 for no values."""
     if not values:
         return 0.0
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def p99(values: Sequence[float]) -> float:
+    """The 99th percentile (nearest rank); 0 for no values."""
+    return quantile(values, 0.99)
 
 
 class Answers:
@@ -144,6 +160,75 @@ async def paced_phase(
     return (loop_clock() - due[0]) if due else 0.0, lags
 
 
+async def next_answer(link: Link) -> bool:
+    """Read frames until the answer to the one send in flight: True for an Ack (or
+    bare's echo), False for an Error; other frames are skipped."""
+    codec = link.codec
+    while True:
+        frame = await link.ws.recv(decode=False)
+        if codec is None:
+            return True
+        msg = codec.decode(frame)
+        if type(msg) is Ack:
+            return True
+        if type(msg) is Error:
+            return False
+
+
+async def gapped_phase(
+    link: Link, tag: str, room: str, first_id: int, count: int, gap_s: float, answers: Answers
+) -> list[float]:
+    """``count`` sends, one in flight, each ``gap_s`` after the previous answer; each
+    send's round trip (s). Answers are counted into ``answers``."""
+    codec = link.codec or CODECS["json"]
+    text, clock, rtts = codec.text, time.perf_counter, []
+    for i in range(count):
+        if gap_s > 0:
+            time.sleep(gap_s)  # blocks this loop on purpose: nothing else is in flight
+        msg = Send(
+            client_msg_id=f"{tag}-{first_id + i}",
+            room=room,
+            body=BODY,
+            sent_at_us=time.time_ns() // 1000,
+        )
+        sent = clock()
+        await link.send_frame(codec.encode(msg), text)
+        ok = await next_answer(link)
+        rtts.append(clock() - sent)
+        answers.note(ok, "" if ok else "error")
+    return rtts
+
+
+async def run_gapped(plan: Plan, gap_s: float, out: PacedOutcome) -> None:
+    """Gap mode (see the module docstring): warm-up, then the measured sends."""
+    link = await open_link(plan, f"gap-{plan.tag}")
+    room = f"gap-{plan.tag}"
+    answers = Answers()
+    try:
+        if link.codec is not None:
+            await link.join(room, plan.timeout_s)
+        async with asyncio.timeout(plan.timeout_s):
+            warmup = max(1, int(plan.messages * WARMUP_SHARE))
+            answers.expect(warmup)
+            await gapped_phase(link, plan.tag, room, 0, warmup, gap_s, answers)
+            answers.expect(plan.messages)
+            (cpu0, source), wall0 = precise_cpu_s(plan.server_pid), time.perf_counter()
+            own0 = time.process_time()
+            rtts = await gapped_phase(link, plan.tag, room, warmup, plan.messages, gap_s, answers)
+            cpu1, _ = precise_cpu_s(plan.server_pid)
+        out.server_cpu_s, out.cpu_source = cpu1 - cpu0, source
+        out.wall_s = time.perf_counter() - wall0
+        out.client_cpu_s = time.process_time() - own0
+        out.messages, out.failed, out.errors = answers.acked, answers.failed, answers.errors
+        out.achieved_per_s = plan.messages / out.wall_s if out.wall_s > 0 else 0.0
+        out.rtt_p50_ms = quantile(rtts, 0.5) * 1000
+        out.rtt_mean_ms = sum(rtts) / len(rtts) * 1000
+        out.ok = out.failed == 0 and out.messages == plan.messages
+    finally:
+        with contextlib.suppress(Exception):
+            await link.ws.close()
+
+
 async def run(plan: Plan, rate_per_s: float, out: PacedOutcome) -> None:
     link = await open_link(plan, f"paced-{plan.tag}")
     room = f"paced-{plan.tag}"
@@ -182,11 +267,14 @@ async def run(plan: Plan, rate_per_s: float, out: PacedOutcome) -> None:
             await link.ws.close()
 
 
-async def run_outcome(plan: Plan, rate_per_s: float) -> PacedOutcome:
-    out = PacedOutcome(impl=plan.impl, codec=plan.codec, rate_per_s=rate_per_s)
+async def run_outcome(plan: Plan, rate_per_s: float, gap_ms: float | None = None) -> PacedOutcome:
+    out = PacedOutcome(impl=plan.impl, codec=plan.codec, rate_per_s=rate_per_s, gap_ms=gap_ms)
     started = time.perf_counter()
     try:
-        await run(plan, rate_per_s, out)
+        if gap_ms is not None:
+            await run_gapped(plan, gap_ms / 1000.0, out)
+        else:
+            await run(plan, rate_per_s, out)
     except TimeoutError:
         out.note = f"timed out after {time.perf_counter() - started:.1f} s"
     except (OSError, RuntimeError, DecodeError, WebSocketException) as exc:
@@ -200,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=tuple(CODECS), default="json", help="ours only")
     p.add_argument("--url", required=True, help="ws:// or wss://127.0.0.1:PORT/... of the server")
     p.add_argument("--server-pid", type=int, required=True, help="whose CPU to read")
-    p.add_argument("--rate-per-s", type=float, required=True, help="sends per second (> 0)")
+    pace = p.add_mutually_exclusive_group(required=True)
+    pace.add_argument("--rate-per-s", type=float, help="open loop: sends per second (> 0)")
+    pace.add_argument(
+        "--gap-ms", type=float, help="closed loop: idle ms between an answer and the next send"
+    )
     p.add_argument("--messages", type=int, default=500, help="measured sends (>= 1)")
     p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each wait")
     p.add_argument("--tag", default=f"q{os.getpid()}", help="unique prefix for names and ids")
@@ -210,10 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.rate_per_s > 0 or args.messages < 1:
+    gap_ok = args.gap_ms is None or 0 <= args.gap_ms <= 60_000
+    rate_ok = args.rate_per_s is None or args.rate_per_s > 0
+    if not (gap_ok and rate_ok) or args.messages < 1:
         print(
-            f"error: --rate-per-s {args.rate_per_s!r} must be > 0 and --messages "
-            f"{args.messages!r} >= 1",
+            f"error: --rate-per-s {args.rate_per_s!r} must be > 0, --gap-ms "
+            f"{args.gap_ms!r} within 0..60000 and --messages {args.messages!r} >= 1",
             file=sys.stderr,
         )
         return 2
@@ -238,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     raise_nofile_limit()
     install_uvloop()
-    out = asyncio.run(run_outcome(plan, args.rate_per_s))
+    out = asyncio.run(run_outcome(plan, args.rate_per_s or 0.0, args.gap_ms))
     print(json.dumps(asdict(out), sort_keys=True), flush=True)
     return 0 if out.ok else 1
 

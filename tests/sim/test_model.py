@@ -455,3 +455,37 @@ def test_codecs_are_shared_out_exactly_by_the_mix() -> None:
     data = {"workload": {"users": 200, "codec_mix": {"json": 1, "protobuf": 1}}}
     w = load_scenario_data(data).workload
     assert np.bincount(build_layout(w, np.random.default_rng(1)).user_codec).tolist() == [100, 100]
+
+
+def test_work_that_finds_its_loop_idle_pays_the_cold_path_and_back_to_back_work_does_not() -> None:
+    """The cold-path penalty (``Costs.cold_penalty_us_by_gap_ms``): free up to a 2 ms idle
+    gap (a commit's wake-up here is 1 ms), 500 µs after a second and more."""
+    s = one_room_of_four()
+    plain = Costs()
+    cold = Costs(cold_penalty_us_by_gap_ms={0.0: 0.0, 2.0: 0.0, 1000.0: 500.0})
+    lone = script([(2.0, 0, 0, "json")])  # the loop idle since the start: 2 s
+    a, b = sim.run(s, replay=lone, costs=plain), sim.run(s, replay=lone, costs=cold)
+    assert b.cpu_window_s - a.cpu_window_s == pytest.approx(500e-6)
+    assert b.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(500e-6)
+    # a second send 1 µs behind: the loop is still busy with the first, so only the
+    # first pays
+    pair = script([(2.0, 0, 0, "json"), (2.0 + 1e-6, 1, 0, "json")])
+    a2, b2 = sim.run(s, replay=pair, costs=plain), sim.run(s, replay=pair, costs=cold)
+    assert b2.cpu_window_s - a2.cpu_window_s == pytest.approx(500e-6)
+    # 1.5 s apart: each finds the loop idle for over a second and pays
+    apart = script([(2.0, 0, 0, "json"), (3.5, 1, 0, "json")])
+    a3, b3 = sim.run(s, replay=apart, costs=plain), sim.run(s, replay=apart, costs=cold)
+    assert b3.cpu_window_s - a3.cpu_window_s == pytest.approx(1000e-6)
+    done_a, done_b = a3.requests["done_s"].to_numpy(), b3.requests["done_s"].to_numpy()
+    assert done_b - done_a == pytest.approx([500e-6, 500e-6])
+
+
+def test_a_commits_result_that_wakes_an_idle_loop_pays_for_the_gap() -> None:
+    """The store's answer after 1 ms of an idle loop pays penalty(1 ms) once per batch."""
+    s = one_room_of_four()
+    cold = Costs(cold_penalty_us_by_gap_ms={0.0: 0.0, 1.0: 10.0, 1000.0: 10.0})
+    lone = script([(2.0, 0, 0, "json")])
+    a, b = sim.run(s, replay=lone, costs=Costs()), sim.run(s, replay=lone, costs=cold)
+    # 10 µs on reading the frame (idle 2 s: the flat end), 10 µs on the commit's result
+    assert b.cpu_window_s - a.cpu_window_s == pytest.approx(20e-6)
+    assert b.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(20e-6)

@@ -17,6 +17,7 @@ from bench.jobs import calibrate
 from bench.jobs.calibrate import body_of, loop_share, mean_ack_ms
 from bench.jobs.calibrate_fit import (
     BATCH_SIZES,
+    COLD_GAPS_MS,
     LONE_ROOM,
     LONE_WINDOW,
     QUICK,
@@ -187,6 +188,22 @@ def test_quick_calibration_figures_are_positive_and_plausible(quick_file: Path) 
     assert all(v > 0 for v in costs.store_commit_ms_by_batch.values())
     assert costs.commit_samples_ms and all(v >= 0 for v in costs.commit_samples_ms)
     assert all(0 < p["loop_share"] <= 1.0 for p in costs.details["server_points"])
+
+
+def test_quick_calibration_probes_the_cold_path_at_every_gap(quick_file: Path) -> None:
+    """The probe ran against the real server: a point per gap with the server's mean, the
+    client's round trip (never shorter than the server's own part) and the CPU; the curve
+    has every gap, 0 at back-to-back."""
+    costs = load_costs(quick_file)
+    cold = costs.details["cold_path"]
+    assert {p["gap_ms"] for p in cold["points"]} == set(COLD_GAPS_MS)
+    for p in cold["points"]:
+        assert p["messages"] >= QUICK.cold_min_messages, p
+        assert 0 < p["server_ack_mean_ms"] < p["rtt_mean_ms"], p
+        assert p["cpu_us_per_msg"] > 0, p
+    curve = costs.cold_penalty_us_by_gap_ms
+    assert set(curve) == set(COLD_GAPS_MS) and curve[0.0] == 0.0
+    assert all(v >= 0 for v in curve.values())
 
 
 def test_the_file_is_sim_calibration_json_with_schema_version_first(quick_file: Path) -> None:
