@@ -64,6 +64,7 @@ import numpy as np
 
 from chatcap import wiring
 from chatcap.pipeline import JOIN, NEW, FaultPlan, acquire_timeout_s, protocol_ms, throttle_until
+from chatcap.policy.commit import commit_place
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
 from sim.calibration import ColdPath, Costs
@@ -196,6 +197,13 @@ class _Model:
         # the cold path: work that finds its loop idle for g pays penalty(g) on the loop
         table = c.cold_penalty_us_by_gap_ms
         self.cold = ColdPath(table).penalty_s if table else None
+        store = self.s.server.store
+        # where the server commits (chatcap.policy.commit, the server's own rule); on the
+        # loop, the writer cuts a batch when the loop gets to it and the commit holds the
+        # loop for its whole service time
+        self.commit_on_loop = (
+            commit_place(store.commit_on, store.synchronous, self.s.server.processes) == "loop"
+        )
 
     def _init_processes(self, s: Scenario) -> None:
         srv = s.server
@@ -536,7 +544,7 @@ class _Model:
         dedup.begin(msg, write)
         queue.append(write)
         if proc.slots_free and not proc.cutting:
-            self._cut(proc, now)
+            self._want_cut(proc, now)
 
     def _reply(
         self, proc: Worker, attempt: Attempt, outcome: int, now: float, retry_after_s: float
@@ -552,6 +560,24 @@ class _Model:
         self._resolve(attempt, outcome, finish, retry_after_s)
 
     # -- the writer -------------------------------------------------------------------
+
+    def _want_cut(self, proc: Worker, now: float) -> None:
+        """The writer is woken: it cuts now — or, committing on the loop, when the loop
+        gets to it: after the work already reserved (the frames read in the same turn),
+        whose sends join the batch; at once when a full batch (``batch_max``) waits."""
+        if self.commit_on_loop and len(proc.queue) < self.batch_max:
+            at = proc.busy_until
+            if at > now:
+                if not proc.cut_pending:
+                    proc.cut_pending = True
+                    self._at(at, self._on_cut, proc)
+                return
+        self._cut(proc, now)
+
+    def _on_cut(self, now: float, proc: Worker) -> None:
+        proc.cut_pending = False
+        if proc.slots_free and proc.queue and not proc.cutting:
+            self._cut(proc, now)
 
     def _cut(self, proc: Worker, now: float) -> None:
         """Cut batches while a slot is free (a slot is taken before a batch is cut)."""
@@ -638,6 +664,16 @@ class _Model:
             start = now if now > free[0] else free[0]
             heapreplace(free, start + service_s)
             batch.acquired_s += start - now  # the turn's wait is not the call's duration
+        if self.commit_on_loop:
+            # the commit runs on the loop, in the writer's turn: it holds the loop, and
+            # the work reserved behind it moves back by its service time
+            busy = proc.busy_until
+            proc.busy_until = (busy if busy > start else start) + service_s
+            proc.busy_total += service_s
+            share_s = service_s / len(batch.writes)
+            cpu_codec = self.cpu_codec
+            for write in batch.writes:
+                cpu_codec[write.msg.codec] += share_s
         if service_s > self.call_timeout_s:
             self._at(start + self.call_timeout_s, self._on_commit_deadline, batch)
             self._at(start + service_s, self._on_late_commit_done, batch)
@@ -693,7 +729,7 @@ class _Model:
         proc.drain.record(now, n)
         proc.slots_free += 1
         if proc.queue and not proc.cutting:
-            self._cut(proc, now)
+            self._want_cut(proc, now)
 
     def _on_committed(self, now: float, batch: Batch) -> None:
         """After COMMIT: breaker success, connection back, then on the loop, per message
@@ -737,7 +773,7 @@ class _Model:
         proc.drain.record(now, len(batch.writes))
         proc.slots_free += 1
         if proc.queue and not proc.cutting:
-            self._cut(proc, now)
+            self._want_cut(proc, now)
 
     def _fan_out(
         self, proc: Worker, msg: Message, stamp_s: float, now: float, cursor: float

@@ -197,6 +197,7 @@ class Worker:
         self.slots = slots
         self.slots_free = slots
         self.cutting = False
+        self.cut_pending = False  # commits on the loop: a cut waits for the loop's turn
         self.pool_size = pool_size
         self.pool_free = pool_size
         self.pool_line: WaitLine[PoolWaiter] = WaitLine()

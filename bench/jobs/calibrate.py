@@ -24,8 +24,11 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    own), ``K = 2, 21`` the fan-out case (K − 1 Delivers per message). The CPU counted is
    the **event-loop thread's** (``/proc/<pid>/task/<pid>/stat``): the process's CPU of
    the measured phase (read by the load client) × the loop thread's share of the
-   process's CPU over the whole client run. The store's commits run on the pool's
-   threads; the model charges them as store *time* (below), not as loop CPU.
+   process's CPU over the whole client run. The store's commits run where the scenario
+   says (``server.store.commit_on``, :func:`chatcap.policy.commit.commit_place`): on a
+   pool thread the model charges them as store *time* (below); on the loop (the
+   default under WAL + ``NORMAL``) as loop CPU, so ``per_batch_loop_us`` leaves the
+   commit of one out (``details.commit_on`` says which).
    With ``server.tls`` on in the scenario the load client speaks ``wss://`` (and the
    ``/metrics`` reads ``https://``), trusting ``server.tls.ca_file``: the loop costs then
    include TLS, as that server's would.

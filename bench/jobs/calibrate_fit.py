@@ -23,6 +23,7 @@ from bench._support.metrics_scrape import histogram_quantile
 from bench._support.servers import (
     SCENARIO_OVERRIDES,
 )
+from chatcap.policy.commit import commit_place
 from chatcap.results import git_sha, machine_info
 from chatcap.scenario import CODEC_NAMES, Scenario
 from sim.calibration import Costs
@@ -302,10 +303,12 @@ NOTES = (
     "and per_recipient_send_us: least-squares line y = fixed + K * per_recipient through "
     "the real server's echo (K = 1: one Ack) and fan-out (room of K: one Ack + K - 1 "
     "Delivers) points, where y = event-loop-thread CPU per message - decode - encode_ack "
-    "- encode_deliver (K > 1), because the model adds those codec costs itself; store "
-    "commits run on the pool's threads and are charged by the model as store time, not "
-    "loop CPU. per_batch_loop_us: the echo case at one send in flight (every message a "
-    "batch of one), loop CPU per message less what the model charges an echo (median). "
+    "- encode_deliver (K > 1), because the model adds those codec costs itself; the "
+    "model charges store commits where the server runs them (details.commit_on): on the "
+    "loop as loop CPU, on a pool thread as store time. per_batch_loop_us: the echo "
+    "case at one send in flight (every message a batch of one), loop CPU per message "
+    "less what the model charges an echo (median), "
+    "less the commit of one when the server commits on the loop (details.commit_on). "
     "per_batch_thread_us: the same points' process CPU less the loop's, less the commit "
     "itself (median). per_batch_wait_ms: the same points' server-side mean ack latency "
     "(histogram sum / count) less the loop costs and the commit of one on that path (median); "
@@ -379,8 +382,21 @@ def build_costs(
     fitted = replace(
         partial, per_send_fixed_us=max(fixed, 0.0), per_recipient_send_us=max(per_recipient, 0.0)
     )
+    commit_on = commit_place(
+        scenario.server.store.commit_on,
+        scenario.server.store.synchronous,
+        scenario.server.processes,
+    )
     per_batch = per_batch_loop_us(points, fitted)
-    thread_us = per_batch_thread_us(points, replace(fitted, store_commit_fixed_ms=store.fixed_ms))
+    if commit_on == "loop":
+        # the lone points' loop CPU holds the commit, which the model charges to the loop
+        # itself when the scenario commits there (sim.model): not twice
+        per_batch = max(0.0, per_batch - store.fixed_ms * 1000.0)
+        thread_us = per_batch_thread_us(points, replace(fitted, store_commit_fixed_ms=0.0))
+    else:
+        thread_us = per_batch_thread_us(
+            points, replace(fitted, store_commit_fixed_ms=store.fixed_ms)
+        )
     on_path = replace(
         fitted,
         per_batch_loop_us=per_batch + thread_us,
@@ -411,6 +427,7 @@ def build_costs(
             "by_gap_ms": _plain(cold_summary(cold)),
             "points": [_plain(asdict(p)) for p in cold],
         },
+        "commit_on": commit_on,
         "store_fit_intercept_ms": store.intercept_ms,
         "store_overrides": SCENARIO_OVERRIDES,
         "cpus": machine["cpus"],

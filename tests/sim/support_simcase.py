@@ -16,8 +16,15 @@ BASE: dict[str, Any] = {
         "pool": {"size": 2, "acquire_timeout_ms": 1000.0},
         "rate_limit": {"algorithm": "none"},
         "breaker": {"enabled": False},
-        # one batch more in flight than connections: it waits at the pool (store_busy)
-        "store": {"batch_max": 8, "write_queue_max": 10_000, "max_in_flight_batches": 3},
+        # one batch more in flight than connections: it waits at the pool (store_busy);
+        # commits on a store thread: the store is its own server beside the loop (the
+        # tests of commits on the loop say server__store__commit_on="loop")
+        "store": {
+            "batch_max": 8,
+            "write_queue_max": 10_000,
+            "max_in_flight_batches": 3,
+            "commit_on": "thread",
+        },
     },
     "workload": {
         "users": 20,

@@ -98,9 +98,10 @@ def test_aggressive_retries_keep_goodput_low_long_after_the_spike(
     storm_series: pd.DataFrame,
 ) -> None:
     assert goodput_share(storm_series, WELL_AFTER) < 0.5
-    # the store is fast again; the loop is saturated by attempts that will time out
+    # the store is fast again and the writer keeps up (never a full batch waiting); the
+    # loop is saturated by attempts that will time out
     after = window(storm_series, WELL_AFTER)
-    assert after["queue_depth"].max() == 0
+    assert after["queue_depth"].max() < storm().server.store.batch_max
     assert after["loop_util_p0"].min() > 0.95
     assert attempts_per_message(storm_series, WELL_AFTER) > 4
 
