@@ -489,3 +489,42 @@ def test_a_commits_result_that_wakes_an_idle_loop_pays_for_the_gap() -> None:
     # 10 µs on reading the frame (idle 2 s: the flat end), 10 µs on the commit's result
     assert b.cpu_window_s - a.cpu_window_s == pytest.approx(20e-6)
     assert b.requests["done_s"].iloc[0] - a.requests["done_s"].iloc[0] == pytest.approx(20e-6)
+
+
+def test_a_commit_on_the_loop_holds_the_loop_and_counts_as_its_cpu() -> None:
+    """server.store.commit_on: on a thread the 1 ms commit is store time; on the loop it
+    is loop CPU, and a frame that arrives meanwhile waits for it."""
+    lone = script([(2.0, 0, 0, "json")])
+    thread = sim.run(one_room_of_four(), replay=lone, costs=Costs())
+    s_loop = one_room_of_four().with_overrides({"server.store.commit_on": "loop"})
+    loop = sim.run(s_loop, replay=lone, costs=Costs())
+    assert loop.cpu_window_s - thread.cpu_window_s == pytest.approx(1e-3)
+    assert loop.requests["done_s"].iloc[0] == pytest.approx(thread.requests["done_s"].iloc[0])
+    # auto: SQLite's NORMAL commits on the loop, FULL on a thread (the server's own rule)
+    auto = one_room_of_four().with_overrides({"server.store.commit_on": "auto"})
+    assert sim.run(auto, replay=lone, costs=Costs()).cpu_window_s == pytest.approx(
+        loop.cpu_window_s
+    )
+    full = auto.with_overrides({"server.store.synchronous": "FULL"})
+    assert sim.run(full, replay=lone, costs=Costs()).cpu_window_s == pytest.approx(
+        thread.cpu_window_s
+    )
+    # a frame read during the commit starts after it
+    pair = script([(2.0, 0, 0, "json"), (2.0005, 1, 0, "json")])
+    t2 = sim.run(one_room_of_four(), replay=pair, costs=Costs())
+    l2 = sim.run(s_loop, replay=pair, costs=Costs())
+    second_t, second_l = t2.requests["done_s"].iloc[1], l2.requests["done_s"].iloc[1]
+    assert second_l > second_t
+
+
+def test_on_the_loop_the_sends_read_in_one_turn_share_a_batch() -> None:
+    """Three sends at once: on a thread the first is cut alone (the writer wakes as it is
+    admitted); on the loop the writer runs when the loop gets to it, after all three were
+    read, and cuts one batch — one per-batch cost instead of two."""
+    three = script([(2.0, 0, 0, "json"), (2.0, 1, 0, "json"), (2.0, 2, 0, "json")])
+    costs, plain = Costs(per_batch_loop_us=50.0), Costs()
+    for place, batches in (("thread", 2), ("loop", 1)):
+        s = one_room_of_four().with_overrides({"server.store.commit_on": place})
+        extra = sim.run(s, replay=three, costs=costs).cpu_window_s
+        extra -= sim.run(s, replay=three, costs=plain).cpu_window_s
+        assert extra == pytest.approx(batches * 50e-6), place

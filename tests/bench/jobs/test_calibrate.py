@@ -6,6 +6,7 @@ import json
 import math
 import statistics
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from bench.jobs.calibrate_fit import (
     QUICK,
     ROOM_SIZES,
     Point,
+    StoreFigures,
+    build_costs,
     fit_line,
     fit_loop_costs,
     per_batch_loop_us,
@@ -322,3 +325,29 @@ def test_the_lone_fan_out_gives_the_cost_of_a_frame_that_wakes_its_reader() -> N
     ]
     assert per_recipient_lone_us(points, CODEC_COSTS) == pytest.approx(26.0)
     assert per_recipient_lone_us(points[:1], CODEC_COSTS) is None
+
+
+def test_a_server_that_commits_on_the_loop_leaves_the_commit_out_of_the_per_batch_cost() -> None:
+    """The lone points' loop CPU holds the commit when the server commits on the loop;
+    the model charges that commit to the loop itself, so the file's per_batch_loop_us
+    leaves it out — and keeps it where the commit runs on a thread."""
+    windowed = [exact_point(c, k, 40.0, 7.5) for c in CODECS for k in (1, 2, 21)]
+    lone = [
+        replace(exact_point(c, 1, 40.0, 7.5), window=LONE_WINDOW) for c in CODECS for _ in range(2)
+    ]
+    lone = [replace(p, loop_us_per_msg=p.loop_us_per_msg + 300.0) for p in lone]
+    codec = {
+        "decode_us": CODEC_COSTS.decode_us,
+        "encode_ack_us": CODEC_COSTS.encode_ack_us,
+        "encode_deliver_us": CODEC_COSTS.encode_deliver_us,
+    }
+    store = StoreFigures({1: 0.05, 2: 0.06}, 0.05, 0.01, 0.04, (0.05,))
+    created = datetime.now(UTC)
+    by_place = {}
+    for place in ("loop", "thread"):
+        scenario = bench_scenario(str(BASELINE), [f'server.store.commit_on="{place}"'])
+        costs = build_costs(codec, windowed + lone, store, scenario, QUICK, created)
+        assert costs.details["commit_on"] == place
+        by_place[place] = costs.per_batch_loop_us
+    assert by_place["thread"] == pytest.approx(300.0)
+    assert by_place["loop"] == pytest.approx(300.0 - 50.0)  # less the 0.05 ms commit
