@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -34,7 +35,7 @@ from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 from chatcap.scenario import Scenario, load_scenario_data
 from sim import stats
 from sim.calibration import DEFAULT_COSTS, Costs, load_costs
-from sim.model import RawRun, simulate
+from sim.model import STAGES, RawRun, simulate
 from sim.parts import TraceEntry
 from sim.workload import Layout, load_replay
 
@@ -77,6 +78,17 @@ class SimResult:
     open_loop: bool
     layout: Layout
     trace: list[TraceEntry] | None = None
+    stage_s: tuple[float, ...] = ()
+    stage_n: tuple[int, ...] = ()
+
+    def stage_means_ms(self) -> dict[str, float]:
+        """The mean time of each server stage of a Send (``sim.model.STAGES``) over the
+        messages committed in the measured window, ms (NaN where none was)."""
+        return {
+            name: (self.stage_s[i] / self.stage_n[i] * 1000.0 if self.stage_n[i] else math.nan)
+            for i, name in enumerate(STAGES)
+            if i < len(self.stage_n)
+        }
 
     def summary(self, run_id: str = "", replication: int = 0) -> list[dict[str, Any]]:
         """Rows for ``summary.csv`` (``source = "sim"``), warm-up cut: ``mix`` and one
@@ -188,6 +200,8 @@ def _result(raw: RawRun, replication: int, open_loop: bool) -> SimResult:
         open_loop=open_loop,
         layout=raw.layout,
         trace=raw.trace,
+        stage_s=tuple(raw.stage_s),
+        stage_n=tuple(raw.stage_n),
     )
 
 

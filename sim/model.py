@@ -101,7 +101,15 @@ from sim.parts import (
 )
 from sim.workload import Replay, build_layout
 
-__all__ = ["ModelError", "RawRun", "ScriptedCommit", "simulate", "user_key"]
+__all__ = ["STAGES", "ModelError", "RawRun", "ScriptedCommit", "simulate", "user_key"]
+
+STAGES: tuple[str, ...] = ("ingress", "queue", "commit", "fanout", "ack")
+"""The server's stages of a Send, as ``chatcap_send_stage_seconds`` names them: reading
+the frame (decode, limiter, dedup), waiting in the write queue, the batch from its cut
+to its commit's result, the fan-out, the Ack's write. What the ack latency holds beyond
+them (the per-batch loop cost, a cold wake-up, the loop busy when a commit's result
+arrives) is left to the difference between the ack mean and their sum, on both sides."""
+_INGRESS, _QUEUE, _COMMIT, _FANOUT, _ACK = range(len(STAGES))
 
 # ---------------------------------------------------------------------------- the model
 
@@ -180,6 +188,8 @@ class _Model:
         self.stored_late: set[Message] = set()  # committed after their deadline answer
         self.samples: dict[str, list[float]] = {}
         self.snapshots: list[Snapshot] = []
+        self.stage_s = [0.0] * len(STAGES)  # sim.parts.RawRun.stage_s
+        self.stage_n = [0] * len(STAGES)
 
     # -- setup ------------------------------------------------------------------------
 
@@ -355,6 +365,8 @@ class _Model:
             events=self.env.scheduled,
             trace=self.trace,
             users_by_codec=np.bincount(self.layout.user_codec, minlength=len(CODEC_NAMES)).tolist(),
+            stage_s=list(self.stage_s),
+            stage_n=list(self.stage_n),
         )
 
     def _on_snapshot(self, now: float, _: None) -> None:
@@ -511,6 +523,7 @@ class _Model:
                 self._resolve(attempt, RATE_LIMITED, start + cost, retry_after_s)
                 return
         cost = cold + self.ingress_s[codec] + self.burn_s
+        attempt.read_s = cost
         finish = start + cost
         proc.busy_until = finish
         proc.busy_total += cost
@@ -540,7 +553,7 @@ class _Model:
             retry_after_s = proc.overload_retry_after_s(now)
             self._reply(proc, attempt, OVERLOADED, now, retry_after_s)
             return
-        write = Write(msg, attempt)
+        write = Write(msg, attempt, now)
         dedup.begin(msg, write)
         queue.append(write)
         if proc.slots_free and not proc.cutting:
@@ -587,6 +600,8 @@ class _Model:
             proc.slots_free -= 1
             n = len(queue) if len(queue) < batch_max else batch_max
             writes = [queue.popleft()] if n == 1 else [queue.popleft() for _ in range(n)]
+            for write in writes:
+                write.cut_s = now
             self._start_batch(proc, writes, now)
         proc.cutting = False
 
@@ -750,10 +765,19 @@ class _Model:
         dedup, reply_s, cpu_codec = proc.dedup, self.reply_s, self.cpu_codec
         share_s = self.batch_s / len(batch.writes)  # the batch's own loop cost, split
         wire = self.wire
+        measured = self.warmup_s <= now < self.duration_s
+        stage_s, stage_n = self.stage_s, self.stage_n
         for write in batch.writes:
             msg = write.msg
             cursor += share_s
             cpu_codec[msg.codec] += share_s
+            if measured:
+                stage_s[_INGRESS] += write.attempts[0].read_s
+                stage_s[_QUEUE] += write.cut_s - write.queued_s
+                stage_s[_COMMIT] += now - write.cut_s
+                stage_n[_INGRESS] += 1
+                stage_n[_QUEUE] += 1
+                stage_n[_COMMIT] += 1
             # stored: a retry gets its ack at once, as long as the server may still see
             # one of its attempts (dropped once the client is done and none is left)
             if dedup.settle(msg, write, None):
@@ -761,11 +785,18 @@ class _Model:
             if msg not in self.stored_late:  # a duplicate is not delivered again
                 if wire is not None:
                     wire.append(("deliver", msg))
+                before = cursor
                 cursor = self._fan_out(proc, msg, write.stamp_s, now, cursor)
+                if measured:
+                    stage_s[_FANOUT] += cursor - before
+                    stage_n[_FANOUT] += 1
             for attempt in write.attempts:
                 cost = reply_s[msg.codec]
                 cursor += cost
                 cpu_codec[msg.codec] += cost
+                if measured:
+                    stage_s[_ACK] += cost
+                    stage_n[_ACK] += 1
                 self._resolve(attempt, ACKED, cursor, 0.0)
         proc.busy_total += cursor - begin
         proc.busy_until = cursor

@@ -77,7 +77,9 @@ class Message:
 class Attempt:
     """One send attempt; ``outcome`` stays -1 until the client knows it."""
 
-    __slots__ = ("deadline_s", "done_s", "msg", "n", "outcome", "retry_after_s", "sent_s")
+    __slots__ = (
+        "deadline_s", "done_s", "msg", "n", "outcome", "read_s", "retry_after_s", "sent_s",
+    )  # fmt: skip
 
     def __init__(self, msg: Message, n: int, sent_s: float, deadline_s: float) -> None:
         self.msg = msg
@@ -87,17 +89,20 @@ class Attempt:
         self.done_s = math.nan
         self.outcome = -1
         self.retry_after_s = 0.0  # the answer's retry hint (0: none)
+        self.read_s = 0.0  # the loop's time reading its frame (the ingress stage)
 
 
 class Write:
     """A message accepted into the write queue, with every attempt waiting on it."""
 
-    __slots__ = ("attempts", "msg", "stamp_s")
+    __slots__ = ("attempts", "cut_s", "msg", "queued_s", "stamp_s")
 
-    def __init__(self, msg: Message, attempt: Attempt) -> None:
+    def __init__(self, msg: Message, attempt: Attempt, queued_s: float = 0.0) -> None:
         self.msg = msg
         self.attempts = [attempt]
         self.stamp_s = attempt.sent_s  # the Deliver's sent_at: the attempt that wrote it
+        self.queued_s = queued_s  # when it entered the write queue
+        self.cut_s = queued_s  # when its batch was cut
 
 
 class Batch:
@@ -250,6 +255,10 @@ class RawRun:
     events: int
     trace: list[TraceEntry] | None = None
     users_by_codec: list[int] = field(default_factory=list)
+    # the server's stages of a Send (sim.model.STAGES), over messages committed in the
+    # measured window: seconds in all, and how many messages
+    stage_s: list[float] = field(default_factory=list)
+    stage_n: list[int] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- tracing

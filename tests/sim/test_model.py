@@ -3,6 +3,7 @@ Little's law, arrivals, costs. Every case simulates a few seconds at most."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -528,3 +529,35 @@ def test_on_the_loop_the_sends_read_in_one_turn_share_a_batch() -> None:
         extra = sim.run(s, replay=three, costs=costs).cpu_window_s
         extra -= sim.run(s, replay=three, costs=plain).cpu_window_s
         assert extra == pytest.approx(batches * 50e-6), place
+
+
+def test_the_model_reports_the_servers_stages_of_a_send() -> None:
+    """One lone send, exact costs: ingress = the read, queue 0 (the writer cuts at once),
+    commit = the 1 ms store, fan-out = one Deliver encode + three writes, ack = one
+    encode + one write; a second send queued behind the first's batch waits for it."""
+    costs = Costs(
+        decode_us={"json": 1.0, "protobuf": 9.0},
+        encode_ack_us={"json": 2.0, "protobuf": 9.0},
+        encode_deliver_us={"json": 3.0, "protobuf": 9.0},
+        per_send_fixed_us=10.0,
+        per_recipient_send_us=4.0,
+    )
+    s = one_room_of_four()
+    result = sim.run(s, replay=script([(2.0, 0, 0, "json")]), costs=costs)
+    means = result.stage_means_ms()
+    assert list(means) == ["ingress", "queue", "commit", "fanout", "ack"]
+    assert means["ingress"] == pytest.approx(0.011)
+    assert means["queue"] == pytest.approx(0.0)
+    assert means["commit"] == pytest.approx(1.0)
+    assert means["fanout"] == pytest.approx(0.003 + 3 * 0.004)
+    assert means["ack"] == pytest.approx(0.002 + 0.004)
+    # here nothing is left between the stages: their sum is the ack latency
+    assert sum(means.values()) == pytest.approx(result.requests["ack_ms"].iloc[0])
+    # the second send arrives during the first's commit: one batch in flight, so it
+    # waits in the queue until the first commit's result
+    pair = sim.run(s, replay=script([(2.0, 0, 0, "json"), (2.0005, 1, 0, "json")]), costs=costs)
+    queue = pair.stage_s[1] * 1000.0  # both messages' queue waits, ms
+    assert queue == pytest.approx(1.011 - 0.5 - 0.011, abs=1e-6)
+    # outside the measured window (warm-up): nothing counted
+    early = sim.run(s, replay=script([(0.5, 0, 0, "json")]), costs=costs)
+    assert all(math.isnan(v) for v in early.stage_means_ms().values())
