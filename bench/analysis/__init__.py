@@ -17,6 +17,7 @@ this ``__init__`` re-exports their names, so ``an.X`` works for every one of the
   :func:`predict_measured` (the model at a measured run's loads), :func:`sweep_users`;
 * **comparison** — :func:`join`, :func:`relative_error`, :func:`saturation_throughput`,
   :func:`knee`, :func:`accuracy` (the targets, as an :class:`AccuracyReport`),
+  :func:`knee_items` (the model's capacity per core against the measured one),
   :func:`explain` (where the model fails, in words computed from the numbers);
 * **capacity** — :class:`SLO`, :func:`bisect_max`, :func:`capacity_users_per_core`,
   :func:`capacity_table` (one search per grid combination), :func:`knee_sweep`,
@@ -70,12 +71,16 @@ from bench.analysis.codec_costs import (
     latency_histograms,
 )
 from bench.analysis.comparison import (
+    ACK_P50_TOLERANCE,
+    ACK_P99_TOLERANCE,
     COMPARED,
+    DELIVERY_P99_TOLERANCE,
     ERROR_MAX,
-    LATENCY_TOLERANCE,
+    KNEE_TOLERANCE,
     LOAD_SHARE,
     SATURATION_TOLERANCE,
     SUSTAINED_SHARE,
+    THROUGHPUT_TOLERANCE,
     AccuracyItem,
     AccuracyReport,
     accuracy,
@@ -83,6 +88,7 @@ from bench.analysis.comparison import (
     has_measured,
     join,
     knee,
+    knee_items,
     relative_error,
     saturation_throughput,
 )
@@ -159,13 +165,16 @@ from bench.analysis.words import (
 )
 
 __all__ = [
+    "ACK_P50_TOLERANCE",
+    "ACK_P99_TOLERANCE",
     "CODECS",
     "COLORS",
     "COMPARED",
+    "DELIVERY_P99_TOLERANCE",
     "ERROR_MAX",
     "FULL",
     "GRID_CODEC",
-    "LATENCY_TOLERANCE",
+    "KNEE_TOLERANCE",
     "LOAD_SHARE",
     "LOG_FLOOR_SHARE",
     "QUICK",
@@ -174,6 +183,7 @@ __all__ = [
     "SATURATION_TOLERANCE",
     "SLO",
     "SUSTAINED_SHARE",
+    "THROUGHPUT_TOLERANCE",
     "UNITS",
     "AccuracyItem",
     "AccuracyReport",
@@ -206,6 +216,7 @@ __all__ = [
     "is_sample",
     "join",
     "knee",
+    "knee_items",
     "knee_sweep",
     "knee_table",
     "latency_figures",

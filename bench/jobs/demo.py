@@ -18,7 +18,10 @@ writing under one run folder ``results/<run-id>-demo/`` (``--out`` to choose):
    throughput stops following the offer; the server on its own CPU, the generator on the
    others (``--server-cpus`` / ``--generator-cpus``); ``capacity.csv`` per codec;
 6. ``model/`` — the model at the search's points, costed by step 4 (never fitted to step 5):
-   ``predicted.csv`` (its summary rows), ``accuracy.csv`` (every accuracy item);
+   ``predicted.csv`` (its summary rows), then the model's capacity per core (the
+   capacity-planning search) and ``accuracy.csv``: every accuracy item — per codec and
+   load, per codec the saturation throughput, and the knee (the model's capacity per
+   core against step 5's ``capacity.csv``);
 7. ``gate/`` — ``bench regress --run`` against the committed ``results/baseline``:
    ``trials.csv``, ``verdict.md``;
 8. ``notebooks/`` — the four notebooks executed with this run's files: ``.ipynb``,
@@ -46,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -56,6 +59,9 @@ from bench._support.paths import REPO_ROOT
 from bench.run.search import FOLLOW_MIN, SLO_ERROR_RATE, SLO_P99_MS
 from chatcap.results import CAPACITY_COLUMNS, CAPACITY_FILE, new_run_id, read_table
 from chatcap.scenario import CODEC_NAMES, ScenarioError, load_scenario
+
+if TYPE_CHECKING:
+    from bench.analysis.comparison import AccuracyReport
 
 ROOT = REPO_ROOT
 SCENARIOS = ROOT / "scenarios"
@@ -153,21 +159,39 @@ def _pct(value: float) -> str:
     return f"{value:+.0%}" if math.isfinite(value) else "n/a"
 
 
+PER_LOAD_PARTS: tuple[tuple[str, str], ...] = (
+    ("ack p50", "ack p50 within"),
+    ("ack p99", "ack p99 within"),
+    ("delivery p99", "delivery p99 within"),
+    ("acked/s", "acked throughput within"),
+)
+"""(label in the summary, how the item's ``target`` starts) for the per-load items."""
+
+
+def _per_load(acc: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy items checked per codec and load (not saturation, not the knee)."""
+    target = acc["target"].astype(str)
+    return acc[target.str.startswith(tuple(prefix for _, prefix in PER_LOAD_PARTS))]
+
+
 def error_lines(acc: pd.DataFrame) -> list[str]:
-    """One line per codec: the model's relative error on ack p50 and p99 over the
-    measured loads — median and range — and how many items missed."""
+    """One line per codec: the model's relative error on ack p50 and p99, delivery p99
+    and acked throughput over the measured loads — median and range — and how many of
+    those items missed. A metric with no item is left out; one with no error, n/a."""
     lines = []
-    lat = acc[acc["target"].str.startswith("ack")]
+    lat = _per_load(acc)
     for codec, frame in lat.groupby("codec"):
         parts = []
-        for q in ("p50", "p99"):
-            rows = frame[frame["metric"].astype(str).str.contains(f"ack_{q}_")]
+        for label, prefix in PER_LOAD_PARTS:
+            rows = frame[frame["target"].astype(str).str.startswith(prefix)]
+            if rows.empty:
+                continue
             errs = pd.to_numeric(rows["rel_error"], errors="coerce").dropna()
             if errs.empty:
-                parts.append(f"ack {q} n/a")
+                parts.append(f"{label} n/a")
                 continue
             parts.append(
-                f"ack {q} median {_pct(float(errs.median()))} "
+                f"{label} median {_pct(float(errs.median()))} "
                 f"({_pct(float(errs.min()))} … {_pct(float(errs.max()))})"
             )
         misses = int(frame["status"].eq("miss").sum())
@@ -177,6 +201,33 @@ def error_lines(acc: pd.DataFrame) -> list[str]:
             + (f"; {misses} MISS" if misses else "")
         )  # fmt: skip
     return lines
+
+
+def knee_line(acc: pd.DataFrame) -> str | None:
+    """The knee items in one line — per codec the model's capacity per core against the
+    measured, or why there is no check — or None when ``acc`` has none."""
+    knee = acc[acc["target"].astype(str).str.startswith("knee within")]
+    if knee.empty:
+        return None
+    parts = []
+    for _, r in knee.iterrows():
+        if r["status"] == "n/a":
+            parts.append(f"{r['codec']} n/a ({r['note']})")
+        else:
+            parts.append(
+                f"{r['codec']} measured {r['measured']:,.0f}/s, model {r['predicted']:,.0f}/s "
+                f"({_pct(float(r['rel_error']))}{' MISS' if r['status'] == 'miss' else ''})"
+            )
+    tol = float(knee["tolerance"].iloc[0])
+    return f"knee (capacity per server core, target ±{tol:.0%}): " + "; ".join(parts)
+
+
+def model_per_core_per_s(
+    users_per_core: Mapping[str, float], rate_per_user: float
+) -> dict[str, float]:
+    """The model's capacity per core per codec in sends/s: users per core × the
+    scenario's per-user send rate."""
+    return {codec: users * rate_per_user for codec, users in users_per_core.items()}
 
 
 def summary_lines(
@@ -192,7 +243,8 @@ def summary_lines(
     """The summary, about ten lines: the run folder; per codec the measured capacity per
     server core with its CI beside the model's (users per core × ``rate_per_user``) and
     the ratio, or which side ran out (:func:`bench.analysis.words.capacity_line`); the
-    model's error per codec; saturation; accuracy counts; the gate."""
+    model's error per codec; saturation; the knee items (when ``accuracy`` has them);
+    accuracy counts, every item included; the gate."""
     from bench.analysis.words import capacity_line
 
     lines = [f"run folder {run_dir} — notebooks as HTML under notebooks/, figures beside"]
@@ -204,9 +256,9 @@ def summary_lines(
             "capacity = mean acked/s at the highest offer that met it, 95 % t interval "
             "over its repeats"
         )
+    per_s = model_per_core_per_s(model_capacity, rate_per_user)
     for cap in capacity:
-        users = model_capacity.get(str(cap["codec"]), math.nan)
-        lines.append(capacity_line(cap, users * rate_per_user))
+        lines.append(capacity_line(cap, per_s.get(str(cap["codec"]), math.nan)))
     lines += error_lines(accuracy)
     sat = accuracy[accuracy["target"].str.startswith("saturation")]
     parts = []
@@ -219,6 +271,9 @@ def summary_lines(
                 f"({_pct(float(r['rel_error']))}{' MISS' if r['status'] == 'miss' else ''})"
             )
     lines.append("saturation throughput: " + ("; ".join(parts) or "n/a"))
+    knee = knee_line(accuracy)
+    if knee is not None:
+        lines.append(knee)
     counts = accuracy["status"].value_counts()
     lines.append(
         f"accuracy targets ({latency_basis}-side latency): {counts.get('pass', 0)} pass, "
@@ -234,9 +289,10 @@ def summary_lines(
 
 def predict_and_check(
     measured_dir: Path, calibration: Path, out: Path, replications: int
-) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The model at the measured points; writes ``predicted.csv`` and ``accuracy.csv``.
-    Returns (aggregated measured rows, accuracy items, latency basis)."""
+) -> tuple[pd.DataFrame, AccuracyReport]:
+    """The model at the measured points; writes ``predicted.csv``. Returns (aggregated
+    measured rows, the per-load and saturation accuracy items): :func:`write_accuracy`
+    adds the knee once the model's capacity is known and writes ``accuracy.csv``."""
     from bench import analysis as an
 
     predicted = an.predict_measured(
@@ -246,10 +302,27 @@ def predict_and_check(
     predicted.to_csv(out / "predicted.csv", index=False)
     measured = an.aggregate(an.load_summary(measured_dir))
     joined = an.join(measured, an.aggregate(predicted))
-    report = an.accuracy(joined)
-    acc = report.frame()
+    return measured, an.accuracy(joined)
+
+
+def write_accuracy(
+    out: Path,
+    report: AccuracyReport,
+    capacity: Sequence[Mapping[str, Any]],
+    model_capacity: Mapping[str, float],
+    rate_per_user: float,
+) -> pd.DataFrame:
+    """``accuracy.csv`` under ``out``: ``report``'s items, then one knee item per codec —
+    the measured capacity per server core (``capacity``: the search's ``capacity.csv``
+    rows) against the model's (``model_capacity``: users per core, × ``rate_per_user``
+    in sends/s). Returns the items written, as a frame."""
+    from bench.analysis.comparison import knee_items
+
+    knees = knee_items(capacity, model_per_core_per_s(model_capacity, rate_per_user))
+    acc = report.with_items(knees).frame()
+    out.mkdir(parents=True, exist_ok=True)
     acc.to_csv(out / "accuracy.csv", index=False)
-    return measured, acc, report.latency_basis
+    return acc
 
 
 def model_capacity(scenario_file: Path, calibration: Path, quick: bool) -> dict[str, float]:
@@ -406,12 +479,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures.append("capacity search (a step failed: see measured/capacity.csv)")
 
     _step(6, total, "the model at the same points (costed by step 4), and its accuracy")
-    measured, acc, basis = predict_and_check(
+    measured, report = predict_and_check(
         measured_dir, calibration, run_dir / "model", size.replications
     )
-    print(f"  wrote {run_dir / 'model' / 'predicted.csv'} and accuracy.csv", flush=True)
+    print(f"  wrote {run_dir / 'model' / 'predicted.csv'}", flush=True)
     print("  capacity per core in the model (the capacity-planning search) …", flush=True)
     modelled = model_capacity(scenario_file, calibration, args.quick)
+    rate_per_user = scenario.workload.send_rate_per_user_per_s
+    capacity = read_capacity(measured_dir)
+    acc = write_accuracy(run_dir / "model", report, capacity, modelled, rate_per_user)
+    basis = report.latency_basis
+    print(f"  wrote {run_dir / 'model' / 'accuracy.csv'} (the knee included)", flush=True)
 
     _step(7, total, "regression gate against the committed baseline")
     if args.no_gate:
@@ -439,9 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = len(measured_points_of(measured))
     lines = summary_lines(
         run_dir=run_dir,
-        capacity=read_capacity(measured_dir),
+        capacity=capacity,
         model_capacity=modelled,
-        rate_per_user=scenario.workload.send_rate_per_user_per_s,
+        rate_per_user=rate_per_user,
         accuracy=acc,
         latency_basis=basis,
         gate=gate,

@@ -277,31 +277,115 @@ def test_knee_is_the_first_load_over_k_times_the_lowest_or_over_the_slo() -> Non
     assert math.isnan(an.knee(frame, slo_ms=50.0).iloc[0]["knee_offered_per_s"])
 
 
-def test_accuracy_checks_latency_up_to_80_percent_of_capacity_and_saturation() -> None:
+def test_accuracy_checks_every_load_up_to_80_percent_of_capacity_and_saturation() -> None:
     report = an.accuracy(joined_case())
     assert report.latency_basis == "server"
-    items = {(i.target.split()[1], i.offered_per_s): i for i in report.items if "ack" in i.target}
-    assert items[("p50", 100.0)].status == "pass"
+    items = {
+        (i.target.split()[1], i.offered_per_s): i
+        for i in report.items
+        if i.target.startswith("ack p")
+    }
+    assert items[("p50", 100.0)].status == "pass"  # +10 %, inside ±15 %
     assert items[("p50", 200.0)].status == "miss"
     assert items[("p50", 200.0)].rel_error == pytest.approx(0.3)
+    assert items[("p50", 200.0)].target == "ack p50 within 15%"
     assert items[("p99", 200.0)].status == "pass"
+    assert items[("p99", 200.0)].target == "ack p99 within 25%"
     assert items[("p50", 300.0)].status == "n/a"  # above 80 % of the measured 300/s
+    by_target = {(i.target, i.offered_per_s): i for i in report.items}
+    acked = by_target[("acked throughput within 5%", 200.0)]
+    assert (acked.metric, acked.measured, acked.predicted, acked.status) == (
+        "acked_per_s", 200.0, 200.0, "pass",
+    )  # fmt: skip
+    delivery = by_target[("delivery p99 within 25%", 100.0)]
+    assert (delivery.metric, delivery.status, delivery.note) == (
+        "deliver_p99_ms", "n/a", "no measured value",
+    )  # fmt: skip
     sat = report.items[-1]
-    assert (sat.metric, sat.measured, sat.predicted, sat.status) == (
+    assert (sat.target, sat.metric, sat.measured, sat.predicted, sat.status) == (
+        "saturation throughput within 10%",
         "acked_per_s",
         300.0,
         310.0,
         "pass",
     )
-    assert report.counts == {"pass": 4, "miss": 1, "n/a": 4}
+    # 4 loads × 4 per-load items + 1 saturation; 300/s and 400/s are not judged
+    assert report.counts == {"pass": 6, "miss": 1, "n/a": 10}
     assert not report.passed
-    assert len(report.frame()) == 9
+    assert len(report.frame()) == 17
+
+
+def full_joined(**predicted_scale: float) -> pd.DataFrame:
+    """One json load (100/s, never saturated: every item is judged) with every per-load
+    metric measured; the model equal to the measurement except each metric named in
+    ``predicted_scale`` (model = measured × the factor)."""
+    values = {
+        "acked_per_s": 100.0, "error_rate": 0.0, "ack_p50_ms": 2.0, "ack_p99_ms": 8.0,
+        "server_ack_p50_ms": 1.0, "server_ack_p99_ms": 4.0, "deliver_p99_ms": 10.0,
+    }  # fmt: skip
+    measured = agg_frame("json", [{"offered_per_s": 100.0, **values}])
+    # the model's ack latency is held against the server's own (the default basis)
+    model = {k: values[k] for k in ("acked_per_s", "error_rate", "deliver_p99_ms")}
+    model |= {"ack_p50_ms": values["server_ack_p50_ms"], "ack_p99_ms": values["server_ack_p99_ms"]}
+    for metric, factor in predicted_scale.items():
+        model[metric.removeprefix("server_")] = values[metric] * factor
+    predicted = agg_frame("json", [{"offered_per_s": 100.0, **model}], source="sim")
+    return an.join(measured, predicted)
+
+
+@pytest.mark.parametrize(
+    ("target", "metric", "tolerance"),
+    [
+        ("acked throughput within 5%", "acked_per_s", an.THROUGHPUT_TOLERANCE),
+        ("ack p50 within 15%", "server_ack_p50_ms", an.ACK_P50_TOLERANCE),
+        ("ack p99 within 25%", "server_ack_p99_ms", an.ACK_P99_TOLERANCE),
+        ("delivery p99 within 25%", "deliver_p99_ms", an.DELIVERY_P99_TOLERANCE),
+    ],
+)
+def test_each_per_load_item_passes_and_misses_at_its_own_tolerance(
+    target: str, metric: str, tolerance: float
+) -> None:
+    assert (an.THROUGHPUT_TOLERANCE, an.ACK_P50_TOLERANCE) == (0.05, 0.15)
+    assert (an.ACK_P99_TOLERANCE, an.DELIVERY_P99_TOLERANCE) == (0.25, 0.25)
+    for factor, status in (
+        (1 + tolerance - 0.002, "pass"),
+        (1 - tolerance + 0.002, "pass"),
+        (1 + tolerance + 0.002, "miss"),
+        (1 - tolerance - 0.002, "miss"),
+    ):
+        report = an.accuracy(full_joined(**{metric: factor}))
+        per_load = [i for i in report.items if not i.target.startswith("saturation")]
+        assert len(per_load) == 4
+        (item,) = [i for i in per_load if i.target == target]
+        assert (item.metric, item.tolerance) == (metric, tolerance)
+        assert item.rel_error == pytest.approx(factor - 1)
+        assert item.status == status, (target, factor)
+        assert all(i.status == "pass" for i in per_load if i is not item)
+
+
+def test_per_load_tolerances_can_be_set_and_bad_ones_are_refused() -> None:
+    joined = full_joined(server_ack_p50_ms=1.3)
+    (p50,) = [i for i in an.accuracy(joined).items if i.target.startswith("ack p50")]
+    assert p50.status == "miss"
+    loose = an.accuracy(joined, ack_p50_tolerance=0.35)
+    (p50,) = [i for i in loose.items if i.target.startswith("ack p50")]
+    assert (p50.target, p50.tolerance, p50.status) == ("ack p50 within 35%", 0.35, "pass")
+    with pytest.raises(ValueError, match=r"delivery_p99_tolerance = -0\.1"):
+        an.accuracy(joined, delivery_p99_tolerance=-0.1)
+
+
+def test_a_generator_bound_point_leaves_every_per_load_item_not_applicable() -> None:
+    joined = full_joined(acked_per_s=0.5, deliver_p99_ms=3.0).assign(generator_bound_measured=True)
+    per_load = [i for i in an.accuracy(joined).items if not i.target.startswith("saturation")]
+    assert [(i.status, i.note) for i in per_load] == [("n/a", "generator-bound point")] * 4
 
 
 def test_accuracy_on_the_client_side_and_without_saturation() -> None:
     joined = joined_case()
     client = an.accuracy(joined, latency_basis="client")
-    assert {i.metric for i in client.items} == {"ack_p50_ms", "ack_p99_ms", "acked_per_s"}
+    assert {i.metric for i in client.items} == {
+        "ack_p50_ms", "ack_p99_ms", "acked_per_s", "deliver_p99_ms",
+    }  # fmt: skip
     unsaturated = joined[joined["offered_per_s"] < 400]
     report = an.accuracy(unsaturated)
     assert report.items[-1].status == "n/a"
@@ -310,15 +394,82 @@ def test_accuracy_on_the_client_side_and_without_saturation() -> None:
         an.accuracy(joined, latency_basis="both")
 
 
+def capacity_row(codec: str, per_core: float, limited_by: str = "slo", **more: object) -> dict:
+    """A ``capacity.csv`` row, the fields :func:`an.knee_items` reads."""
+    return {
+        "codec": codec, "per_server_core_per_s": per_core, "limited_by": limited_by,
+        "per_core_ci_low_per_s": per_core * 0.95, "per_core_ci_high_per_s": per_core * 1.05,
+        "capacity_offered_per_s": per_core, **more,
+    }  # fmt: skip
+
+
+def test_the_knee_item_passes_within_10_percent_of_the_measured_capacity_per_core() -> None:
+    assert an.KNEE_TOLERANCE == 0.10
+    rows = [capacity_row("json", 1000.0), capacity_row("protobuf", 1000.0, "throughput")]
+    inside = an.knee_items(rows, {"json": 1099.0, "protobuf": 901.0})
+    assert [(i.target, i.codec, i.metric, i.status) for i in inside] == [
+        ("knee within 10%", "json", "capacity_per_core_per_s", "pass"),
+        ("knee within 10%", "protobuf", "capacity_per_core_per_s", "pass"),
+    ]
+    assert (inside[0].measured, inside[0].predicted) == (1000.0, 1099.0)
+    assert inside[0].rel_error == pytest.approx(0.099)
+    assert inside[0].offered_per_s == 1000.0
+    assert inside[0].note == "measured 95 % CI 950–1,050/s per core"
+    outside = an.knee_items(rows, {"json": 1101.0, "protobuf": 899.0})
+    assert [i.status for i in outside] == ["miss", "miss"]
+    assert outside[1].rel_error == pytest.approx(-0.101)
+    assert an.knee_items(rows, {"json": 1150.0}, tolerance=0.2)[0].status == "pass"
+    with pytest.raises(ValueError, match="tolerance = 0"):
+        an.knee_items(rows, {}, tolerance=0)
+
+
+def test_the_knee_item_is_not_applicable_without_a_measured_knee_or_a_model_one() -> None:
+    rows = [
+        capacity_row("json", 1600.0, "generator"),
+        capacity_row("protobuf", 0.0, "slo", capacity_offered_per_s=0.0),
+        capacity_row("mix", 900.0, "max_load"),
+        capacity_row("bare", 800.0),
+    ]
+    model = {"json": 1500.0, "protobuf": 1.0, "mix": 1000.0, "extra": 10.0}
+    items = {i.codec: i for i in an.knee_items(rows, model)}
+    assert {c: i.status for c, i in items.items()} == dict.fromkeys(
+        ("bare", "extra", "json", "mix", "protobuf"), "n/a"
+    )
+    assert items["json"].note.startswith("generator-bound")
+    assert items["json"].rel_error == pytest.approx(1500 / 1600 - 1)  # still shown
+    assert items["protobuf"].note == "no offer met the SLO"
+    assert "highest offer allowed" in items["mix"].note
+    assert items["bare"].note == "no model capacity"
+    assert items["extra"].note == "no measured capacity" and math.isnan(items["extra"].measured)
+
+
+def test_knee_items_join_the_report_and_its_counts() -> None:
+    report = an.accuracy(joined_case())
+    knees = an.knee_items([capacity_row("json", 300.0)], {"json": 400.0})
+    full = report.with_items(knees)
+    assert full.items[-1].target == "knee within 10%" and full.items[-1].status == "miss"
+    assert full.counts == {"pass": 6, "miss": 2, "n/a": 10}
+    assert len(report.items) == 17  # the original is left as it was
+    text = an.explain(full, an.relative_error(joined_case()), joined_case())
+    assert (
+        "json capacity_per_core_per_s off by +33% at 300/s (model 400, measured 300) — "
+        "target ±10%" in text
+    )
+
+
 def test_explain_names_each_miss_with_its_numbers_and_a_cause() -> None:
     joined = joined_case()
     report = an.accuracy(joined)
     text = an.explain(report, an.relative_error(joined), joined)
-    assert text.startswith("**4 of 5 accuracy checks pass** (4 not applicable)")
-    assert "json server_ack_p50_ms off by +30% at 200/s (model 1.3, measured 1)" in text
+    assert text.startswith("**6 of 7 accuracy checks pass** (10 not applicable)")
+    assert (
+        "json server_ack_p50_ms off by +30% at 200/s (model 1.3, measured 1) — target ±15%" in text
+    )
     assert "the model is above the measurement at every load judged" in text
     assert "The load generator adds 1 ms to the median ack" in text
     assert "within about ±13 % of the true value" in text
+    assert "eats into the ±15 % (p50) and ±25 % (p99) targets" in text
+    assert "20 %" not in text
     assert "CPU per message that the model charges" not in text  # no CPU columns here
     cpu = joined.assign(
         server_cpu_us_per_msg_mean_measured=600.0, server_cpu_us_per_msg_mean_predicted=200.0
@@ -326,6 +477,14 @@ def test_explain_names_each_miss_with_its_numbers_and_a_cause() -> None:
     assert "used ×3 the CPU per message that the model charges" in an.explain(
         an.accuracy(cpu), an.relative_error(cpu), cpu
     )
+
+
+def test_explain_gives_each_per_load_miss_its_own_target() -> None:
+    joined = full_joined(acked_per_s=0.9, deliver_p99_ms=1.3)
+    text = an.explain(an.accuracy(joined), an.relative_error(joined), joined)
+    assert "json acked_per_s off by -10% at 100/s (model 90, measured 100) — target ±5%" in text
+    assert "json deliver_p99_ms off by +30% at 100/s (model 13, measured 10) — target ±25%" in text
+    assert "delivery latency with the load generator's" in text.splitlines()[0]
 
 
 # ---------------------------------------------------------------------------- capacity
