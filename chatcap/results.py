@@ -93,6 +93,47 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         required=False,
     ),
     Column(
+        "server_ack_mean_ms",
+        "float",
+        "Server-side mean ack latency, ms: Δ sum ÷ Δ count of `chatcap_ack_latency_seconds` "
+        "(measured runs).",
+        required=False,
+    ),
+    Column(
+        "server_stage_ingress_ms",
+        "float",
+        "Mean time of a Send's `ingress` stage (frame read → write queue: decode, limiter, "
+        "checks, dedup), ms: Δ sum ÷ Δ count of `chatcap_send_stage_seconds{stage}`.",
+        required=False,
+    ),
+    Column(
+        "server_stage_queue_ms",
+        "float",
+        "Mean `queue` stage (write queue → its batch cut), ms, as `server_stage_ingress_ms`.",
+        required=False,
+    ),
+    Column(
+        "server_stage_commit_ms",
+        "float",
+        "Mean `commit` stage (batch cut → rows settled: pool wait, commit turn, commit), ms, "
+        "as `server_stage_ingress_ms`.",
+        required=False,
+    ),
+    Column(
+        "server_stage_fanout_ms",
+        "float",
+        "Mean `fanout` stage (Delivers to the room's other members), ms, as "
+        "`server_stage_ingress_ms`.",
+        required=False,
+    ),
+    Column(
+        "server_stage_ack_ms",
+        "float",
+        "Mean `ack` stage (encoding and writing the Ack), ms, as `server_stage_ingress_ms`; "
+        "`server_ack_mean_ms` less the five stages is the loop's wait between commit and Ack.",
+        required=False,
+    ),
+    Column(
         "generator_bound",
         "bool",
         "True when the load generator, not the server, limited the run.",

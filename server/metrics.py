@@ -19,6 +19,32 @@ and two additions on plain Python numbers (no lock: only the event loop's thread
 records), turned into the same Prometheus families (``_bucket``, ``_count``, ``_sum``)
 when scraped. A ``prometheus_client.Histogram`` takes a lock and scans its bounds on
 every observation, about 5 µs per Ack on the hot path.
+
+**A Send's stages** (``chatcap_send_stage_seconds{stage}``, :attr:`Metrics.send_stages`:
+one :class:`LoopHistogram` family, a child per stage bound once, so an observation is
+still one ``bisect`` and two additions) split the ack latency of a fresh Send, every
+reading on the server's one clock (:mod:`server.clock`):
+
+* ``ingress`` — the frame read (``t_in``, before decoding) → the moment the Send is handed
+  to ``writer.submit``: decode, frame middleware (rate limiter), membership and size
+  checks, injected CPU burn, the idempotency lookup. Observed for Sends the write queue
+  accepted (not for refusals, retries answered from the cache, or ``overloaded``);
+* ``queue`` — ``submit`` → the batch holding the Send is cut (the write queue's wait);
+* ``commit`` — the batch cut → its futures settled with their rows: the pool wait, the
+  commit turn, injected latency and the commit itself. ``queue`` and ``commit`` are
+  observed once per message of a batch that committed (a batch refused or failed
+  observes neither);
+* ``fanout`` — :meth:`server.hub.Hub.fan_out` in :meth:`server.session.Session.after_commit`
+  (messages that were fanned out: not the duplicates the store recognised);
+* ``ack`` — encoding and writing the Ack in :meth:`server.session.Session.ack`, the span
+  that ends where ``chatcap_ack_latency_seconds`` is observed (every Ack it counts,
+  a retry answered from the idempotency cache included).
+
+What the stages leave out of the ack latency — the loop turns between a batch settling
+and its ``after_commit`` callback (and the few µs between stages) — has no histogram:
+an analysis takes it as the ack latency's mean less the sum of the stages' means (each
+mean is Δ ``_sum`` ÷ Δ ``_count`` of the stage's series). The bounds
+(:data:`STAGE_BUCKETS_S`) reach down to 1 µs: most stages take tens of µs.
 """
 
 from __future__ import annotations
@@ -42,9 +68,13 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "BREAKER_STATE_VALUES",
     "LATENCY_BUCKETS_S",
+    "SEND_STAGES",
+    "STAGE_BUCKETS_S",
     "CodecMetrics",
     "LoopHistogram",
+    "LoopHistogramChild",
     "Metrics",
+    "SendStages",
 ]
 
 _R10 = (1.0, 1.25, 1.6, 2.0, 2.5, 3.15, 4.0, 5.0, 6.3, 8.0)  # Renard's R10', ×1.26 apart
@@ -56,6 +86,16 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 before: a quantile interpolated inside a bucket is off by ±13 % at most), then 2, 5 and
 10 s; upper bounds in seconds. Fine enough to hold sub-millisecond latencies against the
 model; an observation scans about a dozen bounds."""
+
+STAGE_BUCKETS_S: tuple[float, ...] = (
+    *(round(m * 10.0**e, 12) for e in range(-6, 0) for m in _R10),
+    1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+"""1 µs … 1 s ten per decade (the same R10' series as :data:`LATENCY_BUCKETS_S`), then 2, 5
+and 10 s: the stages of a Send mostly take µs, below the ack latency's first bound."""
+
+SEND_STAGES: tuple[str, ...] = ("ingress", "queue", "commit", "fanout", "ack")
+"""The values of ``chatcap_send_stage_seconds``'s ``stage`` label, in a Send's order."""
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**k) for k in range(11))
 """1, 2, 4, … 1024 messages per store commit."""
@@ -84,36 +124,127 @@ class CodecMetrics:
 _le_label = cast(Callable[[float], str], floatToGoString)
 
 
-class LoopHistogram:
+class LoopHistogramChild:
+    """One series of a :class:`LoopHistogram`: bucket counts and a sum, recorded on the
+    event loop's thread only (no lock). A labelled family hands these out, one per label
+    value, bound once (:meth:`LoopHistogram.labels`)."""
+
+    __slots__ = ("_bounds", "_counts", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._counts = [0] * len(bounds)
+        self._sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        """Count one observation of ``amount``: one ``bisect`` and two additions."""
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def observe_many(self, amount: float, n: int) -> None:
+        """Count ``n`` observations of the same ``amount`` (a batch's messages) at the cost
+        of one: one ``bisect``, two additions and a product."""
+        self._counts[bisect_left(self._bounds, amount)] += n
+        self._sum += amount * n
+
+    @property
+    def count(self) -> int:
+        """Observations so far."""
+        return sum(self._counts)
+
+    @property
+    def sum(self) -> float:
+        """The sum of every observation so far."""
+        return self._sum
+
+    def _buckets(self) -> list[tuple[str, float]]:
+        """Cumulative ``(le, count)`` pairs, as a Prometheus histogram exposes them."""
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, self._counts, strict=True):
+            cumulative += count
+            buckets.append((_le_label(bound), float(cumulative)))
+        return buckets
+
+
+class LoopHistogram(LoopHistogramChild):
     """A histogram recorded on the event loop's thread only, exposed as a Prometheus
     histogram family (a collector of its registry); see the module docstring.
 
     Bucket semantics are Prometheus's: an observation counts in the first bucket whose
     upper bound is ``>=`` it (cumulative in the exposition), ``+Inf`` catches the rest.
+
+    Without ``labelnames`` the family is its own one series (``observe`` on it). With
+    them, observations go to children (:meth:`labels`, bound once, each as cheap as the
+    unlabelled series); ``observe`` on the family itself is then a ValueError.
     """
 
-    def __init__(self, name: str, doc: str, buckets: Iterable[float]) -> None:
+    def __init__(
+        self, name: str, doc: str, buckets: Iterable[float], labelnames: Iterable[str] = ()
+    ) -> None:
         bounds = sorted(float(b) for b in buckets)
         if not bounds or bounds[-1] != math.inf:
             bounds.append(math.inf)
+        super().__init__(tuple(bounds))
         self.name, self.doc = name, doc
-        self._bounds = tuple(bounds)
-        self._counts = [0] * len(bounds)
-        self._sum = 0.0
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], LoopHistogramChild] = {}
+        if self.labelnames:
+            # shadow the inherited methods on this instance only: the unlabelled family's
+            # observe stays the plain one, with no check per observation
+            self.observe = self._observe_refused  # type: ignore[method-assign]
+            self.observe_many = self._observe_many_refused  # type: ignore[method-assign]
 
-    def observe(self, amount: float) -> None:
-        self._counts[bisect_left(self._bounds, amount)] += 1
-        self._sum += amount
+    def _observe_refused(self, amount: float) -> None:
+        raise self._labelled_error()
+
+    def _observe_many_refused(self, amount: float, n: int) -> None:
+        raise self._labelled_error()
+
+    def _labelled_error(self) -> ValueError:
+        return ValueError(
+            f"{self.name} has labels {self.labelnames}: observe on a child, .labels(...)"
+        )
+
+    def labels(self, *values: str) -> LoopHistogramChild:
+        """The child series of one label value per label name (made on first use; bind it
+        once and observe on it)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(
+                f"{self.name} takes {len(self.labelnames)} label value(s) "
+                f"{self.labelnames}, got {len(values)}: {values!r}"
+            )
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = LoopHistogramChild(self._bounds)
+        return child
 
     def describe(self) -> Iterable[Metric]:
-        return [HistogramMetricFamily(self.name, self.doc)]
+        return [HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)]
 
     def collect(self) -> Iterable[Metric]:
-        cumulative, buckets = 0, []
-        for bound, count in zip(self._bounds, self._counts, strict=True):
-            cumulative += count
-            buckets.append((_le_label(bound), float(cumulative)))
-        return [HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self._sum)]
+        if not self.labelnames:
+            return [
+                HistogramMetricFamily(
+                    self.name, self.doc, buckets=self._buckets(), sum_value=self._sum
+                )
+            ]
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for values, child in self._children.items():
+            family.add_metric(list(values), child._buckets(), child._sum)
+        return [family]
+
+
+@dataclass(frozen=True, slots=True)
+class SendStages:
+    """The children of ``chatcap_send_stage_seconds``, one per stage, bound once (see
+    the module docstring for what each one times)."""
+
+    ingress: LoopHistogramChild
+    queue: LoopHistogramChild
+    commit: LoopHistogramChild
+    fanout: LoopHistogramChild
+    ack: LoopHistogramChild
 
 
 class _ProcessCpuCollector:
@@ -162,8 +293,10 @@ class Metrics:
     def _histogram(self, name: str, doc: str, buckets: Iterable[float]) -> Histogram:
         return Histogram(f"chatcap_{name}", doc, buckets=tuple(buckets), registry=self.registry)
 
-    def _loop_histogram(self, name: str, doc: str, buckets: Iterable[float]) -> LoopHistogram:
-        histogram = LoopHistogram(f"chatcap_{name}", doc, buckets)
+    def _loop_histogram(
+        self, name: str, doc: str, buckets: Iterable[float], labels: Iterable[str] = ()
+    ) -> LoopHistogram:
+        histogram = LoopHistogram(f"chatcap_{name}", doc, buckets, labels)
         self.registry.register(histogram)
         return histogram
 
@@ -192,6 +325,16 @@ class Metrics:
         )
         self.store_commit_latency = self._loop_histogram(
             "store_commit_seconds", "time of one store commit (one batch)", LATENCY_BUCKETS_S
+        )
+        self.send_stage = self._loop_histogram(
+            "send_stage_seconds",
+            "time of one stage of a Send, by stage (ingress, queue, commit, fanout, ack)",
+            STAGE_BUCKETS_S,
+            ("stage",),
+        )
+        # every stage shows (at 0) from the start; bound once, observed on the hot path
+        self.send_stages = SendStages(
+            **{stage: self.send_stage.labels(stage) for stage in SEND_STAGES}
         )
 
     def _add_pool_and_breaker_metrics(self) -> None:

@@ -34,6 +34,11 @@ The wait ends early when the connection stops being open or the server goes away
 (shutdown), so it never holds up a 1001 drain; the frames still held back then are
 dropped unprocessed (no answer could reach the client any more), which lets websockets
 read on to the peer's closing frame at once.
+
+Stage times: a fresh Send's ``ingress`` (frame read → ``writer.submit``), ``fanout``
+(:meth:`Hub.fan_out`) and ``ack`` (encoding and writing the Ack) are observed here, its
+``queue`` and ``commit`` by the writer, all in ``chatcap_send_stage_seconds``
+(:mod:`server.metrics`; :class:`SendPath` hands the writer its two children).
 """
 
 from __future__ import annotations
@@ -92,7 +97,12 @@ __all__ = ["FAIR_SHARE_FRAMES", "THROTTLE_MAX_S", "RoomReads", "SendPath", "Sess
 
 
 class WriteQueue(Protocol):
-    """The writer's side a session uses (:class:`server.writer.Writer`)."""
+    """The writer's side a session uses (:class:`server.writer.Writer`).
+
+    A writer that also has ``time_stages(queue, commit)`` (the real one does) is handed
+    the ``queue`` and ``commit`` children of ``chatcap_send_stage_seconds`` by
+    :class:`SendPath`; a stand-in without it times no stage.
+    """
 
     def submit(self, send: PendingSend) -> asyncio.Future[StoredMessage]: ...
 
@@ -112,6 +122,9 @@ class SendPath:
     ``room_last_seq`` is the app's own map (room -> highest seq committed or read), moved
     up by :meth:`Session.after_commit`; ``going_away`` is set when the server closes its
     connections (read-throttled sessions stop holding frames).
+
+    Built once per server, it binds the writer's stage times to ``metrics`` (the
+    ``queue`` and ``commit`` children of ``chatcap_send_stage_seconds``).
     """
 
     config: ServerConfig
@@ -127,6 +140,12 @@ class SendPath:
     room_last_seq: dict[str, int] = field(default_factory=dict)
     clock: Clock = now_s
     burn_cpu: Callable[[float], None] = burn_cpu
+
+    def __post_init__(self) -> None:
+        time_stages = getattr(self.writer, "time_stages", None)
+        if time_stages is not None:
+            stages = self.metrics.send_stages
+            time_stages(stages.queue, stages.commit)
 
 
 def count_frames(session: Session, inner: FrameHandler) -> FrameHandler:
@@ -185,6 +204,7 @@ class Session:
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task[None]] = set()
         self.tally = path.metrics.tally(client.codec.name)
+        self.stages = path.metrics.send_stages  # bound children: one observe per stage
         self.handle = frame_chain(self, self.dispatch)
         self.max_body_bytes = path.config.max_message_bytes - 512
         self.log = path.log
@@ -294,11 +314,13 @@ class Session:
                 seen.add_done_callback(partial(self.answer, msg, t_in))
             return
         pending = PendingSend(msg.room, client.user, msg.client_msg_id, msg.body, msg.sent_at_us)
+        submitted_at = self.clock()
         try:
             fut = path.writer.submit(pending)
         except WriteRejected as exc:
             self.reject(exc, msg.client_msg_id)
             return
+        self.stages.ingress.observe(submitted_at - t_in)  # accepted sends only
         path.deduper.remember(client.user, msg.client_msg_id, fut)
         fut.add_done_callback(partial(self.after_commit, msg, t_in))
 
@@ -313,7 +335,8 @@ class Session:
 
         Fan-out comes before the Ack, so by the time a sender holds its Ack every other
         member's Deliver is already written; the model (``sim/``) relies on this order,
-        and ``tests/server/test_session.py`` checks it.
+        and ``tests/server/test_session.py`` checks it. The fan-out's duration is the
+        Send's ``fanout`` stage.
         """
         if not fut.cancelled() and fut.exception() is None:
             stored = fut.result()
@@ -321,7 +344,10 @@ class Session:
             if stored.seq > last_seq.get(stored.room, 0):
                 last_seq[stored.room] = stored.seq
             if not stored.duplicate:
+                clock = self.clock
+                started = clock()
                 self.path.hub.fan_out((stored,), self.client)
+                self.stages.fanout.observe(clock() - started)
         self.answer(msg, t_in, fut)
 
     def answer(self, msg: Send, t_in: float, fut: asyncio.Future[StoredMessage]) -> None:
@@ -347,12 +373,17 @@ class Session:
             self.error(INTERNAL, "internal error", msg.client_msg_id)
 
     def ack(self, stored: StoredMessage, t_in: float) -> None:
+        """Encode and write the Ack; once written, its ``ack`` stage (this method's span)
+        and its ack latency (frame read → now) are observed from one clock reading."""
+        started = self.clock()
         frame = Ack(
             client_msg_id=stored.client_msg_id, room=stored.room, seq=stored.seq, ts_us=stored.ts_us
         )
         payload = self.client.codec.encode(frame)
         if self.path.hub.send(self.client, payload):
-            self.path.metrics.ack_latency.observe(self.clock() - t_in)
+            now = self.clock()
+            self.stages.ack.observe(now - started)
+            self.path.metrics.ack_latency.observe(now - t_in)
             self.tally[2] += 1
             self.tally[3] += len(payload)
 

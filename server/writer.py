@@ -56,6 +56,14 @@ Acks, :meth:`server.session.Session.after_commit`) all run in the next loop turn
 ``burst.release()`` just after, so the frames they write go out with one socket write
 per connection instead of one per frame (a batch of one skips it: one frame each).
 
+**Stage times.** A queued item keeps the clock reading of its ``submit``; when its batch
+commits, the writer observes each message's ``queue`` stage (submit → the batch cut) and,
+once for the whole batch (``observe_many``), its ``commit`` stage (the cut → the futures
+settled with their rows: pool wait, commit turn, injected latency, the commit) on the
+recorders :meth:`Writer.time_stages` hands it (the server's
+``chatcap_send_stage_seconds``, :mod:`server.metrics`). A batch that is refused or fails
+observes neither; every reading is the writer's clock.
+
 The rules of the answers (retry-after ms, the ``overloaded`` drain-rate hint,
 ``store_busy``'s waited ms) and of injected faults are ``chatcap.pipeline``'s, shared
 with the model; this module carries them out on the event loop.
@@ -91,6 +99,7 @@ from server.storepool import PoolClosed, PoolTimeout, StorePool
 __all__ = [
     "DRAIN_RETRY_AFTER_MS",
     "Overloaded",
+    "StageRecorder",
     "StoreBusy",
     "StoreFailed",
     "Unavailable",
@@ -102,7 +111,31 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Item = tuple[PendingSend, "asyncio.Future[StoredMessage]"]
+Item = tuple[PendingSend, "asyncio.Future[StoredMessage]", float]
+"""A queued send, its future, and the writer's clock at its ``submit`` (the queue stage)."""
+
+
+class StageRecorder(Protocol):
+    """Where a stage's times go (a child of :class:`server.metrics.LoopHistogram`)."""
+
+    def observe(self, amount: float) -> None: ...
+
+    def observe_many(self, amount: float, n: int) -> None: ...
+
+
+class _Unrecorded:
+    """The stage recorder of a writer nobody asked for stage times."""
+
+    __slots__ = ()
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def observe_many(self, amount: float, n: int) -> None:
+        pass
+
+
+_UNRECORDED = _Unrecorded()
 
 
 # -- answers ------------------------------------------------------------------------
@@ -219,6 +252,14 @@ class Writer:
         self._running = False
         self._pump_due = False  # a pump callback is scheduled
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue_stage: StageRecorder = _UNRECORDED
+        self._commit_stage: StageRecorder = _UNRECORDED
+
+    def time_stages(self, queue: StageRecorder, commit: StageRecorder) -> None:
+        """Record each committed message's ``queue`` and ``commit`` stage times here from
+        now on (see the module docstring); the send path binds the server's
+        ``chatcap_send_stage_seconds`` children once (:class:`server.session.SendPath`)."""
+        self._queue_stage, self._commit_stage = queue, commit
 
     # -- reading ----------------------------------------------------------------------
 
@@ -251,7 +292,7 @@ class Writer:
             raise Overloaded(overload_retry_after_ms(len(queue), rate))
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[StoredMessage] = loop.create_future()
-        queue.append((send, fut))
+        queue.append((send, fut, self._clock()))
         if not self._pump_due and self._running:
             self._pump_due = True
             loop.call_soon(self._pump)
@@ -308,11 +349,12 @@ class Writer:
         queue = self._queue
         while queue and self._free_slots > 0 and self._running:
             batch = self._cut_batch()
-            if self._commit_now(batch):
+            cut_at = self._clock()
+            if self._commit_now(batch, cut_at):
                 self._wake()  # one synchronous batch per call: let other frames in
                 return
             self._free_slots -= 1
-            self._start_batch(batch)
+            self._start_batch(batch, cut_at)
 
     def _cut_batch(self) -> list[Item]:
         queue = self._queue
@@ -323,12 +365,12 @@ class Writer:
             return batch
         return [queue.popleft() for _ in range(self._batch_max)]
 
-    def _start_batch(self, batch: list[Item]) -> None:
+    def _start_batch(self, batch: list[Item], cut_at: float) -> None:
         # Commit turns are handed out here, in queue order: see the module docstring.
         loop = self._loop or asyncio.get_running_loop()
         turn: asyncio.Future[None] = loop.create_future()
         previous, self._last_turn = self._last_turn, turn
-        task = loop.create_task(self._settle_batch(batch, previous, turn))
+        task = loop.create_task(self._settle_batch(batch, previous, turn, cut_at))
         self._batches.add(task)
         task.add_done_callback(self._batch_done)
 
@@ -340,9 +382,10 @@ class Writer:
 
     # -- the fast path ----------------------------------------------------------------
 
-    def _commit_now(self, batch: list[Item]) -> bool:
-        """Commit ``batch`` synchronously on the loop and settle it, if the fast path is
-        open (see the module docstring); False, having done nothing, if it is not."""
+    def _commit_now(self, batch: list[Item], cut_at: float) -> bool:
+        """Commit ``batch`` (cut at ``cut_at``) synchronously on the loop and settle it, if
+        the fast path is open (see the module docstring); False, having done nothing, if
+        it is not."""
         if self.commit_on != "loop" or self._batches or self._faults.has_latency:
             return False
         pool = self._pool
@@ -353,19 +396,20 @@ class Writer:
             decision = breaker.try_acquire(self._clock())
             if not decision.allowed:
                 never_s = breaker.config.open_duration_s
-                self._finish(batch, Unavailable(protocol_ms(decision.retry_after_s, never_s)))
+                retry_after_ms = protocol_ms(decision.retry_after_s, never_s)
+                self._finish(batch, Unavailable(retry_after_ms), cut_at)
                 return True
         conn = pool.lend_now()
         assert conn is not None  # can_lend_now said so, and nothing ran in between
         try:
-            rows = self._commit_inline(conn, [send for send, _ in batch])
+            rows = self._commit_inline(conn, [send for send, _, _ in batch])
         except WriteRejected as exc:
-            self._finish(batch, exc)
+            self._finish(batch, exc, cut_at)
         except Exception as exc:  # a bug: answer `internal` rather than hang the senders
             log.exception("write batch failed unexpectedly")
-            self._finish(batch, StoreFailed(f"unexpected error: {exc!r}"))
+            self._finish(batch, StoreFailed(f"unexpected error: {exc!r}"), cut_at)
         else:
-            self._finish(batch, rows)
+            self._finish(batch, rows, cut_at)
         return True
 
     def _commit_inline(
@@ -400,52 +444,62 @@ class Writer:
             self._on_batch(len(sends), held_s)
         return rows
 
-    def _finish(self, batch: list[Item], outcome: list[StoredMessage] | WriteRejected) -> None:
+    def _finish(
+        self, batch: list[Item], outcome: list[StoredMessage] | WriteRejected, cut_at: float
+    ) -> None:
         """Settle a fast-path batch: every future, the drain rate, drain's wake-up."""
-        self._settle([fut for _, fut in batch], outcome)
+        self._settle(batch, outcome, cut_at)
         self._drain_rate.record(self._clock(), len(batch))
         self._progress.set()
 
     def _settle(
         self,
-        futures: Sequence[asyncio.Future[StoredMessage]],
+        batch: Sequence[Item],
         outcome: list[StoredMessage] | WriteRejected,
+        cut_at: float,
     ) -> None:
         """Give each future its row (or its copy of the rejection), between the burst's
-        hold and release so that the answers they trigger leave together."""
+        hold and release so that the answers they trigger leave together; a committed
+        batch (rows) observes its messages' ``queue`` and ``commit`` stage times."""
         burst, loop = self._burst, self._loop
-        if len(futures) < 2:  # one message writes one frame per connection anyway
+        if len(batch) < 2:  # one message writes one frame per connection anyway
             burst = None
         if burst is not None and loop is not None:
             loop.call_soon(burst.hold)  # runs just before the futures' callbacks
         if isinstance(outcome, WriteRejected):
-            _fail(futures, outcome)
+            _fail([fut for _, fut, _ in batch], outcome)
         else:
-            for fut, row in zip(futures, outcome, strict=True):
+            queue_stage = self._queue_stage.observe
+            for (_, fut, submitted_at), row in zip(batch, outcome, strict=True):
                 if not fut.done():  # done = cancelled: that sender went away
                     fut.set_result(row)
+                queue_stage(cut_at - submitted_at)
+            self._commit_stage.observe_many(self._clock() - cut_at, len(batch))
         if burst is not None and loop is not None:
             loop.call_soon(burst.release)  # ... and just after them
 
     # -- one batch as a task ----------------------------------------------------------
 
     async def _settle_batch(
-        self, batch: list[Item], previous: asyncio.Future[None] | None, turn: asyncio.Future[None]
+        self,
+        batch: list[Item],
+        previous: asyncio.Future[None] | None,
+        turn: asyncio.Future[None],
+        cut_at: float,
     ) -> None:
-        """Store one batch and settle its futures, whatever happens."""
-        futures = [fut for _, fut in batch]
+        """Store one batch (cut at ``cut_at``) and settle its futures, whatever happens."""
         try:
-            rows = await self._store([send for send, _ in batch], previous)
+            rows = await self._store([send for send, _, _ in batch], previous)
         except WriteRejected as exc:
-            self._settle(futures, exc)
+            self._settle(batch, exc, cut_at)
         except asyncio.CancelledError:
-            _fail(futures, Unavailable(DRAIN_RETRY_AFTER_MS))
+            _fail([fut for _, fut, _ in batch], Unavailable(DRAIN_RETRY_AFTER_MS))
             raise
         except Exception as exc:  # a bug: answer `internal` rather than hang the senders
             log.exception("write batch failed unexpectedly")
-            self._settle(futures, StoreFailed(f"unexpected error: {exc!r}"))
+            self._settle(batch, StoreFailed(f"unexpected error: {exc!r}"), cut_at)
         else:
-            self._settle(futures, rows)
+            self._settle(batch, rows, cut_at)
         finally:
             _pass_turn(previous, turn)
             self._drain_rate.record(self._clock(), len(batch))
@@ -540,7 +594,7 @@ class Writer:
         return duration_s
 
     def _fail_queued(self) -> None:
-        queued = [fut for _, fut in self._queue]
+        queued = [fut for _, fut, _ in self._queue]
         self._queue.clear()
         _fail(queued, Unavailable(DRAIN_RETRY_AFTER_MS))
         self._progress.set()

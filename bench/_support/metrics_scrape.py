@@ -12,6 +12,9 @@ sample, keyed by name and labels; ``*_created`` timestamps dropped) and offers:
   (``chatcap_breaker_transitions_total{from,to}``), :meth:`Scrape.rate_limited`;
 * :meth:`Scrape.minus` — after − before: counters and histogram series subtract, gauges
   keep the later value;
+* :meth:`Scrape.mean` — a histogram's mean over a difference, Δ ``_sum`` ÷ Δ ``_count``
+  (exact, unlike a quantile), of the whole family or of one labelled series: the stages
+  of a Send, ``chatcap_send_stage_seconds{stage}`` (:data:`SEND_STAGE`);
 * :meth:`Scrape.buckets` and :func:`histogram_quantile` — a histogram's cumulative
   buckets and a quantile estimated as Prometheus's ``histogram_quantile()`` does
   (linear interpolation inside the bucket that holds the rank). The server's bounds
@@ -35,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
     "ACK_LATENCY",
+    "SEND_STAGE",
     "Scrape",
     "fetch",
     "fetch_text",
@@ -44,6 +48,10 @@ __all__ = [
 
 ACK_LATENCY = "chatcap_ack_latency_seconds"
 """The server's own Send-received → Ack-sent histogram (seconds)."""
+
+SEND_STAGE = "chatcap_send_stage_seconds"
+"""The server's per-stage times of a Send (seconds), one series per ``stage`` label value
+(``server.metrics.SEND_STAGES``)."""
 
 Labels = tuple[tuple[str, str], ...]
 Key = tuple[str, Labels]
@@ -99,6 +107,14 @@ class Scrape:
             if n == histogram + "_bucket"
         ]
         return sorted(rows)
+
+    def mean(self, histogram: str, **labels: str) -> float:
+        """``histogram``'s mean, ``_sum`` ÷ ``_count`` of the series whose labels include
+        ``labels`` (on a difference: the window's observations); NaN without any."""
+        count = self.total(histogram + "_count", **labels)
+        if count <= 0:
+            return math.nan
+        return self.total(histogram + "_sum", **labels) / count
 
     def quantile(self, histogram: str, q: float) -> float:
         """:func:`histogram_quantile` of ``histogram``'s buckets (NaN when empty)."""

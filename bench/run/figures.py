@@ -9,11 +9,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench._support.histo import HistogramSet, LatencyHistogram
-from bench._support.metrics_scrape import ACK_LATENCY
+from bench._support.metrics_scrape import ACK_LATENCY, SEND_STAGE, Scrape
 from bench.load.report import generator_bound
 from bench.run.points import NAN, Point
 from bench.run.search import SearchPlan, SearchResult, StepResult
 from bench.run.window import Window
+from server.metrics import SEND_STAGES
 
 CPU_BOUND_PCT = 90.0
 """A generator process at or above this share of one core may have set the pace."""
@@ -22,6 +23,9 @@ LAG_P99_MAX_MS = 50.0
 LAG_SHARE_NOTE = 0.5
 """Schedule lag p99 above this share of the ack p99 earns the row a caution note."""
 MACHINE_BUSY_PCT = 95.0
+
+STAGE_COLUMNS: tuple[str, ...] = tuple(f"server_stage_{stage}_ms" for stage in SEND_STAGES)
+"""The ``summary.csv`` columns of the mean stage times of a Send, in a Send's order."""
 
 
 def _merged(doc: Mapping[str, Any], name: str) -> LatencyHistogram:
@@ -82,6 +86,20 @@ def error_rate(loss: Mapping[str, int]) -> float:
     return max(attempts - loss["acked"], 0) / attempts if attempts > 0 else NAN
 
 
+def server_means_ms(server: Scrape) -> dict[str, float]:
+    """The server's mean ack latency and the mean time of each stage of a Send, ms, from a
+    scrape difference (Δ sum ÷ Δ count; NaN where the count did not move).
+
+    The stages do not add up to the ack latency: the loop turns between a batch settling
+    and its Ack being written have no histogram (``server.metrics``), so what is left is
+    ``server_ack_mean_ms`` less the sum of the ``server_stage_*_ms``.
+    """
+    means = {"server_ack_mean_ms": server.mean(ACK_LATENCY) * 1000.0}
+    for stage, column in zip(SEND_STAGES, STAGE_COLUMNS, strict=True):
+        means[column] = server.mean(SEND_STAGE, stage=stage) * 1000.0
+    return means
+
+
 def summary_row(
     run_id: str,
     scenario: str,
@@ -134,6 +152,7 @@ def summary_row(
         "ack_p999_ms": ack.percentile_ms(99.9),
         "server_ack_p50_ms": server.quantile(ACK_LATENCY, 0.50) * 1000.0,
         "server_ack_p99_ms": server.quantile(ACK_LATENCY, 0.99) * 1000.0,
+        **server_means_ms(server),
         "generator_bound": bool(reasons),
         "note": "; ".join(all_notes),
     }
