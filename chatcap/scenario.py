@@ -52,9 +52,21 @@ def opt(
     le: float | None = None,
     choices: tuple[str, ...] | None = None,
     anchor: str = "",
+    zero_ok: bool = False,
 ) -> Any:
-    """A documented scenario field: default, meaning, allowed range or choices."""
-    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices, "anchor": anchor}
+    """A documented scenario field: default, meaning, allowed range or choices.
+
+    ``zero_ok`` lets exactly 0 through besides the range (0 meaning "off", as in
+    ``server.ping_interval_s``); its range then reads e.g. ``0 or ≥ 0.05 and ≤ 3600``."""
+    meta = {
+        "doc": doc,
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "choices": choices,
+        "anchor": anchor,
+        "zero_ok": zero_ok,
+    }
     if isinstance(default, list | dict):
         factory = default.copy
         return field(default_factory=factory, metadata=meta)
@@ -236,6 +248,22 @@ class ServerConfig:
     drain_timeout_s: float = opt(10.0, "graceful shutdown deadline", gt=0)
     request_timeout_s: float = opt(10.0, "deadline of one HTTP request or replay", gt=0)
     open_timeout_s: float = opt(10.0, "deadline of a WebSocket opening handshake", gt=0)
+    ping_interval_s: float = opt(
+        20.0,
+        "keepalive ping to each connection this often; 0 = no pings",
+        ge=0.05,
+        le=3600,
+        anchor="websockets ping_interval 20",
+        zero_ok=True,
+    )
+    ping_timeout_s: float = opt(
+        20.0,
+        "close a connection (1011) whose pong is this late; 0 = never",
+        ge=0.05,
+        le=3600,
+        anchor="websockets ping_timeout 20",
+        zero_ok=True,
+    )
     auth: str = opt(
         "open", "`open`: any user name; `users`: password file", choices=("open", "users")
     )
@@ -556,6 +584,8 @@ def _check_range(meta: Mapping[str, Any], value: Any, key: str, source: str) -> 
         )
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
+    if meta.get("zero_ok") and value == 0:
+        return
     ge, gt, le = meta.get("ge"), meta.get("gt"), meta.get("le")
     bad = (
         (ge is not None and value < ge)
@@ -574,7 +604,8 @@ def _range_text(meta: Mapping[str, Any]) -> str:
         parts.append(f"> {meta['gt']:g}")
     if meta.get("le") is not None:
         parts.append(f"≤ {meta['le']:g}")
-    return " and ".join(parts) if parts else "any"
+    text = " and ".join(parts) if parts else "any"
+    return f"0 or {text}" if meta.get("zero_ok") else text
 
 
 def _type_word(base: Any) -> str:

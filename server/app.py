@@ -71,15 +71,17 @@ def websocket_options(cfg: ServerConfig) -> dict[str, Any]:
     frame size, compression, keepalive pings, opening and closing deadlines.
 
     The conformance echo endpoint (:mod:`server.echo`) serves with the same dict, so an
-    Autobahn run against it checks the settings the chat server really uses. Ping and
-    close values are the library's defaults, named here so both endpoints state them.
+    Autobahn run against it checks the settings the chat server really uses. Keepalive
+    pings come from ``server.ping_interval_s`` and ``server.ping_timeout_s`` (0 is None
+    to websockets: no pings, no pong deadline); the close deadline is the library's
+    default, named here so both endpoints state it.
     """
     return {
         "compression": "deflate" if cfg.compression else None,
         "max_size": cfg.max_message_bytes,
         "open_timeout": cfg.open_timeout_s,
-        "ping_interval": 20.0,
-        "ping_timeout": 20.0,
+        "ping_interval": cfg.ping_interval_s or None,
+        "ping_timeout": cfg.ping_timeout_s or None,
         "close_timeout": 10.0,
         "logger": logging.getLogger("websockets.server"),
     }
