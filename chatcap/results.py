@@ -96,14 +96,15 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "server_ack_mean_ms",
         "float",
         "Server-side mean ack latency, ms: Δ sum ÷ Δ count of `chatcap_ack_latency_seconds` "
-        "(measured runs).",
+        "(measured runs; in the model's rows its ack mean, the stages' sum plus the rest).",
         required=False,
     ),
     Column(
         "server_stage_ingress_ms",
         "float",
         "Mean time of a Send's `ingress` stage (frame read → write queue: decode, limiter, "
-        "checks, dedup), ms: Δ sum ÷ Δ count of `chatcap_send_stage_seconds{stage}`.",
+        "checks, dedup), ms: Δ sum ÷ Δ count of `chatcap_send_stage_seconds{stage}`; in "
+        "the model's rows the same stage as the model charges it (`sim.model.STAGES`).",
         required=False,
     ),
     Column(

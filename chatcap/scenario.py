@@ -375,6 +375,12 @@ class SimConfig:
         1, "commits the store runs at once (SQLite: 1); 0 = one per pool connection", ge=0
     )
     timeseries_interval_s: float = opt(1.0, "time series bucket width", gt=0)
+    scrape_interval_s: float = opt(
+        0.0,
+        "a GET /metrics every this often, charged to each loop (calibration scrape_us); 0 = none",
+        ge=0,
+        le=3600,
+    )
     replications: int = opt(5, "replications per point when the CLI is not told", ge=1, le=1000)
 
 

@@ -104,6 +104,7 @@ class SimResult:
             run_id=run_id,
             replication=replication,
             open_loop=self.open_loop,
+            stage_means_ms=self.stage_means_ms() if self.stage_n else None,
         )
 
     def delivery_quantiles(self, qs: Sequence[float], codec: str | None = None) -> list[float]:

@@ -41,6 +41,14 @@ key                        meaning
                            states, the VM's wake-up, cold caches); the model charges
                            :class:`ColdPath` of it to work that finds its loop idle
                            (absent or empty: no penalty)
+``background_us_per_s``    optional: CPU the server spends per second with nothing to
+                           do and no connection (its timers); charged to the loop in
+                           ticks (0 when absent)
+``ping_us``                optional: CPU of one keepalive ping (``server.ping_interval_s``)
+                           — the background cost of an open connection; the model
+                           charges one per connection per interval (0 when absent)
+``scrape_us``              optional: CPU of one ``GET /metrics``; the model charges one
+                           every ``sim.scrape_interval_s`` (0 when absent)
 ``store_commit_fixed_ms``  measured mean commit of a batch of one message
 ``store_commit_per_msg_ms``  measured extra per further message in a batch
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
@@ -107,6 +115,9 @@ class Costs:
     per_batch_wait_ms: float = 0.0
     per_batch_wait_samples_ms: tuple[float, ...] = ()
     cold_penalty_us_by_gap_ms: dict[float, float] = field(default_factory=dict)
+    background_us_per_s: float = 0.0
+    ping_us: float = 0.0
+    scrape_us: float = 0.0
     store_commit_fixed_ms: float = 0.04
     store_commit_per_msg_ms: float = 0.015
     store_commit_ms_by_batch: dict[int, float] = field(default_factory=dict)
@@ -132,6 +143,9 @@ class Costs:
             per_batch_loop_us=0.0,
             per_batch_thread_us=0.0,
             cold_penalty_us_by_gap_ms={},
+            background_us_per_s=0.0,
+            ping_us=0.0,
+            scrape_us=0.0,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -247,6 +261,9 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         "per_batch_loop_us",
         "per_batch_thread_us",
         "per_batch_wait_ms",
+        "background_us_per_s",
+        "ping_us",
+        "scrape_us",
         "store_commit_fixed_ms",
         "store_commit_per_msg_ms",
     ):

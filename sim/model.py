@@ -64,6 +64,7 @@ import numpy as np
 
 from chatcap import wiring
 from chatcap.pipeline import JOIN, NEW, FaultPlan, acquire_timeout_s, protocol_ms, throttle_until
+from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.policy.commit import commit_place
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
@@ -103,13 +104,13 @@ from sim.workload import Replay, build_layout
 
 __all__ = ["STAGES", "ModelError", "RawRun", "ScriptedCommit", "simulate", "user_key"]
 
-STAGES: tuple[str, ...] = ("ingress", "queue", "commit", "fanout", "ack")
-"""The server's stages of a Send, as ``chatcap_send_stage_seconds`` names them: reading
-the frame (decode, limiter, dedup), waiting in the write queue, the batch from its cut
-to its commit's result, the fan-out, the Ack's write. What the ack latency holds beyond
-them (the per-batch loop cost, a cold wake-up, the loop busy when a commit's result
-arrives) is left to the difference between the ack mean and their sum, on both sides."""
+STAGES = SEND_STAGES  # the server's stages of a Send (chatcap.pipeline.stages); what
+# the ack latency holds beyond them is left to the ack mean less their sum
 _INGRESS, _QUEUE, _COMMIT, _FANOUT, _ACK = range(len(STAGES))
+
+BACKGROUND_TICK_S = 0.1
+"""How often the idle server's own CPU (``background_us_per_s``) is charged to a loop
+without keepalive pings to carry it."""
 
 # ---------------------------------------------------------------------------- the model
 
@@ -178,6 +179,7 @@ class _Model:
         self._init_arrivals(np.random.default_rng(streams[4]))
         self._room_rng = Random(int(streams[5].generate_state(1)[0]))
         self._init_rooms()
+        self._init_background(costs if sim.cpu else costs.zero_cpu())
         self.attempts: list[Attempt] = []
         self.deliveries: list[Delivery] = []
         self.cpu_codec = [0.0] * len(CODEC_NAMES)
@@ -290,6 +292,57 @@ class _Model:
         rate = w.users * w.send_rate_per_user_per_s
         self.gaps = Draws(lambda n: rng.standard_exponential(n) / rate)
         self.pick_user = Draws(lambda n: rng.integers(0, w.users, n))
+
+    def _init_background(self, c: Costs) -> None:
+        """Background work on each loop, in ticks (:meth:`_on_background`): one keepalive
+        ping per connection per ``server.ping_interval_s`` (``ping_us``; the pings of a
+        process's connections spread evenly over the interval), the idle server's own CPU
+        (``background_us_per_s``) shared out over the same ticks — or over ticks of
+        :data:`BACKGROUND_TICK_S` without pings — and one ``GET /metrics`` per
+        ``sim.scrape_interval_s`` (``scrape_us``). Attributed to the codecs in the
+        shares of their users."""
+        users = self.s.workload.users
+        codec_users = np.bincount(self.layout.user_codec, minlength=len(CODEC_NAMES))
+        self.bg_share = [float(n) / users for n in codec_users]
+        interval = self.s.server.ping_interval_s
+        base_per_s = c.background_us_per_s * 1e-6
+        n_procs = len(self.procs)
+        for proc in self.procs:
+            conns = len(range(proc.index, users, n_procs))
+            if c.ping_us > 0 and interval > 0 and conns > 0:
+                period = interval / conns
+                cost = c.ping_us * 1e-6 + base_per_s * period
+            elif base_per_s > 0:
+                period = BACKGROUND_TICK_S
+                cost = base_per_s * period
+            else:
+                continue
+            self._at(period / 2, self._on_background, (proc, period, cost))
+        scrape_every = self.s.sim.scrape_interval_s
+        if c.scrape_us > 0 and scrape_every > 0:
+            for proc in self.procs:  # each process answers its own /metrics
+                self._at(
+                    scrape_every / 2, self._on_background, (proc, scrape_every, c.scrape_us * 1e-6)
+                )
+
+    def _on_background(self, now: float, tick: tuple[Worker, float, float]) -> None:
+        """One background tick: ``cost`` seconds on ``proc``'s loop, every ``period``
+        until the run's end (a cold loop pays the cold path first)."""
+        proc, period, cost = tick
+        busy = proc.busy_until
+        if now > busy:
+            start = now
+            if self.cold is not None:
+                cost += self.cold(now - busy)
+        else:
+            start = busy
+        proc.busy_until = start + cost
+        proc.busy_total += cost
+        cpu_codec = self.cpu_codec
+        for codec, share in enumerate(self.bg_share):
+            cpu_codec[codec] += cost * share
+        if now + period < self.duration_s:
+            self._at(now + period, self._on_background, tick)
 
     def _init_rooms(self) -> None:
         """Members per room by (process, codec); fan-out plans are built on first use."""

@@ -18,6 +18,7 @@ inside it that were not acked.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -214,10 +215,13 @@ def summary_rows(
     run_id: str = "",
     replication: int = 0,
     open_loop: bool = True,
+    stage_means_ms: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Summary rows (``SUMMARY_COLUMNS``): ``mix`` plus one per codec when the users
     have both codecs, else one row for the one codec. A codec's row covers sends *by*
-    its users and deliveries *to* them."""
+    its users and deliveries *to* them. ``stage_means_ms`` (the server's stages of a
+    Send, ``sim.model.STAGES``, over all codecs) fill ``server_stage_*_ms`` of every row,
+    and ``server_ack_mean_ms`` is then the row's ack mean."""
     w = scenario.workload
     present = [c for c, n in enumerate(users_by_codec) if n > 0]
     groups: list[tuple[str, list[int]]] = [(CODEC_NAMES[c], [c]) for c in present]
@@ -232,6 +236,10 @@ def summary_rows(
         )  # fmt: skip
         row.update(run_id=run_id, scenario=scenario.name, source="sim", codec=name)
         row.update(replication=replication, seed=seed)
+        if stage_means_ms:
+            row["server_ack_mean_ms"] = row["ack_mean_ms"]
+            for stage, ms in stage_means_ms.items():
+                row[f"server_stage_{stage}_ms"] = ms
         if name != "mix" and len(present) > 1:
             row["note"] = f"sends by and deliveries to the {name} users of a codec mix"
         rows.append(row)

@@ -164,9 +164,11 @@ def predict_measured(
 ) -> pd.DataFrame:
     """The model at each (codec, offered load) of a measured run: the run's resolved
     scenario, the same users and per-user rate, every user on that codec, the same
-    duration and warm-up (unless given), costs from ``calibration`` (None: the model's
-    built-in defaults) — its store commit figures too (``sim.store_service_ms`` and
-    ``sim.store_per_msg_ms``: the batch-of-one mean and the per-message slope). Rows
+    duration and warm-up (unless given), its ``/metrics`` scrape interval
+    (``sim.scrape_interval_s`` from the manifest's ``sample_s``), costs from
+    ``calibration`` (None: the model's built-in defaults) — its store commit figures
+    too (``sim.store_service_ms`` and ``sim.store_per_msg_ms``: the batch-of-one mean and
+    the per-message slope). Rows
     carry the measured ``offered_per_s`` exactly (for :func:`join`) and ``source =
     "sim"``."""
     path = resolve(run_dir)
@@ -181,6 +183,8 @@ def predict_measured(
         "workload.warmup_s": float(warmup),
         "sim.calibration": str(resolve(calibration)) if calibration else "",
     }
+    if manifest.get("sample_s"):  # the run scraped /metrics this often: the model too
+        overrides["sim.scrape_interval_s"] = float(manifest["sample_s"])
     if calibration:  # the store's mean as measured too, not the scenario's planning figure
         costs = load_costs(resolve(calibration))
         overrides["sim.store_service_ms"] = costs.store_commit_fixed_ms

@@ -74,7 +74,15 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    what a unit of work costs beyond the warm path when it finds the loop idle (CPU idle
    states, the virtual machine's wake-up, cold caches). The model charges it to work
    that finds its loop idle (:class:`sim.calibration.ColdPath`).
-5. **The store** (``store_commit_*``, ``commit_samples_ms``):
+5. **Background** (``background_us_per_s``, ``ping_us``, ``scrape_us``): a server of its
+   own with keepalive pings every :data:`~bench.jobs.calibrate_fit.PING_PROBE_S`
+   (``server.ping_interval_s``): its CPU with no connection for a while (timers), then
+   with ``background_connections`` idle connections held (``bench.micro.loadclient
+   --case idle --hold-s``: the hold's CPU less that base, per ping), then over
+   ``scrapes`` ``GET /metrics`` (less the base, per scrape). The model charges a ping
+   per connection per ``server.ping_interval_s`` and a scrape per
+   ``sim.scrape_interval_s``.
+6. **The store** (``store_commit_*``, ``commit_samples_ms``):
    :meth:`server.store.StoreConnection.commit_batch` on a temporary SQLite file (WAL,
    ``synchronous=NORMAL``), batch sizes 1, 2, 4, … 256 taking turns within every repeat;
    each repeat's figure is the mean wall time of its commits, the table the median over
@@ -116,7 +124,7 @@ from bench._support.clients import WINDOW, run_case, run_client
 from bench._support.cpus import CpuPlan, add_cpu_arguments, cpu_plan_from_args, pinned, plan_cpus
 from bench._support.host import raise_nofile_limit
 from bench._support.metrics_scrape import ACK_LATENCY, Scrape, fetch
-from bench._support.procstat import process_cpu_s, thread_cpu_s
+from bench._support.procstat import precise_cpu_s, process_cpu_s, thread_cpu_s
 from bench._support.servers import (
     ServerProc,
     bench_scenario,
@@ -132,12 +140,15 @@ from bench.jobs.calibrate_fit import (
     FULL,
     LONE_ROOM,
     LONE_WINDOW,
+    PING_PROBE_S,
     QUICK,
     ROOM_SIZES,
+    BackgroundProbe,
     ColdPoint,
     Plan,
     Point,
     StoreFigures,
+    background_costs,
     build_costs,
     cold_messages,
     fit_line,
@@ -263,6 +274,60 @@ def _children_cpu_s() -> float:
 
 
 PACED_CLIENT = "bench.micro.paced_client"
+LOAD_CLIENT = "bench.micro.loadclient"
+
+
+def measure_background(
+    scenario: Scenario, plan: Plan, workdir: Path, cpus: CpuPlan
+) -> BackgroundProbe:
+    """The background probe (module docstring, item 5) on a server of its own."""
+    probe_scenario = scenario.with_overrides({"server.ping_interval_s": PING_PROBE_S})
+    path = workdir / "scenario-background.toml"
+    path.write_text(to_toml(probe_scenario, comments=False))
+    server = start_our_server(path, workdir, "calbg", client_ca_file(scenario), cpus=cpus.server)
+    pid = server.pid
+    try:
+        with pinned(cpus.generator):
+            (cpu0, _), t0 = precise_cpu_s(pid), time.perf_counter()
+            time.sleep(plan.background_base_s)  # the measurement: the server left alone
+            (cpu1, _), base_s = precise_cpu_s(pid), time.perf_counter() - t0
+            argv = [
+                sys.executable, "-m", LOAD_CLIENT, "--case", "idle", "--impl", "ours",
+                "--codec", "json", "--url", server.url, "--server-pid", str(pid),
+                "--connections", str(plan.background_connections),
+                "--hold-s", f"{plan.background_hold_s:g}", "--timeout-s", str(plan.timeout_s),
+                "--tag", "calbg",
+            ]  # fmt: skip
+            if server.ca_file:
+                argv += ["--ca-file", str(server.ca_file)]
+            outcome = run_client(argv, plan.timeout_s * 3)
+            if not outcome.get("ok") or not outcome.get("hold_s"):
+                raise RuntimeError(f"background probe: {outcome.get('note')}")
+            context = server.client_context()
+            (cpu2, _), t2 = precise_cpu_s(pid), time.perf_counter()
+            for _ in range(plan.scrapes):
+                fetch(server.base_url, context=context)
+            (cpu3, _), scrape_s = precise_cpu_s(pid), time.perf_counter() - t2
+    finally:
+        stop_server(server)
+    probe = BackgroundProbe(
+        base_s=base_s,
+        base_cpu_s=cpu1 - cpu0,
+        connections=int(outcome["connections"]),
+        hold_s=float(outcome["hold_s"]),
+        hold_cpu_s=float(outcome["hold_cpu_s"]),
+        ping_interval_s=PING_PROBE_S,
+        scrapes=plan.scrapes,
+        scrape_s=scrape_s,
+        scrape_cpu_s=cpu3 - cpu2,
+    )
+    base, ping, scrape = background_costs(probe)
+    print(
+        f"[calibrate] background: {base:.0f} µs/s idle, {ping:.1f} µs per keepalive ping "
+        f"({probe.connections} connections), {scrape:.0f} µs per /metrics scrape",
+        flush=True,
+    )
+    return probe
 
 
 def measure_cold_point(server: ServerProc, gap_ms: float, repeat: int, plan: Plan) -> ColdPoint:
@@ -423,8 +488,9 @@ def calibrate(
         print(f"[calibrate] server: rooms of {ROOM_SIZES}, {plan.repeat} repeat(s)", flush=True)
         cold: list[ColdPoint] = []
         points = measure_server_points(scenario, plan, workdir, cpus, cold)
+        background = measure_background(scenario, plan, workdir, cpus)
     cpu_sets = cpus.describe() | {"server_cores": cpus.server_cores()}
-    return build_costs(codec, points, store, scenario, plan, created, cpu_sets, cold)
+    return build_costs(codec, points, store, scenario, plan, created, cpu_sets, cold, background)
 
 
 def say_cpus(cpus: CpuPlan) -> None:

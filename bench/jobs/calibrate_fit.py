@@ -34,6 +34,7 @@ LONE_WINDOW = 1  # one send in flight: every message a batch of its own
 LONE_ROOM = 21  # the lone fan-out point's room: members asleep between messages
 COLD_GAPS_MS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # the cold-path probe's idle gaps
 COLD_CODEC = "json"  # the probe's codec: the penalty is the loop's idleness, not a codec's
+PING_PROBE_S = 0.25  # the background probe's keepalive interval: many pings in a short hold
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class Plan:
     commits_per_repeat: int
     commit_samples: int
     timeout_s: float
+    background_base_s: float = 1.0  # the background probe: the idle server alone ...
+    background_connections: int = 200  # ... then this many idle connections ...
+    background_hold_s: float = 2.0  # ... held this long, pinged every PING_PROBE_S
+    scrapes: int = 20  # GET /metrics this many times
     cold_seconds: float = 1.5  # the cold-path probe: about this long per gap ...
     cold_min_messages: int = 30  # ... but at least this many sends ...
     cold_max_messages: int = 400  # ... and at most this many
@@ -75,6 +80,10 @@ QUICK = Plan(
     commits_per_repeat=3,
     commit_samples=20,
     timeout_s=60.0,
+    background_base_s=0.3,
+    background_connections=40,
+    background_hold_s=0.5,
+    scrapes=5,
     cold_seconds=0.3,
     cold_min_messages=10,
     cold_max_messages=60,
@@ -126,6 +135,35 @@ class ColdPoint:
     rtt_p50_ms: float  # the client's round trip
     rtt_mean_ms: float
     cpu_us_per_msg: float  # the server process's CPU per message (schedstat)
+
+
+@dataclass(frozen=True)
+class BackgroundProbe:
+    """What the background probe read (server CPU seconds over each phase)."""
+
+    base_s: float  # the idle server, no connection: how long ...
+    base_cpu_s: float  # ... and its CPU meanwhile
+    connections: int  # idle connections held ...
+    hold_s: float  # ... this long ...
+    hold_cpu_s: float  # ... and the server's CPU meanwhile
+    ping_interval_s: float  # the keepalive interval the probe's server ran with
+    scrapes: int  # GET /metrics this many times ...
+    scrape_s: float  # ... taking this long ...
+    scrape_cpu_s: float  # ... and the server's CPU meanwhile
+
+
+def background_costs(probe: BackgroundProbe) -> tuple[float, float, float]:
+    """``(background_us_per_s, ping_us, scrape_us)`` from the probe: the idle server's
+    CPU per second; the hold's CPU less that base, over the pings it held (connections ×
+    hold ÷ interval); the scrapes' CPU less the base over their time, per scrape. Never
+    below 0 (a noisy base can exceed a small hold)."""
+    base = probe.base_cpu_s / probe.base_s * 1e6 if probe.base_s > 0 else 0.0
+    pings = probe.connections * probe.hold_s / probe.ping_interval_s
+    held_us = probe.hold_cpu_s * 1e6 - base * probe.hold_s
+    ping = max(0.0, held_us / pings) if pings > 0 else 0.0
+    scraped_us = probe.scrape_cpu_s * 1e6 - base * probe.scrape_s
+    scrape = max(0.0, scraped_us / probe.scrapes) if probe.scrapes > 0 else 0.0
+    return max(0.0, base), ping, scrape
 
 
 def cold_messages(gap_ms: float, plan: Plan) -> int:
@@ -318,7 +356,10 @@ NOTES = (
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
     "commits. cold_penalty_us_by_gap_ms: one JSON connection, one send in flight, an idle "
     "gap before each send (0 = back-to-back); per gap the server's mean ack latency "
-    "(histogram sum / count) less the same back-to-back (median over repeats)."
+    "(histogram sum / count) less the same back-to-back (median over repeats). "
+    "background_us_per_s, ping_us, scrape_us: a server with no connection (CPU per "
+    "second), then idle connections held with keepalive pings every 0.25 s (CPU less "
+    "that base, per ping), then GET /metrics (CPU less the base, per scrape)."
 )
 
 
@@ -359,6 +400,7 @@ def build_costs(
     created: datetime,
     cpu_sets: Mapping[str, Any] | None = None,
     cold: Sequence[ColdPoint] = (),
+    background: BackgroundProbe | None = None,
 ) -> Costs:
     """The file's figures; ``cpu_sets``: where the server and the load client ran
     (:meth:`bench._support.cpus.CpuPlan.describe`), kept in ``details`` with
@@ -402,6 +444,7 @@ def build_costs(
         per_batch_loop_us=per_batch + thread_us,
         store_commit_fixed_ms=store.fixed_ms,
     )
+    bg = background_costs(background) if background is not None else (0.0, 0.0, 0.0)
     wait_ms = per_batch_wait_ms(points, on_path)
     wait_samples = per_batch_wait_samples_ms(points, on_path)
     details: dict[str, Any] = {
@@ -428,6 +471,7 @@ def build_costs(
             "points": [_plain(asdict(p)) for p in cold],
         },
         "commit_on": commit_on,
+        "background": _plain(asdict(background)) if background is not None else None,
         "store_fit_intercept_ms": store.intercept_ms,
         "store_overrides": SCENARIO_OVERRIDES,
         "cpus": machine["cpus"],
@@ -446,6 +490,9 @@ def build_costs(
         per_batch_wait_ms=wait_ms,
         per_batch_wait_samples_ms=wait_samples,
         cold_penalty_us_by_gap_ms=cold_penalty_us_by_gap_ms(cold),
+        background_us_per_s=bg[0],
+        ping_us=bg[1],
+        scrape_us=bg[2],
         store_commit_fixed_ms=store.fixed_ms,
         store_commit_per_msg_ms=store.per_msg_ms,
         store_commit_ms_by_batch=dict(store.ms_by_batch),
@@ -481,6 +528,9 @@ def format_table(costs: Costs) -> str:
     if cold:
         curve = ", ".join(f"{gap:g}: {us:.0f}" for gap, us in sorted(cold.items()))
         lines.append(f"cold penalty µs by gap ms     {curve}")
+    lines.append(f"{'background_us_per_s':28}{costs.background_us_per_s:24.2f}  µs/s")
+    lines.append(f"{'ping_us':28}{costs.ping_us:24.2f}  µs")
+    lines.append(f"{'scrape_us':28}{costs.scrape_us:24.1f}  µs")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

@@ -26,7 +26,10 @@ Cases — ``ours`` is the chat server (token, subprotocol, Join, Send → Ack + 
   deliveries; the phase ends when all of them have arrived.
 * ``idle``: ``--connections`` connections opened (ours: each with its own user and token,
   joined to one of 100 rooms) and held; RSS is read before the first token is fetched and
-  after every connection is open and joined (then a short settle).
+  after every connection is open and joined (then a short settle). With ``--hold-s S``
+  the connections are then held ``S`` seconds more, doing nothing, and the server's CPU
+  over that hold is read on its own (``hold_cpu_s``, schedstat ns where the kernel has
+  it): the background cost of open connections (keepalive pings, timers).
 
 echo and fanout first run a warm-up of ~10 % of the messages (not measured), then the
 measured phase; the server's CPU is read just before its first send and just after its
@@ -55,7 +58,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench._support.args import BadInput
 from bench._support.host import install_uvloop, raise_nofile_limit
-from bench._support.procstat import process_cpu_s, rss_kib
+from bench._support.procstat import precise_cpu_s, process_cpu_s, rss_kib
 from bench._support.tls import is_secure, trust_context
 from chatcap.protocol import CODECS, Ack, Codec, DecodeError, Deliver, Error, Join, Joined, Send
 
@@ -90,6 +93,8 @@ class Outcome:
     rss_after_kib: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     tls: str = ""  # wss://: the negotiated protocol and cipher of the first connection
+    hold_s: float = 0.0  # idle --hold-s: how long the connections were held, doing nothing
+    hold_cpu_s: float = 0.0  # the server's CPU over that hold
     note: str = ""
 
 
@@ -107,6 +112,7 @@ class Plan:
     timeout_s: float
     tag: str  # makes user names, rooms and client_msg_ids unique per client run
     tls: ssl.SSLContext | None = None  # set for a wss:// URL
+    hold_s: float = 0.0  # idle: hold the open connections this long, reading the CPU
 
 
 # ----------------------------------------------------------------------------- links
@@ -365,6 +371,11 @@ async def idle(plan: Plan, out: Outcome) -> None:
         out.client_cpu_s = time.process_time() - own0
         out.connections = plan.connections - len(failures)
         out.tls = links[0].tls() if links else ""
+        if plan.hold_s > 0 and not failures:
+            (held0, _), t0 = precise_cpu_s(plan.server_pid), time.perf_counter()
+            await asyncio.sleep(plan.hold_s)  # the measurement: connections left alone
+            (held1, _), out.hold_s = precise_cpu_s(plan.server_pid), time.perf_counter() - t0
+            out.hold_cpu_s = held1 - held0
         out.ok = not failures
     finally:
         await close_all(links, plan.timeout_s)
@@ -418,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=100, help="sends in flight")
     p.add_argument("--members", type=int, default=1, help="fanout: connections in the room")
     p.add_argument("--connections", type=int, default=500, help="idle: connections held")
+    p.add_argument(
+        "--hold-s", type=float, default=0.0, help="idle: hold them this long more, reading CPU"
+    )
     p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each wait")
     p.add_argument("--tag", default=f"p{os.getpid()}", help="unique prefix for names and ids")
     p.add_argument("--ca-file", default="", help="wss://: PEM CA bundle to trust (else system)")
@@ -444,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_s=args.timeout_s,
         tag=args.tag,
         tls=tls,
+        hold_s=max(0.0, args.hold_s),
     )
     raise_nofile_limit()
     install_uvloop()

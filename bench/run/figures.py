@@ -14,7 +14,7 @@ from bench.load.report import generator_bound
 from bench.run.points import NAN, Point
 from bench.run.search import SearchPlan, SearchResult, StepResult
 from bench.run.window import Window
-from server.metrics import SEND_STAGES
+from chatcap.pipeline.stages import SEND_STAGES
 
 CPU_BOUND_PCT = 90.0
 """A generator process at or above this share of one core may have set the pace."""

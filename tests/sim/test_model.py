@@ -561,3 +561,26 @@ def test_the_model_reports_the_servers_stages_of_a_send() -> None:
     # outside the measured window (warm-up): nothing counted
     early = sim.run(s, replay=script([(0.5, 0, 0, "json")]), costs=costs)
     assert all(math.isnan(v) for v in early.stage_means_ms().values())
+
+
+def test_keepalive_pings_and_scrapes_are_charged_to_the_loop() -> None:
+    """ping_us per connection per server.ping_interval_s, scrape_us per
+    sim.scrape_interval_s, background_us_per_s over the ticks — no sends at all."""
+    s = one_room_of_four().with_overrides(
+        {"server.ping_interval_s": 0.5, "sim.scrape_interval_s": 1.0}
+    )
+    empty = script([])
+    none = sim.run(s, replay=empty, costs=Costs())
+    assert none.cpu_window_s == 0.0
+    window_s = s.workload.duration_s - s.workload.warmup_s  # 5 s
+    pinged = sim.run(s, replay=empty, costs=Costs(ping_us=100.0))
+    # 4 connections, a ping each every 0.5 s: 8 pings a second
+    assert pinged.cpu_window_s == pytest.approx(window_s * 8 * 100e-6, rel=0.05)
+    scraped = sim.run(s, replay=empty, costs=Costs(scrape_us=2000.0))
+    assert scraped.cpu_window_s == pytest.approx(window_s * 2000e-6, rel=0.21)
+    base = sim.run(s, replay=empty, costs=Costs(background_us_per_s=1000.0))
+    assert base.cpu_window_s == pytest.approx(window_s * 1000e-6, rel=0.05)
+    off = s.with_overrides({"server.ping_interval_s": 0.0, "sim.scrape_interval_s": 0.0})
+    assert (
+        sim.run(off, replay=empty, costs=Costs(ping_us=100.0, scrape_us=2000.0)).cpu_window_s == 0
+    )

@@ -209,6 +209,17 @@ def test_quick_calibration_probes_the_cold_path_at_every_gap(quick_file: Path) -
     assert all(v >= 0 for v in curve.values())
 
 
+def test_quick_calibration_measures_the_background(quick_file: Path) -> None:
+    """The background probe ran on a server of its own: its idle CPU, idle connections
+    pinged every 0.25 s, and /metrics scrapes, each read (a scrape costs the server CPU)."""
+    costs = load_costs(quick_file)
+    probe = costs.details["background"]
+    assert probe["ping_interval_s"] == 0.25 and probe["connections"] == QUICK.background_connections
+    assert probe["hold_s"] >= QUICK.background_hold_s and probe["scrapes"] == QUICK.scrapes
+    assert probe["scrape_cpu_s"] > 0
+    assert costs.background_us_per_s >= 0 and costs.ping_us >= 0 and costs.scrape_us > 0
+
+
 def test_the_file_is_sim_calibration_json_with_schema_version_first(quick_file: Path) -> None:
     data = json.loads(quick_file.read_text())
     assert next(iter(data)) == "schema_version" and data["schema_version"] == 1

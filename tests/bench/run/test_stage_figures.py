@@ -14,8 +14,8 @@ from bench._support.metrics_scrape import ACK_LATENCY, SEND_STAGE, Scrape
 from bench.run.figures import STAGE_COLUMNS, server_means_ms, summary_row
 from bench.run.points import LoadShape, Point
 from bench.run.window import Sample, Window
+from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.results import SUMMARY_COLUMNS, read_table, write_table
-from server.metrics import SEND_STAGES
 from tests.bench.run.test_run import chat_doc
 
 
