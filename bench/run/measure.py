@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,22 @@ def _measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
         limit_s = settings.duration_s + point.shape.spawn_s + LOCUST_START_ALLOWANCE_S
         samples, locust_cpu_s = watch_locust(locust, tree, server, settings.sample_s, limit_s)
         details["cpus"] = cpu_record(cpus, server.pid, tree)
-        after_text = metrics_scrape.fetch_text(base_url, context=context)
-        (pdir / "metrics-after.txt").write_text(after_text)
-        after = Sample(time.monotonic(), metrics_scrape.parse(after_text), {}, machine_jiffies())
+        after_text = fetch_after(base_url, context)
+        if after_text is not None:
+            (pdir / "metrics-after.txt").write_text(after_text)
+            scraped = metrics_scrape.parse(after_text)
+            after = Sample(time.monotonic(), scraped, {}, machine_jiffies())
+        elif samples:  # an overloaded server (a retry storm) may answer no scrape at all
+            after = samples[-1]
+            details["after_note"] = (
+                f"no /metrics answer within {AFTER_SCRAPE_PATIENCE_S:g} s after the run: "
+                "the last in-run sample stands for the after-scrape"
+            )
+        else:
+            raise PointFailed(
+                f"the server answered no /metrics scrape within {AFTER_SCRAPE_PATIENCE_S:g} s "
+                "after the run, nor any during it (overloaded?)"
+            )
         details.update(
             locust_rc=locust.returncode,
             locust_cpu_s=locust_cpu_s,
@@ -101,6 +115,33 @@ def _measure_point(point: Point, settings: Settings, pdir: Path) -> Measured:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
     return _check(point, settings, pdir, samples, before, after, details)
+
+
+AFTER_SCRAPE_PATIENCE_S = 30.0
+"""How long the scrape after a run keeps trying: a server the run overloaded (a retry
+storm's backlog) answers ``/metrics`` only once it has worked through what it queued."""
+
+
+def fetch_after(
+    base_url: str,
+    context: Any,
+    patience_s: float = AFTER_SCRAPE_PATIENCE_S,
+    *,
+    fetch: Callable[..., str] = metrics_scrape.fetch_text,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+) -> str | None:
+    """The ``/metrics`` text after the run, asked again (5 s a try, 0.2 s apart) until
+    ``patience_s`` is spent; None when every try failed."""
+    deadline = clock() + patience_s
+    while True:
+        left = deadline - clock()
+        try:
+            return fetch(base_url, timeout_s=max(0.5, min(5.0, left)), context=context)
+        except OSError:
+            if deadline - clock() <= 0:
+                return None
+            pause(0.2)
 
 
 def _check(
