@@ -19,6 +19,9 @@ this ``__init__`` re-exports their names, so ``an.X`` works for every one of the
   :func:`knee`, :func:`accuracy` (the targets, as an :class:`AccuracyReport`),
   :func:`knee_items` (the model's capacity per core against the measured one),
   :func:`explain` (where the model fails, in words computed from the numbers);
+* **stages** — :func:`stage_table` (each stage of a Send and the rest, measured beside
+  modelled, within :data:`STAGE_TOLERANCE`), :func:`stage_summary` (in one line),
+  :func:`has_stage_times`;
 * **capacity** — :class:`SLO`, :func:`bisect_max`, :func:`capacity_users_per_core`,
   :func:`capacity_table` (one search per grid combination), :func:`knee_sweep`,
   :func:`cores_needed`;
@@ -139,6 +142,7 @@ from bench.analysis.plots import (
     plot_overlay,
     plot_retry_storm,
     plot_sizes,
+    plot_stage_waterfall,
     with_calibration,
 )
 from bench.analysis.resilience import (
@@ -150,6 +154,16 @@ from bench.analysis.resilience import (
     retry_summary,
     retry_variants,
     timeseries_runs,
+)
+from bench.analysis.stages import (
+    NO_STAGE_TIMES,
+    STAGE_COLUMNS,
+    STAGE_ROWS,
+    STAGE_TOLERANCE,
+    has_stage_times,
+    stage_column,
+    stage_summary,
+    stage_table,
 )
 from bench.analysis.words import (
     calibration_text,
@@ -177,11 +191,15 @@ __all__ = [
     "KNEE_TOLERANCE",
     "LOAD_SHARE",
     "LOG_FLOOR_SHARE",
+    "NO_STAGE_TIMES",
     "QUICK",
     "RETRY_FIXES",
     "SAMPLE_MEASURED_RUN",
     "SATURATION_TOLERANCE",
     "SLO",
+    "STAGE_COLUMNS",
+    "STAGE_ROWS",
+    "STAGE_TOLERANCE",
     "SUSTAINED_SHARE",
     "THROUGHPUT_TOLERANCE",
     "UNITS",
@@ -213,6 +231,7 @@ __all__ = [
     "fault_windows",
     "grid_combos",
     "has_measured",
+    "has_stage_times",
     "is_sample",
     "join",
     "knee",
@@ -244,6 +263,7 @@ __all__ = [
     "plot_overlay",
     "plot_retry_storm",
     "plot_sizes",
+    "plot_stage_waterfall",
     "predict_measured",
     "recovery_s",
     "relative_error",
@@ -256,6 +276,9 @@ __all__ = [
     "sample_text",
     "saturation_throughput",
     "sizes",
+    "stage_column",
+    "stage_summary",
+    "stage_table",
     "storm_text",
     "sweep_users",
     "timeseries_runs",

@@ -18,6 +18,7 @@ from bench.analysis.bands import clip_band, clip_yerr
 from bench.analysis.capacity import SLO
 from bench.analysis.codec_costs import latency_histograms
 from bench.analysis.paths import resolve
+from bench.analysis.stages import STAGE_ROWS
 from chatcap.scenario import CODEC_MIX, Scenario, load_scenario
 
 COLORS = {"json": "tab:blue", "protobuf": "tab:orange", CODEC_MIX: "tab:green"}
@@ -321,3 +322,100 @@ def with_calibration(scenario: Scenario, calibration: str | Path | None) -> Scen
 def load_scenario_file(path: str | Path) -> Scenario:
     """``chatcap.scenario.load_scenario`` with the path taken from the repository root."""
     return load_scenario(resolve(path))
+
+
+def _loads_to_draw(table: pd.DataFrame, loads: Sequence[float] | None) -> list[float]:
+    """The loads of a stage table to draw: ``loads`` (each must be in it), else every
+    load with a stage judged (``pass`` or ``miss``) for some codec."""
+    have = sorted({float(x) for x in table["offered_per_s"]})
+    if loads is None:
+        judged = table[table["status"].isin(("pass", "miss"))]
+        return sorted({float(x) for x in judged["offered_per_s"]})
+    out = []
+    for load in loads:
+        match = [x for x in have if np.isclose(x, float(load), rtol=1e-6, atol=1e-6)]
+        if not match:
+            listed = ", ".join(f"{x:g}" for x in have) or "none"
+            raise ValueError(f"loads: {float(load):g}/s is not in the stage table (have: {listed})")
+        out.append(match[0])
+    return sorted(set(out))
+
+
+def _stage_bar(
+    ax: Axes, y: float, at: pd.DataFrame, column: str, hatch: str, misses: bool, legend: bool
+) -> float:
+    """One waterfall bar at ``y``: a segment per stage of ``STAGE_ROWS`` (``at``: one
+    load's rows of a stage table, indexed by stage), its width ``column``'s mean (none
+    when missing or below 0); ``misses`` edges the stages that missed in red. Returns
+    where the bar ends."""
+    left = 0.0
+    for i, stage in enumerate(STAGE_ROWS):
+        value = float(at[column].get(stage, np.nan))
+        width = value if np.isfinite(value) and value > 0 else 0.0
+        missed = misses and at["status"].get(stage) == "miss"
+        ax.barh(
+            y, width, left=left, height=0.8, color=f"C{i}", hatch=hatch,
+            edgecolor="crimson" if missed else "white", linewidth=1.5 if missed else 0.5,
+            label=stage if legend else None,
+        )  # fmt: skip
+        left += width
+    return left
+
+
+def plot_stage_waterfall(table: pd.DataFrame, loads: Sequence[float] | None = None) -> Figure:
+    """The stages of a Send as a waterfall, one panel per codec: per load a measured and a
+    modelled (hatched) horizontal bar, each the stages' means
+    (:func:`bench.analysis.stage_table`) laid end to end in a Send's order and the rest
+    last, so a bar ends at its ack mean. A stage that misses its band is edged in red and
+    named beside the model's bar with its error. ``loads``: the offered loads to draw
+    (default: every load judged). A missing mean, or a rest below 0, is drawn with no
+    width: every bar has one patch per stage of ``STAGE_ROWS``."""
+    codecs = sorted({str(c) for c in table["codec"]})
+    chosen = _loads_to_draw(table, loads)
+    per_codec = max(2.0, 0.8 * max(1, len(chosen)) + 1.2)
+    fig, axes = _figure(max(1, len(codecs)), 1, figsize=(9, per_codec * max(1, len(codecs))))
+    if not codecs:
+        axes[0][0].text(0.5, 0.5, "no stage table", ha="center", va="center")
+        axes[0][0].set_axis_off()
+        return fig
+    for ax, codec in zip((row[0] for row in axes), codecs, strict=True):
+        sub = table[table["codec"].astype(str) == codec]
+        ticks: list[float] = []
+        labels: list[str] = []
+        y, widest, named = 0.0, 0.0, False
+        for load in chosen:
+            at = sub[np.isclose(sub["offered_per_s"].astype(float), load)].set_index("stage")
+            for side, column, hatch in (
+                ("measured", "measured_ms", ""),
+                ("model", "predicted_ms", "//"),
+            ):
+                first = not ticks
+                end = _stage_bar(ax, y, at, column, hatch, side == "model", first)
+                widest = max(widest, end)
+                misses = at[at["status"] == "miss"] if side == "model" else at.iloc[:0]
+                if len(misses):
+                    text = ", ".join(
+                        f"{stage} {float(r['rel_error']) * 100:+.0f} %"
+                        for stage, r in misses.iterrows()
+                    )
+                    ax.annotate(
+                        f"miss: {text}", (end, y), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=7, color="crimson",
+                    )  # fmt: skip
+                    named = True
+                ticks.append(y)
+                labels.append(f"{load:,.0f}/s {side}")
+                y += 1.0
+            y += 0.6
+        ax.set_yticks(ticks, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{codec}: stages of a Send, measured vs model (hatched)")
+        ax.set_xlabel("mean time (ms): the stages end to end, the rest last (= the ack mean)")
+        ax.grid(axis="x", alpha=0.3)
+        if widest > 0:  # room on the right for the misses' names
+            ax.set_xlim(0, widest * (1.3 if named else 1.05))
+        if chosen:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        else:
+            ax.text(0.5, 0.5, "no load judged", transform=ax.transAxes, ha="center")
+    return fig

@@ -21,17 +21,18 @@ writing under one run folder ``results/<run-id>-demo/`` (``--out`` to choose):
    ``predicted.csv`` (its summary rows), then the model's capacity per core (the
    capacity-planning search) and ``accuracy.csv``: every accuracy item — per codec and
    load, per codec the saturation throughput, and the knee (the model's capacity per
-   core against step 5's ``capacity.csv``);
+   core against step 5's ``capacity.csv``); ``stages.csv``: each stage of a Send and the
+   rest, measured beside modelled (``bench.analysis.stage_table``, within 20 %);
 7. ``gate/`` — ``bench regress --run`` against the committed ``results/baseline``:
    ``trials.csv``, ``verdict.md``;
 8. ``notebooks/`` — the four notebooks executed with this run's files: ``.ipynb``,
    ``.html`` and ``<name>/fig-NN.png``;
 
-then ``summary.md``: ten lines or so — capacity per server core per codec as measured,
+then ``summary.md``: eleven lines or so — capacity per server core per codec as measured,
 with its 95 % interval (from the repeats of the capacity step), the model's capacity
 beside it and the ratio measured ÷ model (or, when the generator ran out first, at what
 load and each side's CPU then), the model's error per codec, the saturation check, the
-gate's verdict — also printed.
+stage checks, the gate's verdict — also printed.
 
 ``--quick`` shrinks every step (it is what the test suite runs on ``scenarios/smoke.toml``
 with short loads); the default sizes fit in ten minutes on the 2-core machine: search
@@ -62,6 +63,9 @@ from chatcap.scenario import CODEC_NAMES, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
     from bench.analysis.comparison import AccuracyReport
+
+STAGES_FILE = "stages.csv"
+"""Under ``model/``: the stage table (``bench.analysis.STAGE_COLUMNS``)."""
 
 ROOT = REPO_ROOT
 SCENARIOS = ROOT / "scenarios"
@@ -239,12 +243,14 @@ def summary_lines(
     accuracy: pd.DataFrame,
     latency_basis: str,
     gate: str,
+    stages: str | None = None,
 ) -> list[str]:
-    """The summary, about ten lines: the run folder; per codec the measured capacity per
-    server core with its CI beside the model's (users per core × ``rate_per_user``) and
-    the ratio, or which side ran out (:func:`bench.analysis.words.capacity_line`); the
+    """The summary, about eleven lines: the run folder; per codec the measured capacity
+    per server core with its CI beside the model's (users per core × ``rate_per_user``)
+    and the ratio, or which side ran out (:func:`bench.analysis.words.capacity_line`); the
     model's error per codec; saturation; the knee items (when ``accuracy`` has them);
-    accuracy counts, every item included; the gate."""
+    accuracy counts, every item included; ``stages`` (the stage checks in one line,
+    :func:`bench.analysis.stage_summary`) when given; the gate."""
     from bench.analysis.words import capacity_line
 
     lines = [f"run folder {run_dir} — notebooks as HTML under notebooks/, figures beside"]
@@ -280,6 +286,8 @@ def summary_lines(
         f"{counts.get('miss', 0)} miss, {counts.get('n/a', 0)} n/a — see "
         "notebooks/model-vs-measured.html"
     )
+    if stages is not None:
+        lines.append(stages)
     lines.append(f"regression gate vs results/baseline: {gate}")
     return lines
 
@@ -289,10 +297,11 @@ def summary_lines(
 
 def predict_and_check(
     measured_dir: Path, calibration: Path, out: Path, replications: int
-) -> tuple[pd.DataFrame, AccuracyReport]:
+) -> tuple[pd.DataFrame, AccuracyReport, pd.DataFrame]:
     """The model at the measured points; writes ``predicted.csv``. Returns (aggregated
-    measured rows, the per-load and saturation accuracy items): :func:`write_accuracy`
-    adds the knee once the model's capacity is known and writes ``accuracy.csv``."""
+    measured rows, the per-load and saturation accuracy items, the stage table):
+    :func:`write_accuracy` adds the knee once the model's capacity is known and writes
+    ``accuracy.csv``; :func:`write_stages` writes the stage table."""
     from bench import analysis as an
 
     predicted = an.predict_measured(
@@ -302,7 +311,17 @@ def predict_and_check(
     predicted.to_csv(out / "predicted.csv", index=False)
     measured = an.aggregate(an.load_summary(measured_dir))
     joined = an.join(measured, an.aggregate(predicted))
-    return measured, an.accuracy(joined)
+    return measured, an.accuracy(joined), an.stage_table(joined)
+
+
+def write_stages(out: Path, stages: pd.DataFrame) -> str:
+    """:data:`STAGES_FILE` under ``out`` (the stage table, one row per codec, load and
+    stage); returns the table in one line (:func:`bench.analysis.stage_summary`)."""
+    from bench.analysis.stages import stage_summary
+
+    out.mkdir(parents=True, exist_ok=True)
+    stages.to_csv(out / STAGES_FILE, index=False)
+    return stage_summary(stages)
 
 
 def write_accuracy(
@@ -479,10 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures.append("capacity search (a step failed: see measured/capacity.csv)")
 
     _step(6, total, "the model at the same points (costed by step 4), and its accuracy")
-    measured, report = predict_and_check(
+    measured, report, stages = predict_and_check(
         measured_dir, calibration, run_dir / "model", size.replications
     )
     print(f"  wrote {run_dir / 'model' / 'predicted.csv'}", flush=True)
+    stage_line = write_stages(run_dir / "model", stages)
+    print(f"  wrote {run_dir / 'model' / STAGES_FILE}: {stage_line}", flush=True)
     print("  capacity per core in the model (the capacity-planning search) …", flush=True)
     modelled = model_capacity(scenario_file, calibration, args.quick)
     rate_per_user = scenario.workload.send_rate_per_user_per_s
@@ -523,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         accuracy=acc,
         latency_basis=basis,
         gate=gate,
+        stages=stage_line,
     )
     text = "\n".join(lines)
     (run_dir / "summary.md").write_text(
@@ -546,4 +568,10 @@ def summary_from_folder(run_dir: Path) -> dict[str, Any]:
             run_dir / "model" / "accuracy.csv", keep_default_na=False, na_values=[""]
         ),
         "predicted": pd.read_csv(run_dir / "model" / "predicted.csv"),
+        # absent in a folder from before the stage table
+        "stages": (
+            pd.read_csv(run_dir / "model" / STAGES_FILE, keep_default_na=False, na_values=[""])
+            if (run_dir / "model" / STAGES_FILE).exists()
+            else None
+        ),
     }

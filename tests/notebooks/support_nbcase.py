@@ -32,8 +32,10 @@ def measured_run(
     histograms: bool = True,
     samples: bool = False,
     points_in_manifest: bool = True,
+    stages: bool = False,
 ) -> Path:
-    """Write a measured run folder and return it."""
+    """Write a measured run folder and return it; ``stages``: the rows carry the server's
+    ack mean and its stages of a Send (``server_stage_*_ms``), :data:`STAGE_SHARES` of it."""
     scenario = load_scenario(ROOT / scenario_file)
     rate = scenario.workload.send_rate_per_user_per_s
     rows: list[dict[str, Any]] = []
@@ -49,6 +51,8 @@ def measured_run(
                      "send_rate_per_user_per_s": load / users}
                 )  # fmt: skip
                 rows.append(_row(run_dir.name, codec, load, rep, capacity_per_s, server_side))
+                if stages:
+                    rows[-1].update(_stages(rows[-1]["server_ack_p50_ms"] * 1.1))
                 pdir = run_dir / "points" / name
                 if histograms:
                     _chat_json(pdir, codec, rows[-1])
@@ -91,6 +95,15 @@ def _row(
         row["server_ack_p50_ms"] = p50
         row["server_ack_p99_ms"] = 5 * p50
     return row
+
+
+STAGE_SHARES = {"ingress": 0.1, "queue": 0.15, "commit": 0.4, "fanout": 0.15, "ack": 0.05}
+"""Each stage's share of the synthetic server's ack mean (the rest: 15 %)."""
+
+
+def _stages(ack_mean_ms: float) -> dict[str, float]:
+    out = {f"server_stage_{s}_ms": share * ack_mean_ms for s, share in STAGE_SHARES.items()}
+    return out | {"server_ack_mean_ms": ack_mean_ms}
 
 
 def _chat_json(pdir: Path, codec: str, row: dict[str, Any]) -> None:

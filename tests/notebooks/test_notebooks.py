@@ -193,6 +193,20 @@ def test_model_vs_measured_runs_and_states_where_the_model_fails(tmp_path: Path)
     assert "accuracy checks pass**" in text
     assert "off by" in text  # the synthetic server is far slower than the model
     assert len(result.figures) == 6  # 2 server-side, 2 client-side, goodput, generator gap
+    assert "stage means: no stage times in this run" in text  # measured before them
+
+
+def test_model_vs_measured_shows_the_stage_waterfall_when_the_run_has_stage_times(
+    tmp_path: Path,
+) -> None:
+    measured = support_nbcase.measured_run(
+        tmp_path / "m", replications=2, histograms=False, stages=True
+    )
+    cal = save_costs(Costs(host="test-host"), tmp_path / "cal.json")
+    result = run("model-vs-measured", tmp_path, measured_dir=str(measured), calibration=str(cal))
+    text = outputs_text(result.executed)  # type: ignore[arg-type]
+    assert "stage means within 20 %: " in text and "no stage times" not in text
+    assert len(result.figures) == 7  # the six above and the waterfall
 
 
 def test_params_go_to_every_notebook_that_has_the_name_or_to_the_one_named() -> None:
@@ -342,3 +356,5 @@ def test_model_vs_measured_runs_on_the_committed_sample_and_says_it_is_one(
     assert "**This is the committed sample `results/samples/measured-quick`" in text
     assert "not a measurement of this machine**" in text
     assert "accuracy checks pass**" in text
+    # the sample predates the stage histograms: the section says so instead of failing
+    assert "stage means: no stage times in this run (measured before the stage histograms)" in text

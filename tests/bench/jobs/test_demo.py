@@ -21,8 +21,10 @@ from bench.jobs.demo import (
     summary_from_folder,
     summary_lines,
     write_accuracy,
+    write_stages,
 )
 from bench.jobs.demo import main as demo_main
+from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.results import CAPACITY_COLUMNS, CAPACITY_FILE, write_table
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -231,7 +233,9 @@ def test_the_demo_writes_the_knee_rows_once_the_model_capacity_is_known(
 
     measured = pd.DataFrame({"codec": ["json"], "offered_per_s": [100.0]})
     monkeypatch.setattr(demo, "_run", fake_run)
-    monkeypatch.setattr(demo, "predict_and_check", lambda *a: (measured, fake_report()))
+    monkeypatch.setattr(
+        demo, "predict_and_check", lambda *a: (measured, fake_report(), stage_frame())
+    )
     monkeypatch.setattr(demo, "model_capacity", lambda *a: {"json": 1000.0, "protobuf": 2200.0})
     out = tmp_path / "demo"
     argv = ["--quick", "--no-gate", "--scenario", str(ROOT / "scenarios" / "smoke.toml")]
@@ -248,6 +252,52 @@ def test_the_demo_writes_the_knee_rows_once_the_model_capacity_is_known(
         in (out / "summary.md").read_text()
     )
     assert len(acc) == 3
+    stages = pd.read_csv(out / "model" / "stages.csv", keep_default_na=False, na_values=[""])
+    assert len(stages) == len(an.STAGE_ROWS)
+    assert stages["status"].tolist() == stage_frame()["status"].tolist()
+    assert an.stage_summary(stage_frame()) in (out / "summary.md").read_text()
+
+
+def stage_frame() -> pd.DataFrame:
+    """A stage table at one json load: fanout misses by +45 %, the rest by -31 %."""
+    joined = pd.DataFrame({"codec": ["json"], "offered_per_s": [100.0], "n_measured": [2]})
+    for side, ack, shares in (
+        ("measured", 1.0, dict.fromkeys(SEND_STAGES, 1.0)),
+        ("predicted", 0.9, {"ingress": 1.1, "fanout": 1.45}),
+    ):
+        stages = {s: 0.1 * shares.get(s, 1.0) for s in SEND_STAGES}
+        for stage, ms in stages.items():
+            joined[f"{an.stage_column(stage)}_mean_{side}"] = ms
+        joined[f"server_ack_mean_ms_mean_{side}"] = ack
+        joined[f"acked_per_s_mean_{side}"] = 100.0
+        joined[f"error_rate_mean_{side}"] = 0.0
+    return an.stage_table(joined)
+
+
+def test_the_summary_gives_the_stage_line_before_the_gate_in_eleven_lines_at_most(
+    tmp_path: Path,
+) -> None:
+    # every line there is: two codecs' capacity and error lines, the knee, the stages
+    acc = write_accuracy(
+        tmp_path, an.AccuracyReport((), "server", pd.DataFrame()), capacity_rows(),
+        {"json": 1000.0, "protobuf": 2200.0}, 1.0,
+    )  # fmt: skip
+    acc = pd.concat([accuracy_frame(), acc], ignore_index=True)
+    line = write_stages(tmp_path, stage_frame())
+    assert line == an.stage_summary(stage_frame())
+    assert line == "stage means within 20 %: 4 of 6; worst fanout +45 % at 100/s json"
+    lines = summary_lines(
+        run_dir=Path("/r"), capacity=capacity_rows(), model_capacity={"json": 1000.0},
+        rate_per_user=1.0, accuracy=acc, latency_basis="server", gate="skipped", stages=line,
+    )  # fmt: skip
+    assert len(lines) == 11  # the limit, one more than before the stage line
+    assert lines[-2] == line and lines[-1].startswith("regression gate")
+    assert [x for x in lines if x.startswith("knee")]
+    written = pd.read_csv(tmp_path / "stages.csv", keep_default_na=False, na_values=[""])
+    assert list(written.columns) == list(an.STAGE_COLUMNS) and len(written) == 6
+    assert written.set_index("stage").loc["fanout", "status"] == "miss"
+    # without a stage line the summary is as before
+    assert not [x for x in demo_summary() if x.startswith("stage means")]
 
 
 def test_a_generator_held_up_below_its_cpu_limit_is_said_to_be_held_up() -> None:
@@ -316,6 +366,8 @@ def test_the_demo_pipeline_runs_end_to_end_on_the_smoke_scenario(tmp_path: Path)
     knee = done["accuracy"][done["accuracy"]["target"] == "knee within 10%"]
     assert set(knee["codec"]) == {"json", "protobuf"}
     assert "capacity per core, json" in done["summary"] and "regression gate" in done["summary"]
+    assert done["stages"] is not None and set(done["stages"]["stage"]) == set(an.STAGE_ROWS)
+    assert "stage means" in done["summary"]
     assert (out / "gate" / "trials.csv").exists()
     for name in (
         "capacity-planning",
