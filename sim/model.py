@@ -734,7 +734,11 @@ class _Model:
             batch.acquired_s += start - now  # the turn's wait is not the call's duration
         if self.commit_on_loop:
             # the commit runs on the loop, in the writer's turn: it holds the loop, and
-            # the work reserved behind it moves back by its service time
+            # the work reserved behind it moves back by its service time. The batch's
+            # own loop cost (per_batch_loop_us: the pump, the breaker and the pool, the
+            # rows and futures) is spent in the same hold, as the server spends it
+            # between cutting the batch and settling it (its `commit` stage)
+            service_s += self.batch_s
             busy = proc.busy_until
             proc.busy_until = (busy if busy > start else start) + service_s
             proc.busy_total += service_s
@@ -816,7 +820,8 @@ class _Model:
             for write in batch.writes:
                 cpu_codec[write.msg.codec] += cold / len(batch.writes)
         dedup, reply_s, cpu_codec = proc.dedup, self.reply_s, self.cpu_codec
-        share_s = self.batch_s / len(batch.writes)  # the batch's own loop cost, split
+        # the batch's own loop cost, split (on the loop it was held with the commit)
+        share_s = 0.0 if self.commit_on_loop else self.batch_s / len(batch.writes)
         wire = self.wire
         measured = self.warmup_s <= now < self.duration_s
         stage_s, stage_n = self.stage_s, self.stage_n

@@ -584,3 +584,14 @@ def test_keepalive_pings_and_scrapes_are_charged_to_the_loop() -> None:
     assert (
         sim.run(off, replay=empty, costs=Costs(ping_us=100.0, scrape_us=2000.0)).cpu_window_s == 0
     )
+
+
+def test_on_the_loop_the_batchs_own_cost_is_part_of_its_commit_stage() -> None:
+    """The server spends a batch's own loop work (pump, breaker, pool, rows, futures)
+    between cutting the batch and settling it: in the model too, on the loop."""
+    lone = script([(2.0, 0, 0, "json")])
+    for place, in_commit in (("loop", True), ("thread", False)):
+        s = one_room_of_four().with_overrides({"server.store.commit_on": place})
+        a = sim.run(s, replay=lone, costs=Costs()).stage_means_ms()
+        b = sim.run(s, replay=lone, costs=Costs(per_batch_loop_us=50.0)).stage_means_ms()
+        assert b["commit"] - a["commit"] == pytest.approx(0.05 if in_commit else 0.0), place
