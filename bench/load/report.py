@@ -44,6 +44,15 @@ The ``--chat-out`` file (JSON), key by key:
                     warm-up was not cut), ``warmup_values`` (latencies the cut dropped);
                     ``schedule_lag_p99_ms`` (all codecs), ``kept_pace`` (bool) and
                     ``limits`` (why not: :func:`pace_limits`) — merged documents only
+``series``          what the users saw second by second (:mod:`bench.load.series`):
+                    ``origin_unix_s`` (the whole second at or before the earliest
+                    start), ``step_s`` (1), ``seconds`` (n), ``t_s`` (each second's end,
+                    s since ``started_unix_s``: row ``t_s`` covers ``(t_s − 1, t_s]``),
+                    lists of n counts — ``sent`` (first attempts), ``attempts`` (retries
+                    included), ``goodput`` (acked in time), ``acked_after_timeout``,
+                    ``timeouts``, ``late_answers`` — and ``errors`` (``{code: list}``,
+                    Error frames answering an attempt); the whole run, warm-up
+                    included; ``null`` when no part has one
 ``workers``         one entry per part: ``worker`` index and its ``generator`` dict
 ``missing_workers`` workers that started but sent no final part (distributed only)
 ==================  ==================================================================
@@ -66,6 +75,7 @@ from typing import Any
 
 from bench._support.histo import HistogramSet, LatencyHistogram
 from bench.load.loss import LossLedger, merge_reports
+from bench.load.series import SecondSeries, merge_series
 from bench.load.tally import LatencyTally
 
 __all__ = [
@@ -97,8 +107,11 @@ _GENERATOR_SUMS = (
 
 
 class ProcessStats:
-    """One process's histograms, loss ledger, error counts and self-metrics.
+    """One process's histograms, loss ledger, error counts, per-second series and
+    self-metrics.
 
+    ``started_ns`` is the users' event clock (``time.perf_counter_ns``) read at
+    ``started_unix_s``: it anchors :attr:`series` (None: events are stamped in Unix ns).
     The hot path counts latencies in :class:`~bench.load.tally.LatencyTally` objects
     (:meth:`tally`); :meth:`drain` empties them and returns their counts, so the caller
     can feed Locust's statistics; :meth:`fold_histograms` (called by :meth:`part`)
@@ -106,7 +119,9 @@ class ProcessStats:
     value would have given.
     """
 
-    def __init__(self, started_unix_s: float, started_cpu_s: float) -> None:
+    def __init__(
+        self, started_unix_s: float, started_cpu_s: float, started_ns: int | None = None
+    ) -> None:
         self.started_unix_s = started_unix_s
         self.started_cpu_s = started_cpu_s
         self.histograms = HistogramSet()
@@ -123,6 +138,8 @@ class ProcessStats:
         """Latency values the cut dropped (all histograms)."""
         self.counts: Counter[str] = Counter()
         """``_GENERATOR_SUMS`` counters: users, sends_intended, sends_sent, …"""
+        self.series = SecondSeries(started_unix_s, started_ns)
+        """Per-second counts of sends, attempts, goodput, timeouts, … (the whole run)."""
 
     def ledger(self, codec: str) -> LossLedger:
         """The loss ledger of ``codec``'s users in this process."""
@@ -178,9 +195,10 @@ class ProcessStats:
 
     def start_window(self, now_unix_s: float) -> list[tuple[str, str, dict[int, int], int]]:
         """The measured window starts now: latencies counted so far (the ramp and the
-        warm-up) leave the histograms and the maximum lag; counts, the loss ledger and
-        errors keep the whole run. Returns what the tallies held (:meth:`drain`), so the
-        caller can still add it to Locust's rows, which cover the whole run."""
+        warm-up) leave the histograms and the maximum lag; counts, the loss ledger,
+        errors and the per-second series keep the whole run. Returns what the tallies
+        held (:meth:`drain`), so the caller can still add it to Locust's rows, which
+        cover the whole run."""
         drained = self.drain()
         self.warmup_values += sum(n for counts in self._unfolded.values() for n in counts.values())
         self.warmup_values += sum(
@@ -223,6 +241,7 @@ class ProcessStats:
             "loss_by_codec": by_codec,
             "errors": dict(self.errors),
             "outcomes": dict(self.outcomes),
+            "series": self.series.part(),
             "generator": generator,
         }
 
@@ -250,11 +269,12 @@ def merge_parts(
     generator["schedule_lag_p99_ms"] = lag.percentile_ms(99) if lag.count else None
     limits = pace_limits({"generator": generator})
     generator.update(kept_pace=not limits, limits=limits)
+    started = min((p["started_unix_s"] for p in parts), default=None)
     return {
         "schema": SCHEMA,
         "mode": mode,
         "plan": dict(plan),
-        "started_unix_s": min((p["started_unix_s"] for p in parts), default=None),
+        "started_unix_s": started,
         "stopped_unix_s": max((p["stopped_unix_s"] for p in parts), default=None),
         "histograms": histograms.to_json(),
         "summary": _nan_to_none(histograms.summary()),
@@ -262,6 +282,7 @@ def merge_parts(
         "loss_by_codec": _merge_by_codec(parts),
         "errors": dict(sorted(errors.items())),
         "outcomes": dict(sorted(outcomes.items())),
+        "series": merge_series((p.get("series") for p in parts), started),
         "generator": generator,
         "workers": [{"worker": p["worker"], "generator": p["generator"]} for p in parts],
         "missing_workers": sorted(missing_workers),

@@ -275,7 +275,8 @@ class RunState:
     def start(self, plan: LoadPlan, worker: int) -> None:
         """A test starts in this process (local runner or worker)."""
         self.plan, self.worker, self.active = plan, worker, True
-        self.stats = ProcessStats(time.time(), time.process_time())
+        # the wall clock and the users' event clock read together: the series' anchor
+        self.stats = ProcessStats(time.time(), time.process_time(), time.perf_counter_ns())
         self.rooms = RoomPlan(plan.room_size, plan.seed, worker)
         self.codecs = plan.codecs()
         self.reader_codecs = plan.codecs()

@@ -63,6 +63,11 @@ after a timeout or a retryable error the scenario's ``RetryPolicy`` (backoff, ji
 retry budget; :mod:`chatcap.wiring`) decides, and a retry re-sends the same frame (same
 ``client_msg_id``, deduplicated by the server).
 
+**Over time**: every first send, attempt, in-time ack (goodput), ack while backing off,
+timeout, late answer and Error frame is also counted in the second it happened
+(``ProcessStats.series``, :mod:`bench.load.series`): one list addition each, so a fault
+episode's goodput can be read second by second as the client saw it.
+
 **At test stop** each process's figures become a *part*, merged into ``--chat-out``:
 see :mod:`bench.load.runstate`.
 """
@@ -189,6 +194,7 @@ class ChatUser(FastHttpUser):
         self.wake = Event()
         self.stopping = False
         self.loss = self.stats.ledger(self.codec.name)
+        self.series = self.stats.series
         self.ack_name = locust_row("ack", self.codec.name)  # the Locust request name
         codec = self.codec.name
         self.ack_tally = self.stats.tally("ack", codec)
@@ -326,6 +332,7 @@ class ChatUser(FastHttpUser):
             client_msg_id=cid, room=self.room, body=self.body, sent_at_us=time.time_ns() // 1000
         )
         pending = self.pending[cid] = _Pending(cid, self.codec.encode(msg), intended, now)
+        self.series.add("sent", now)
         self.policy.on_send(1, now / 1e9)
         self.loss.record_sent(cid)
         if self.gaps is None:
@@ -336,6 +343,7 @@ class ChatUser(FastHttpUser):
 
     def _attempt(self, pending: _Pending, now: int) -> None:
         pending.waiting = True
+        self.series.add("attempts", now)
         deadline = now + self.ack_timeout_ns
         heapq.heappush(
             self.timers, (deadline, next(self.order), "timeout", pending.cid, pending.attempt)
@@ -350,6 +358,7 @@ class ChatUser(FastHttpUser):
             if pending is None or pending.attempt != attempt:
                 continue
             if kind == "timeout" and pending.waiting:
+                self.series.add("timeouts", now)
                 self._send_failed("timeout", (now - pending.intended_ns) / 1e6)
                 self._attempt_failed(pending, "timeout", 0.0, now)
             elif kind == "retry" and not pending.waiting:
@@ -453,11 +462,14 @@ class ChatUser(FastHttpUser):
     def _on_ack(self, msg: Ack, size: int) -> None:
         # The server skips the sender when it fans a message out: the Ack is our copy.
         self.loss.record_own(self.login, msg.room, msg.seq)
+        now = time.perf_counter_ns()
         pending = self.pending.pop(msg.client_msg_id, None)
         if pending is None:
             self.stats.counts["late_answers"] += 1
+            self.series.add("late_answers", now)
             return
-        now = time.perf_counter_ns()
+        # in time while an attempt waits; while backing off its last attempt timed out
+        self.series.add("goodput" if pending.waiting else "acked_after_timeout", now)
         self.ack_tally.add((now - pending.intended_ns) // 1000, size)
         self.ack_from_send_tally.add((now - pending.sent_ns) // 1000)
         self.loss.record_acked(msg.room, msg.seq, msg.client_msg_id)
@@ -472,7 +484,9 @@ class ChatUser(FastHttpUser):
             self._count_error(msg.code, 0.0)
             if msg.client_msg_id:
                 self.stats.counts["late_answers"] += 1
+                self.series.add("late_answers", now)
             return
+        self.series.add_error(msg.code, now)
         self._send_failed(msg.code, (now - pending.intended_ns) / 1e6)
         outcome = msg.code if msg.code in ERROR_CODES else INTERNAL
         self._attempt_failed(pending, outcome, msg.retry_after_ms / 1000.0, now)

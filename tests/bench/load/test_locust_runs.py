@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bench._support.histo import HistogramSet
+from chatcap.scenario import load_scenario, to_toml
 from tests.bench.load.support_locust import (
     FACTOR,
     ROOM_SIZE,
@@ -231,3 +232,67 @@ def test_open_loop_counts_a_server_stall_in_every_send_scheduled_during_it(
         assert doc["errors"] == {} and doc["loss"]["missing"] == 0
     # The open-loop generator itself kept up: its sends left on time.
     assert opened["generator"]["max_schedule_lag_ms"] < stalled_ms
+
+
+# ---------------------------------------------------------------------------- over time
+
+SERIES_STALL_S = 1.5 * FACTOR
+SERIES_ACK_TIMEOUT_MS = 300.0 * FACTOR
+
+
+def test_the_series_shows_a_stall_in_its_seconds_and_adds_up_to_the_totals(
+    server: Server, scenario: Path, tmp_path: Path
+) -> None:
+    """Impatient clients (300 ms ack timeout, 3 attempts) through a 1.5 s store stall
+    two seconds into the run: the timeouts land in the stall's wall-clock seconds, and
+    every series adds up to the document's own totals."""
+    impatient = tmp_path / "impatient.toml"
+    client = load_scenario(scenario).with_overrides(
+        {
+            "client.ack_timeout_ms": SERIES_ACK_TIMEOUT_MS,
+            "client.retry.max_attempts": 3,
+            "client.retry.base_ms": 50.0,
+            "client.retry.jitter": "none",
+        }
+    )
+    impatient.write_text(to_toml(client, comments=False))
+    out, log = tmp_path / "out.json", tmp_path / "locust.log"
+    args = headless(
+        server, 7 * FACTOR, "--chat-codec", "json", "--chat-send-rate", "10",
+        "--exit-code-on-error", "0",  # the timeouts are failures: Locust would exit 1
+    )  # fmt: skip
+    acks_before = server.metric("chatcap_ack_latency_seconds_count")
+    proc = locust([*args, "--chat-out", str(out)], log, impatient)
+    try:
+        wait_for_acks(server, acks_before + 20 * USERS, proc, log)  # ~2 s of sends
+        stall_from = time.time()
+        server.admin(f"store_latency_ms={SERIES_STALL_S * 1000:g}")
+        time.sleep(SERIES_STALL_S)  # the stall's length
+        server.admin("clear=1")
+        stall_to = time.time()
+        finish(proc, log, 30)
+    finally:
+        server.admin("clear=1")
+        stop(proc)
+
+    doc = read(out)
+    series, loss, gen = doc["series"], doc["loss"], doc["generator"]
+    n = series["seconds"]
+    assert n >= 4 and all(len(series[k]) == n for k in ("sent", "attempts", "goodput"))
+    assert series["origin_unix_s"] <= doc["started_unix_s"] < series["origin_unix_s"] + 1
+    # the series add up to the whole-run figures, kind by kind
+    assert sum(series["sent"]) == loss["sent"] == gen["sends_sent"]
+    assert sum(series["attempts"]) == loss["sent"] + loss["retries"]
+    assert sum(series["goodput"]) + sum(series["acked_after_timeout"]) == doc["outcomes"]["acked"]
+    assert sum(series["timeouts"]) == doc["errors"]["timeout"] > 0
+    # answers for messages already done: the stalled attempts' acks, after the first
+    assert sum(series["late_answers"]) == gen["late_answers"] > 0
+    # the stall's attempts time out within it or one ack timeout after: in its seconds
+    origin = series["origin_unix_s"]
+    first = int(stall_from) - origin
+    last = int(stall_to + SERIES_ACK_TIMEOUT_MS / 1000) - origin
+    in_stall = sum(series["timeouts"][first : last + 1])
+    assert in_stall >= 0.9 * sum(series["timeouts"])
+    # before the stall goodput kept up with the sends
+    before = range(1, first)
+    assert sum(series["goodput"][i] for i in before) >= 0.9 * sum(series["sent"][i] for i in before)
