@@ -51,8 +51,9 @@ The ``--chat-out`` file (JSON), key by key:
                     lists of n counts — ``sent`` (first attempts), ``attempts`` (retries
                     included), ``goodput`` (acked in time), ``acked_after_timeout``,
                     ``timeouts``, ``late_answers`` — and ``errors`` (``{code: list}``,
-                    Error frames answering an attempt); the whole run, warm-up
-                    included; ``null`` when no part has one
+                    Error frames answering an attempt); ``stopping_unix_s`` (when the
+                    users began to stop: later seconds are the stop's); the whole run,
+                    warm-up included; ``null`` when no part has one
 ``workers``         one entry per part: ``worker`` index and its ``generator`` dict
 ``missing_workers`` workers that started but sent no final part (distributed only)
 ==================  ==================================================================

@@ -409,6 +409,8 @@ def _on_test_stopping(environment: Environment, **_kw: Any) -> None:
     """The runner begins to stop its users: remember when (the first time)."""
     if RUN.active and RUN.stopping_ns is None:
         RUN.stopping_ns = time.perf_counter_ns()
+        if RUN.stats is not None:
+            RUN.stats.series.stopping(time.time())
 
 
 def _on_test_stop(environment: Environment, **_kw: Any) -> None:

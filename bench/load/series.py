@@ -31,7 +31,9 @@ during the run moves no event).
   backing off (the generator's ``late_answers``, second by second);
 
 and ``errors``: ``{code: counts}``, the Error frames that answered a waiting attempt,
-by code (a retry may follow).
+by code (a retry may follow). ``stopping_unix_s`` is when the runner began to stop the
+users (the earliest among processes; None if never told): the seconds from there on
+are the stop's, partly sent.
 
 Pure: no clock reads (times are passed in), no gevent, no Locust.
 """
@@ -60,7 +62,7 @@ def _bump(counts: list[int], second: int, n: int) -> None:
 class SecondSeries:
     """One process's per-second counts (see the module docstring)."""
 
-    __slots__ = ("_origin_ns", "counts", "errors", "origin_unix_s")
+    __slots__ = ("_origin_ns", "counts", "errors", "origin_unix_s", "stopping_unix_s")
 
     def __init__(self, started_unix_s: float, started_ns: int | None = None) -> None:
         """Anchor the series: ``started_ns`` is the event clock's reading (``perf_counter_ns``)
@@ -73,6 +75,13 @@ class SecondSeries:
         self._origin_ns = started_ns - round((started_unix_s - self.origin_unix_s) * _NS)
         self.counts: dict[str, list[int]] = {key: [] for key in SERIES_KEYS}
         self.errors: dict[str, list[int]] = {}
+        self.stopping_unix_s: float | None = None
+        """When the runner began to stop the users (:meth:`stopping`); None: not yet."""
+
+    def stopping(self, now_unix_s: float) -> None:
+        """The runner begins to stop the users now (the first call counts)."""
+        if self.stopping_unix_s is None:
+            self.stopping_unix_s = now_unix_s
 
     def second(self, now_ns: int) -> int:
         """The index of the second ``now_ns`` falls in (0 for anything before the origin)."""
@@ -96,14 +105,15 @@ class SecondSeries:
 
     def part(self) -> dict[str, Any]:
         """The series as plain data (JSON- and msgpack-safe), every list as long as the
-        longest: ``origin_unix_s``, ``step_s`` (1), ``seconds``, one list per
-        :data:`SERIES_KEYS` and ``errors`` (``{code: list}``)."""
+        longest: ``origin_unix_s``, ``step_s`` (1), ``seconds``, ``stopping_unix_s``, one
+        list per :data:`SERIES_KEYS` and ``errors`` (``{code: list}``)."""
         n = len(self)
 
         def padded(counts: list[int]) -> list[int]:
             return [*counts, *([0] * (n - len(counts)))]
 
         out: dict[str, Any] = {"origin_unix_s": self.origin_unix_s, "step_s": 1, "seconds": n}
+        out["stopping_unix_s"] = self.stopping_unix_s
         out.update({key: padded(self.counts[key]) for key in SERIES_KEYS})
         out["errors"] = {code: padded(c) for code, c in sorted(self.errors.items())}
         return out
@@ -113,10 +123,10 @@ def merge_series(
     series: Iterable[Mapping[str, Any] | None], started_unix_s: float | None = None
 ) -> dict[str, Any] | None:
     """Several processes' :meth:`SecondSeries.part` added up, second by second on the
-    wall clock (each part shifted by its ``origin_unix_s``); None when none has one (parts
-    written before the series existed). With ``started_unix_s`` (the document's), ``t_s``
-    lists each second's end in seconds since it — the model's convention: row ``t_s``
-    covers ``(t_s − 1, t_s]``."""
+    wall clock (each part shifted by its ``origin_unix_s``), ``stopping_unix_s`` the
+    earliest; None when none has one (parts written before the series existed). With
+    ``started_unix_s`` (the document's), ``t_s`` lists each second's end in seconds since
+    it — the model's convention: row ``t_s`` covers ``(t_s − 1, t_s]``."""
     parts = [s for s in series if s]
     if not parts:
         return None
@@ -137,6 +147,8 @@ def merge_series(
         return int(s["origin_unix_s"]) - origin
 
     out: dict[str, Any] = {"origin_unix_s": origin, "step_s": 1, "seconds": n}
+    stops = [float(s["stopping_unix_s"]) for s in parts if s.get("stopping_unix_s") is not None]
+    out["stopping_unix_s"] = min(stops, default=None)
     if started_unix_s is not None:
         out["t_s"] = [round(origin + i + 1 - started_unix_s, 3) for i in range(n)]
     for key in SERIES_KEYS:

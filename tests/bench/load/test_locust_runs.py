@@ -280,6 +280,7 @@ def test_the_series_shows_a_stall_in_its_seconds_and_adds_up_to_the_totals(
     n = series["seconds"]
     assert n >= 4 and all(len(series[k]) == n for k in ("sent", "attempts", "goodput"))
     assert series["origin_unix_s"] <= doc["started_unix_s"] < series["origin_unix_s"] + 1
+    assert stall_to < series["stopping_unix_s"] <= doc["stopped_unix_s"]  # -t ran out
     # the series add up to the whole-run figures, kind by kind
     assert sum(series["sent"]) == loss["sent"] == gen["sends_sent"]
     assert sum(series["attempts"]) == loss["sent"] + loss["retries"]

@@ -46,7 +46,8 @@ def test_a_part_pads_every_list_to_the_last_second_with_an_event() -> None:
     series.add_error("unavailable", 50 * NS)
     part = series.part()
     assert part["origin_unix_s"] == 50 and part["step_s"] == 1 and part["seconds"] == 4
-    assert set(part) == {"origin_unix_s", "step_s", "seconds", "errors", *SERIES_KEYS}
+    keys = {"origin_unix_s", "step_s", "seconds", "stopping_unix_s", "errors", *SERIES_KEYS}
+    assert set(part) == keys and part["stopping_unix_s"] is None  # not told to stop
     assert part["sent"] == [1, 0, 0, 0] and part["goodput"] == [0, 0, 1, 0]
     assert part["timeouts"] == [0, 0, 0, 0]
     assert part["errors"] == {"overloaded": [0, 0, 0, 2], "unavailable": [1, 0, 0, 0]}
@@ -83,6 +84,18 @@ def test_parts_add_up_second_by_second_on_the_wall_clock() -> None:
     assert merged["t_s"] == [0.3, 1.3, 2.3, 3.3, 4.3]
     for key in SERIES_KEYS:
         assert sum(merged[key]) == sum(early[key]) + sum(late[key])
+
+
+def test_the_stop_is_when_the_first_process_was_told_to_stop() -> None:
+    one, two, never = SecondSeries(10.0), SecondSeries(10.5), SecondSeries(10.2)
+    one.stopping(20.5)
+    one.stopping(21.0)  # a second stop request: the first one counts
+    two.stopping(20.25)
+    assert one.part()["stopping_unix_s"] == 20.5
+    merged = merge_series([one.part(), two.part(), never.part()])
+    assert merged is not None and merged["stopping_unix_s"] == 20.25
+    lone = merge_series([never.part()])
+    assert lone is not None and lone["stopping_unix_s"] is None
 
 
 def test_no_part_with_a_series_merges_to_none_and_other_steps_are_refused() -> None:
