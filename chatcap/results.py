@@ -83,7 +83,8 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "server_ack_p50_ms",
         "float",
         "Server-side median ack latency (Send received → Ack sent), ms, interpolated within "
-        "the buckets of `chatcap_ack_latency_seconds` (measured runs).",
+        "the buckets of `chatcap_ack_latency_seconds` (measured runs); the model's rows: "
+        "the median of its requests' `server_ack_ms`.",
         required=False,
     ),
     Column(
@@ -96,7 +97,7 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "server_ack_mean_ms",
         "float",
         "Server-side mean ack latency, ms: Δ sum ÷ Δ count of `chatcap_ack_latency_seconds` "
-        "(measured runs; in the model's rows its ack mean, the stages' sum plus the rest).",
+        "(measured runs; the model's rows: the mean of its requests' `server_ack_ms`).",
         required=False,
     ),
     Column(
@@ -158,6 +159,13 @@ REQUEST_COLUMNS: tuple[Column, ...] = (
     Column("done_s", "float", "Time of the ack or final outcome, s from run start."),
     Column("outcome", "str", "One of: " + ", ".join(OUTCOMES) + "."),
     Column("ack_ms", "float", "done_s − intended_s in ms (NaN unless acked)."),
+    Column(
+        "server_ack_ms",
+        "float",
+        "The model's server-side ack latency, ms: done_s less the frame's arrival stamp on "
+        "the server (its t_in; NaN unless acked; model rows only).",
+        required=False,
+    ),
 )
 
 CAPACITY_FILE = "capacity.csv"

@@ -41,6 +41,14 @@ key                        meaning
                            states, the VM's wake-up, cold caches); the model charges
                            :class:`ColdPath` of it to work that finds its loop idle
                            (absent or empty: no penalty)
+``ingress_stage_us``       optional: the part of ``per_send_fixed_us`` between the
+                           frame's arrival stamp and the write queue beyond the decode
+                           (limiter, checks, dedup): the server's ``ingress`` stage
+``post_submit_us``         optional: the part of ``per_send_fixed_us`` after the submit,
+                           before the writer's turn on an idle loop (the rest of the
+                           frame's read): its ``queue`` stage when nothing else waits.
+                           ``per_send_fixed_us`` less both comes before the stamp
+                           (the WebSocket read); all three cost the loop alike
 ``background_us_per_s``    optional: CPU the server spends per second with nothing to
                            do and no connection (its timers); charged to the loop in
                            ticks (0 when absent)
@@ -115,6 +123,8 @@ class Costs:
     per_batch_wait_ms: float = 0.0
     per_batch_wait_samples_ms: tuple[float, ...] = ()
     cold_penalty_us_by_gap_ms: dict[float, float] = field(default_factory=dict)
+    ingress_stage_us: float = 0.0
+    post_submit_us: float = 0.0
     background_us_per_s: float = 0.0
     ping_us: float = 0.0
     scrape_us: float = 0.0
@@ -143,6 +153,8 @@ class Costs:
             per_batch_loop_us=0.0,
             per_batch_thread_us=0.0,
             cold_penalty_us_by_gap_ms={},
+            ingress_stage_us=0.0,
+            post_submit_us=0.0,
             background_us_per_s=0.0,
             ping_us=0.0,
             scrape_us=0.0,
@@ -261,6 +273,8 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         "per_batch_loop_us",
         "per_batch_thread_us",
         "per_batch_wait_ms",
+        "ingress_stage_us",
+        "post_submit_us",
         "background_us_per_s",
         "ping_us",
         "scrape_us",

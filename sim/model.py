@@ -198,6 +198,15 @@ class _Model:
     def _init_costs(self, c: Costs, burn_us: float) -> None:
         us = 1e-6
         self.ingress_s = [(c.per_send_fixed_us + c.decode_us[n]) * us for n in CODEC_NAMES]
+        # where the server's stopwatch sits in that read: per_send_fixed_us less the
+        # ingress stage and the post-submit work comes before t_in (the WebSocket read);
+        # then the ingress stage (decode, limiter, checks, dedup) up to the write queue;
+        # then the rest of the read, before the writer's turn
+        fixed = c.per_send_fixed_us
+        ingress_us = min(c.ingress_stage_us, fixed)
+        post_us = min(c.post_submit_us, fixed - ingress_us)
+        self.pre_read_s = (fixed - ingress_us - post_us) * us
+        self.ingress_stage_s = [(ingress_us + c.decode_us[n]) * us for n in CODEC_NAMES]
         self.reply_s = [(c.encode_ack_us[n] + c.per_recipient_send_us) * us for n in CODEC_NAMES]
         self.encode_deliver_s = [c.encode_deliver_us[n] * us for n in CODEC_NAMES]
         self.step_s = c.per_recipient_send_us * us
@@ -576,16 +585,18 @@ class _Model:
                 self._resolve(attempt, RATE_LIMITED, start + cost, retry_after_s)
                 return
         cost = cold + self.ingress_s[codec] + self.burn_s
-        attempt.read_s = cost
+        attempt.t_in_s = t_in = start + cold + self.pre_read_s
+        attempt.read_s = read_s = self.ingress_stage_s[codec] + self.burn_s
+        admitted = t_in + read_s  # the write queue; the loop goes on until `finish`
         finish = start + cost
         proc.busy_until = finish
         proc.busy_total += cost
         self.cpu_codec[codec] += cost
-        # Nothing else happens before `finish`: admitting now, dated `finish`, is exact.
-        if finish <= now or finish < self.env.peek():
-            self._admit(proc, attempt, finish)
+        # Nothing else happens before `admitted`: admitting now, dated so, is exact.
+        if admitted <= now or admitted < self.env.peek():
+            self._admit(proc, attempt, admitted)
         else:
-            self._at(finish, self._on_ingress, attempt)
+            self._at(admitted, self._on_ingress, attempt)
 
     def _on_ingress(self, now: float, attempt: Attempt) -> None:
         self._admit(attempt.msg.proc, attempt, now)

@@ -79,6 +79,7 @@ class Attempt:
 
     __slots__ = (
         "deadline_s", "done_s", "msg", "n", "outcome", "read_s", "retry_after_s", "sent_s",
+        "t_in_s",
     )  # fmt: skip
 
     def __init__(self, msg: Message, n: int, sent_s: float, deadline_s: float) -> None:
@@ -89,7 +90,8 @@ class Attempt:
         self.done_s = math.nan
         self.outcome = -1
         self.retry_after_s = 0.0  # the answer's retry hint (0: none)
-        self.read_s = 0.0  # the loop's time reading its frame (the ingress stage)
+        self.read_s = 0.0  # the server's ingress stage of its frame (t_in → queue)
+        self.t_in_s = math.nan  # the server's arrival stamp of its frame (t_in)
 
 
 class Write:

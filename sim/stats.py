@@ -67,7 +67,10 @@ def requests_frame(attempts: list[Any], offered_per_s: float, replication: int) 
     outcome = np.fromiter((a.outcome for a in attempts), np.int8, n)
     intended = np.fromiter((a.msg.intended_s for a in attempts), float, n)
     done = np.fromiter((a.done_s for a in attempts), float, n)
-    ack_ms = np.where(outcome == _ACKED, (done - intended) * 1000.0, np.nan)
+    acked = outcome == _ACKED
+    ack_ms = np.where(acked, (done - intended) * 1000.0, np.nan)
+    t_in = np.fromiter((a.t_in_s for a in attempts), float, n)
+    server_ack_ms = np.where(acked, (done - t_in) * 1000.0, np.nan)
     return pd.DataFrame(
         {
             "run_id": "",
@@ -84,6 +87,7 @@ def requests_frame(attempts: list[Any], offered_per_s: float, replication: int) 
             "done_s": done,
             "outcome": np.array(OUTCOMES)[outcome],
             "ack_ms": ack_ms,
+            "server_ack_ms": server_ack_ms,
         }
     )
 
@@ -220,8 +224,8 @@ def summary_rows(
     """Summary rows (``SUMMARY_COLUMNS``): ``mix`` plus one per codec when the users
     have both codecs, else one row for the one codec. A codec's row covers sends *by*
     its users and deliveries *to* them. ``stage_means_ms`` (the server's stages of a
-    Send, ``sim.model.STAGES``, over all codecs) fill ``server_stage_*_ms`` of every row,
-    and ``server_ack_mean_ms`` is then the row's ack mean."""
+    Send, ``sim.model.STAGES``, over all codecs) fill ``server_stage_*_ms`` of every row;
+    ``server_ack_*_ms`` are the requests' ``server_ack_ms`` (from the arrival stamp)."""
     w = scenario.workload
     present = [c for c, n in enumerate(users_by_codec) if n > 0]
     groups: list[tuple[str, list[int]]] = [(CODEC_NAMES[c], [c]) for c in present]
@@ -237,7 +241,7 @@ def summary_rows(
         row.update(run_id=run_id, scenario=scenario.name, source="sim", codec=name)
         row.update(replication=replication, seed=seed)
         if stage_means_ms:
-            row["server_ack_mean_ms"] = row["ack_mean_ms"]
+            row.setdefault("server_ack_mean_ms", row["ack_mean_ms"])
             for stage, ms in stage_means_ms.items():
                 row[f"server_stage_{stage}_ms"] = ms
         if name != "mix" and len(present) > 1:
@@ -268,7 +272,12 @@ def _group_row(
     in_window = (sent >= t0) & (sent < t1)
     acked_in_window = acked & (done >= t0) & (done < t1)
     intended = req["intended_s"].to_numpy()
-    latencies = req["ack_ms"].to_numpy()[acked & (intended >= t0) & (intended < t1)]
+    judged = acked & (intended >= t0) & (intended < t1)
+    latencies = req["ack_ms"].to_numpy()[judged]
+    server_side = (
+        req["server_ack_ms"].to_numpy()[judged] if "server_ack_ms" in req else np.array([])
+    )
+    server_side = server_side[np.isfinite(server_side)]
     dl = deliveries[deliveries["codec"].isin(names)]
     t_first = dl["t_first_s"].to_numpy()
     dl_in = (t_first >= t0) & (t_first < t1)
@@ -299,6 +308,15 @@ def _group_row(
         "sent_total": sent_total,
         "acked_total": acked_total,
         "ack_p999_ms": a999,
+        **(
+            {
+                "server_ack_mean_ms": float(server_side.mean()),
+                "server_ack_p50_ms": float(np.percentile(server_side, 50)),
+                "server_ack_p99_ms": float(np.percentile(server_side, 99)),
+            }
+            if len(server_side)
+            else {}
+        ),
     }
 
 

@@ -61,8 +61,20 @@ COMPARED: tuple[tuple[str, str], ...] = (
     ("acked_per_s", "acked_per_s"),
     ("server_cpu_us_per_msg", "server_cpu_us_per_msg"),
 )
-"""(measured column, predicted column): the model has no server/client split, so its
-ack latency is compared with both the server's own and the generator's."""
+"""(measured column, predicted column): the server's own ack latency against the model's
+latency from the same arrival stamp (:func:`predicted_column` falls back to the model's
+ack latency from the send for predictions without it), the generator's against the
+model's from the send."""
+
+
+def predicted_column(joined: pd.DataFrame, m_col: str, p_col: str) -> str:
+    """The predicted column to hold ``m_col`` against: ``m_col`` itself when the
+    prediction has it (the model's server-side ack latency, its stage means), else
+    ``p_col``."""
+    own = f"{m_col}_mean_predicted"
+    if m_col != p_col and own in joined and bool(joined[own].notna().any()):
+        return m_col
+    return p_col
 
 
 def has_measured(joined: pd.DataFrame, metric: str) -> bool:
@@ -79,6 +91,7 @@ def relative_error(
     the measured value is 0 or missing). Pairs without measured values are left out."""
     records: list[dict[str, Any]] = []
     for m_col, p_col in pairs:
+        p_col = predicted_column(joined, m_col, p_col)
         if not has_measured(joined, m_col) or f"{p_col}_mean_predicted" not in joined:
             continue
         for _, r in joined.iterrows():
@@ -295,6 +308,7 @@ def accuracy(
         limit = load_share * cap["saturation_per_s"] if cap is not None else math.inf
         too_high = cap is not None and bool(cap["reached"]) and load > limit
         for label, m_col, p_col, tolerance in checks:
+            p_col = predicted_column(joined, m_col, p_col)
             m = float(r.get(f"{m_col}_mean_measured", math.nan))
             p = float(r.get(f"{p_col}_mean_predicted", math.nan))
             rel = _rel(m, p)

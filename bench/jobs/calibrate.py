@@ -123,7 +123,7 @@ from bench._support.args import BadInput
 from bench._support.clients import WINDOW, run_case, run_client
 from bench._support.cpus import CpuPlan, add_cpu_arguments, cpu_plan_from_args, pinned, plan_cpus
 from bench._support.host import raise_nofile_limit
-from bench._support.metrics_scrape import ACK_LATENCY, Scrape, fetch
+from bench._support.metrics_scrape import ACK_LATENCY, SEND_STAGE, Scrape, fetch
 from bench._support.procstat import precise_cpu_s, process_cpu_s, thread_cpu_s
 from bench._support.servers import (
     ServerProc,
@@ -155,6 +155,7 @@ from bench.jobs.calibrate_fit import (
     format_table,
 )
 from bench.micro.codec_bench import CHAT_BODY, median_ns
+from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.protocol.codec import CODECS
 from chatcap.protocol.messages import Ack, Deliver, Send
 from chatcap.scenario import CODEC_NAMES, Scenario, ScenarioError, to_toml
@@ -246,6 +247,7 @@ def measure_point(
     share = loop_share(loop1 - loop0, proc1 - proc0)
     delta = fetch(base_url, context=context).minus(before)
     ack_mean_ms = mean_ack_ms(delta)
+    stages = tuple((name, delta.mean(SEND_STAGE, stage=name) * 1000.0) for name in SEND_STAGES)
     messages = int(outcome["messages"])
     process_us = float(outcome["server_cpu_s"]) / messages * 1e6
     return Point(
@@ -263,6 +265,7 @@ def measure_point(
         wall_s=wall_s,
         server_cpu_s=proc1 - proc0,
         client_cpu_s=client_s,
+        stage_means_ms=stages,
     )
 
 

@@ -117,6 +117,8 @@ class Point:
     wall_s: float = math.nan  # the load client's run, wall clock
     server_cpu_s: float = math.nan  # the server process over that run (/proc)
     client_cpu_s: float = math.nan  # the load client process (its rusage)
+    # the server's stage means over the point (chatcap.pipeline.stages), ms; NaN if none
+    stage_means_ms: tuple[tuple[str, float], ...] = ()
 
     @property
     def frames(self) -> int:
@@ -302,6 +304,38 @@ def per_recipient_lone_us(points: Sequence[Point], costs: Costs) -> float | None
     return max(0.0, float(statistics.median(slopes))) if slopes else None
 
 
+def lone_stage_us(points: Sequence[Point], stage: str) -> float | None:
+    """The median over lone echo points (one send in flight: an idle loop) of the
+    server's own mean time of ``stage``, µs; None when no such point timed it."""
+    values = []
+    for p in points:
+        if p.window != LONE_WINDOW or p.room_size != 1:
+            continue
+        ms = dict(p.stage_means_ms).get(stage, math.nan)
+        if math.isfinite(ms):
+            values.append(ms * 1000.0)
+    return float(statistics.median(values)) if values else None
+
+
+def stage_split_us(points: Sequence[Point], costs: Costs) -> tuple[float, float]:
+    """``(ingress_stage_us, post_submit_us)``: the parts of ``per_send_fixed_us`` the
+    server's own stopwatch puts after ``t_in`` — the ingress stage beyond the decode
+    (limiter, checks, dedup: the median lone ``ingress`` mean less the decode, median
+    over codecs) and what the loop does after the submit before the writer's turn (the
+    lone ``queue`` stage: nothing else waits on an idle loop). Clipped so that the two
+    never exceed ``per_send_fixed_us``; (0, 0) without stage times."""
+    ingress = []
+    for codec in CODEC_NAMES:
+        us = lone_stage_us([p for p in points if p.codec == codec], "ingress")
+        if us is not None:
+            ingress.append(us - costs.decode_us[codec])
+    post = lone_stage_us(points, "queue")
+    fixed = costs.per_send_fixed_us
+    ingress_us = min(max(0.0, statistics.median(ingress)) if ingress else 0.0, fixed)
+    post_us = min(max(0.0, post or 0.0), fixed - ingress_us)
+    return ingress_us, post_us
+
+
 def per_batch_thread_us(points: Sequence[Point], costs: Costs) -> float:
     """CPU outside the loop per lone batch, less SQLite's commit itself (done with the
     interpreter lock released): each lone echo point's process − loop µs per message less
@@ -357,6 +391,9 @@ NOTES = (
     "commits. cold_penalty_us_by_gap_ms: one JSON connection, one send in flight, an idle "
     "gap before each send (0 = back-to-back); per gap the server's mean ack latency "
     "(histogram sum / count) less the same back-to-back (median over repeats). "
+    "ingress_stage_us, post_submit_us: the lone echo points' own stage times "
+    "(chatcap_send_stage_seconds): ingress less the decode, and the queue wait of an "
+    "idle loop — the parts of per_send_fixed_us after the frame's arrival stamp. "
     "background_us_per_s, ping_us, scrape_us: a server with no connection (CPU per "
     "second), then idle connections held with keepalive pings every 0.25 s (CPU less "
     "that base, per ping), then GET /metrics (CPU less the base, per scrape)."
@@ -445,6 +482,7 @@ def build_costs(
         store_commit_fixed_ms=store.fixed_ms,
     )
     bg = background_costs(background) if background is not None else (0.0, 0.0, 0.0)
+    ingress_stage, post_submit = stage_split_us(points, fitted)
     wait_ms = per_batch_wait_ms(points, on_path)
     wait_samples = per_batch_wait_samples_ms(points, on_path)
     details: dict[str, Any] = {
@@ -490,6 +528,8 @@ def build_costs(
         per_batch_wait_ms=wait_ms,
         per_batch_wait_samples_ms=wait_samples,
         cold_penalty_us_by_gap_ms=cold_penalty_us_by_gap_ms(cold),
+        ingress_stage_us=ingress_stage,
+        post_submit_us=post_submit,
         background_us_per_s=bg[0],
         ping_us=bg[1],
         scrape_us=bg[2],
@@ -528,6 +568,8 @@ def format_table(costs: Costs) -> str:
     if cold:
         curve = ", ".join(f"{gap:g}: {us:.0f}" for gap, us in sorted(cold.items()))
         lines.append(f"cold penalty µs by gap ms     {curve}")
+    lines.append(f"{'ingress_stage_us':28}{costs.ingress_stage_us:24.2f}  µs (of fixed)")
+    lines.append(f"{'post_submit_us':28}{costs.post_submit_us:24.2f}  µs (of fixed)")
     lines.append(f"{'background_us_per_s':28}{costs.background_us_per_s:24.2f}  µs/s")
     lines.append(f"{'ping_us':28}{costs.ping_us:24.2f}  µs")
     lines.append(f"{'scrape_us':28}{costs.scrape_us:24.1f}  µs")

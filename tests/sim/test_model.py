@@ -532,7 +532,8 @@ def test_on_the_loop_the_sends_read_in_one_turn_share_a_batch() -> None:
 
 
 def test_the_model_reports_the_servers_stages_of_a_send() -> None:
-    """One lone send, exact costs: ingress = the read, queue 0 (the writer cuts at once),
+    """One lone send, exact costs: ingress = the decode (without a split of the fixed
+    cost, all of it comes before the arrival stamp), queue 0 (the writer cuts at once),
     commit = the 1 ms store, fan-out = one Deliver encode + three writes, ack = one
     encode + one write; a second send queued behind the first's batch waits for it."""
     costs = Costs(
@@ -546,13 +547,14 @@ def test_the_model_reports_the_servers_stages_of_a_send() -> None:
     result = sim.run(s, replay=script([(2.0, 0, 0, "json")]), costs=costs)
     means = result.stage_means_ms()
     assert list(means) == ["ingress", "queue", "commit", "fanout", "ack"]
-    assert means["ingress"] == pytest.approx(0.011)
+    assert means["ingress"] == pytest.approx(0.001)
     assert means["queue"] == pytest.approx(0.0)
     assert means["commit"] == pytest.approx(1.0)
     assert means["fanout"] == pytest.approx(0.003 + 3 * 0.004)
     assert means["ack"] == pytest.approx(0.002 + 0.004)
-    # here nothing is left between the stages: their sum is the ack latency
-    assert sum(means.values()) == pytest.approx(result.requests["ack_ms"].iloc[0])
+    # nothing is left between the stages: their sum is the ack latency less the 10 µs
+    # read before the arrival stamp
+    assert sum(means.values()) + 0.010 == pytest.approx(result.requests["ack_ms"].iloc[0])
     # the second send arrives during the first's commit: one batch in flight, so it
     # waits in the queue until the first commit's result
     pair = sim.run(s, replay=script([(2.0, 0, 0, "json"), (2.0005, 1, 0, "json")]), costs=costs)
@@ -595,3 +597,21 @@ def test_on_the_loop_the_batchs_own_cost_is_part_of_its_commit_stage() -> None:
         a = sim.run(s, replay=lone, costs=Costs()).stage_means_ms()
         b = sim.run(s, replay=lone, costs=Costs(per_batch_loop_us=50.0)).stage_means_ms()
         assert b["commit"] - a["commit"] == pytest.approx(0.05 if in_commit else 0.0), place
+
+
+def test_the_fixed_cost_splits_around_the_servers_arrival_stamp() -> None:
+    """ingress_stage_us and post_submit_us (measured from the server's own stages) place
+    the arrival stamp inside the read: 3 µs before it, the ingress stage after it, and the
+    rest of the read before the writer's turn — the queue stage of a loop-commit server
+    when nothing else waits. The server-side ack latency starts at the stamp."""
+    costs = Costs(per_send_fixed_us=10.0, ingress_stage_us=4.0, post_submit_us=3.0)
+    s = one_room_of_four().with_overrides({"server.store.commit_on": "loop"})
+    result = sim.run(s, replay=script([(2.0, 0, 0, "json")]), costs=costs)
+    means = result.stage_means_ms()
+    decode = costs.decode_us["json"]
+    assert means["ingress"] == pytest.approx((4.0 + decode) / 1000)
+    assert means["queue"] == pytest.approx(0.003)
+    row = result.requests.iloc[0]
+    assert row["ack_ms"] - row["server_ack_ms"] == pytest.approx(0.003)
+    plain = sim.run(s, replay=script([(2.0, 0, 0, "json")]), costs=Costs(per_send_fixed_us=10.0))
+    assert plain.requests["done_s"].iloc[0] == pytest.approx(row["done_s"])  # same CPU

@@ -33,6 +33,7 @@ from bench.jobs.calibrate_fit import (
     per_batch_wait_ms,
     per_batch_wait_samples_ms,
     per_recipient_lone_us,
+    stage_split_us,
 )
 from sim.calibration import CODECS, CalibrationError, Costs, load_costs
 
@@ -362,3 +363,22 @@ def test_a_server_that_commits_on_the_loop_leaves_the_commit_out_of_the_per_batc
         by_place[place] = costs.per_batch_loop_us
     assert by_place["thread"] == pytest.approx(300.0)
     assert by_place["loop"] == pytest.approx(300.0 - 50.0)  # less the 0.05 ms commit
+
+
+def test_the_lone_points_stage_times_split_the_fixed_cost_around_the_stamp() -> None:
+    """ingress_stage_us = the lone echo's ingress stage less the decode (median over
+    codecs); post_submit_us = its queue stage; both within per_send_fixed_us."""
+    costs = replace(CODEC_COSTS, per_send_fixed_us=50.0)
+
+    def lone(codec: str, ingress_ms: float, queue_ms: float) -> Point:
+        stages = (("ingress", ingress_ms), ("queue", queue_ms), ("commit", 0.05))
+        return replace(exact_point(codec, 1, 40.0, 7.5), window=LONE_WINDOW, stage_means_ms=stages)
+
+    points = [lone("json", 0.0105, 0.030), lone("protobuf", 0.0115, 0.034)]
+    ingress, post = stage_split_us(points, costs)
+    assert ingress == pytest.approx(10.0)  # 10.5 − 0.5 and 11.5 − 1.5
+    assert post == pytest.approx(32.0)  # the median of 30 and 34
+    # never more than the fixed cost, never negative; nothing without stage times
+    huge = [lone("json", 0.0305, 0.030)]  # 30 + 30 > 50: the queue part is what is left
+    assert stage_split_us(huge, costs) == (pytest.approx(30.0), pytest.approx(20.0))
+    assert stage_split_us([exact_point("json", 1, 40.0, 7.5)], costs) == (0.0, 0.0)
