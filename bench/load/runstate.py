@@ -72,7 +72,9 @@ from bench.load.report import (
     write_json,
 )
 from bench.load.tally import locust_figures
+from chatcap.policy.retry import RetryPolicy
 from chatcap.scenario import CODEC_MIX, ScenarioError, load_scenario
+from chatcap.wiring import retry_policy
 
 __all__ = [
     "DEFAULT_SCENARIO",
@@ -245,6 +247,7 @@ class RunState:
 
     def __init__(self) -> None:
         self.plan: LoadPlan | None = None
+        self.retry_policy: RetryPolicy | None = None
         self.plan_error = ""
         """Why the last test_start made no plan (shown by the users' on_start failure)."""
         self.stats: ProcessStats | None = None
@@ -288,6 +291,10 @@ class RunState:
         self.stopping_ns = None
         self._users = itertools.count()
         self._readers = itertools.count()
+        # one retry policy for every user of this process: its retry budget is shared,
+        # as the model's is (one budget for all simulated users). With N Locust
+        # processes the fleet has N budgets: N times the reserve of retries per second
+        self.retry_policy = retry_policy(plan.client)
 
     def no_plan(self) -> RuntimeError:
         """The error a user's ``on_start`` raises when this test has no plan."""

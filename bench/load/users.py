@@ -61,7 +61,9 @@ ledger.
 **Retries**: an attempt unanswered after ``client.ack_timeout_ms`` is a ``timeout``;
 after a timeout or a retryable error the scenario's ``RetryPolicy`` (backoff, jitter,
 retry budget; :mod:`chatcap.wiring`) decides, and a retry re-sends the same frame (same
-``client_msg_id``, deduplicated by the server).
+``client_msg_id``, deduplicated by the server). The users of one Locust process share one
+policy, so one retry budget, as the model's simulated users do (with N processes the
+fleet has N budgets).
 
 **Over time**: every first send, attempt, in-time ack (goodput), ack while backing off,
 timeout, late answer and Error frame is also counted in the second it happened
@@ -170,7 +172,8 @@ class ChatUser(FastHttpUser):
         if self.room not in RUN.rooms_joined:
             RUN.rooms_joined.append(self.room)
         self.rng = user_rng(plan.seed, RUN.worker, self.n, "retry")
-        self.policy: RetryPolicy = retry_policy(plan.client)
+        # the process's one policy: the retry budget is shared by its users (RunState)
+        self.policy: RetryPolicy = RUN.retry_policy or retry_policy(plan.client)
         self.think_ns = int(plan.think_time_s * 1e9)
         self.ack_timeout_ns = int(plan.ack_timeout_s * 1e9)
         self.gaps = (
