@@ -23,16 +23,23 @@ writing under one run folder ``results/<run-id>-demo/`` (``--out`` to choose):
    load, per codec the saturation throughput, and the knee (the model's capacity per
    core against step 5's ``capacity.csv``); ``stages.csv``: each stage of a Send and the
    rest, measured beside modelled (``bench.analysis.stage_table``, within 20 %);
-7. ``gate/`` — ``bench regress --run`` against the committed ``results/baseline``:
+7. ``storm/<name>/`` — ``bench run`` of ``scenarios/retry-storm.toml`` and
+   ``retry-storm-fixed.toml`` (a store-latency spike, clients retrying by each
+   scenario's policy) on the real server; ``storm/check.csv``: the clients' goodput from
+   12 s after the spike to the end, measured against the model
+   (:func:`bench.analysis.resilience.storm_check`: within 15 %, and whether each side
+   stays down). Skipped with ``--quick`` or ``--no-storm``;
+8. ``gate/`` — ``bench regress --run`` against the committed ``results/baseline``:
    ``trials.csv``, ``verdict.md``;
-8. ``notebooks/`` — the four notebooks executed with this run's files: ``.ipynb``,
-   ``.html`` and ``<name>/fig-NN.png``;
+9. ``notebooks/`` — the four notebooks executed with this run's files: ``.ipynb``,
+   ``.html`` and ``<name>/fig-NN.png`` (breakers-and-retries with the storm runs
+   overlaid on the model);
 
-then ``summary.md``: eleven lines or so — capacity per server core per codec as measured,
+then ``summary.md``: twelve lines or so — capacity per server core per codec as measured,
 with its 95 % interval (from the repeats of the capacity step), the model's capacity
 beside it and the ratio measured ÷ model (or, when the generator ran out first, at what
 load and each side's CPU then), the model's error per codec, the saturation check, the
-stage checks, the gate's verdict — also printed.
+stage checks, the storms, the gate's verdict — also printed.
 
 ``--quick`` shrinks every step (it is what the test suite runs on ``scenarios/smoke.toml``
 with short loads); the default sizes fit in ten minutes on the 2-core machine: search
@@ -234,6 +241,65 @@ def model_per_core_per_s(
     return {codec: users * rate_per_user for codec, users in users_per_core.items()}
 
 
+STORM_SCENARIOS: tuple[str, ...] = ("retry-storm", "retry-storm-fixed")
+"""The retry storm and its fix (``scenarios/<name>.toml``): measured and modelled."""
+STORM_FILE = "check.csv"
+STORM_REPLICATIONS = 3
+
+
+def storm_commands(run_dir: Path, cpu: Sequence[str]) -> dict[str, list[str]]:
+    """``bench run`` of each storm scenario, one point at its own load, into
+    ``storm/<name>``: the real server, the fault episode its scenario names."""
+    out = {}
+    for name in STORM_SCENARIOS:
+        scenario = f"scenarios/{name}.toml"
+        folder = str(run_dir / "storm" / name)
+        out[name] = ["-m", "bench", "run", "--scenario", scenario, "--codec", "json"]
+        out[name] += ["--sample-s", "1", "--out", folder, *cpu]
+    return out
+
+
+def storm_line(run_dir: Path) -> str:
+    """Each storm run against the model (:func:`bench.analysis.resilience.storm_check`,
+    ``STORM_REPLICATIONS`` model runs); writes ``storm/check.csv``; one summary line."""
+    import sim
+    from bench.analysis.resilience import measured_goodput, recovery_window, storm_check
+
+    rows, parts = [], []
+    for name in STORM_SCENARIOS:
+        folder = run_dir / "storm" / name
+        scenario = load_scenario(ROOT / "scenarios" / f"{name}.toml")
+        measured = measured_goodput(folder) if folder.exists() else pd.DataFrame()
+        if measured.empty:
+            parts.append(f"{name} not measured")
+            continue
+        modelled = pd.concat(
+            sim.run(scenario, seed=scenario.seed + r).timeseries.assign(replication=r)
+            for r in range(STORM_REPLICATIONS)
+        )
+        check = storm_check(measured, modelled, recovery_window(scenario)).assign(scenario=name)
+        rows.append(check)
+        c = check.iloc[0]
+        fate = (
+            "both stay down"
+            if c["measured_stays_down"] and c["modelled_stays_down"]
+            else ("both recover" if c["same_fate"] else "different fates")
+        )
+        rel = (
+            ""
+            if c["measured_goodput_per_s"] == c["modelled_goodput_per_s"]
+            else (f", {_pct(float(c['rel_error']))}")
+        )
+        parts.append(
+            f"{name} {c['measured_goodput_per_s']:,.0f}/s measured vs "
+            f"{c['modelled_goodput_per_s']:,.0f}/s model "
+            f"({fate}{rel}{'' if c['within'] else ' MISS'})"
+        )
+    if rows:
+        pd.concat(rows).to_csv(run_dir / "storm" / STORM_FILE, index=False)
+    return "retry storms, goodput 12 s after the spike to the end (±15 %): " + "; ".join(parts)
+
+
 def summary_lines(
     *,
     run_dir: Path,
@@ -244,13 +310,15 @@ def summary_lines(
     latency_basis: str,
     gate: str,
     stages: str | None = None,
+    storm: str | None = None,
 ) -> list[str]:
-    """The summary, about eleven lines: the run folder; per codec the measured capacity
+    """The summary, about twelve lines: the run folder; per codec the measured capacity
     per server core with its CI beside the model's (users per core × ``rate_per_user``)
     and the ratio, or which side ran out (:func:`bench.analysis.words.capacity_line`); the
     model's error per codec; saturation; the knee items (when ``accuracy`` has them);
     accuracy counts, every item included; ``stages`` (the stage checks in one line,
-    :func:`bench.analysis.stage_summary`) when given; the gate."""
+    :func:`bench.analysis.stage_summary`) and ``storm`` (:func:`storm_line`) when given;
+    the gate."""
     from bench.analysis.words import capacity_line
 
     lines = [f"run folder {run_dir} — notebooks as HTML under notebooks/, figures beside"]
@@ -288,6 +356,8 @@ def summary_lines(
     )
     if stages is not None:
         lines.append(stages)
+    if storm is not None:
+        lines.append(storm)
     lines.append(f"regression gate vs results/baseline: {gate}")
     return lines
 
@@ -421,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration-s", type=float, help="length of each search step")
     p.add_argument("--gate-trials", type=int, help="regression-gate trials")
     p.add_argument("--no-gate", action="store_true", help="skip the regression gate")
+    p.add_argument(
+        "--no-storm", action="store_true", help="skip the retry storms on the real server"
+    )
     p.add_argument("--out", type=Path, help="run folder (default results/<run-id>-demo)")
     add_cpu_arguments(p)
     return p
@@ -450,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     run_dir = (args.out or ROOT / "results" / new_run_id(datetime.now(UTC), "demo")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    total = 9
+    total = 10
     failures: list[str] = []
 
     _step(1, total, "checking scenarios/*.toml")
@@ -512,7 +585,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     basis = report.latency_basis
     print(f"  wrote {run_dir / 'model' / 'accuracy.csv'} (the knee included)", flush=True)
 
-    _step(7, total, "regression gate against the committed baseline")
+    _step(7, total, "the retry storms on the real server (scenarios/retry-storm*.toml)")
+    storm: str | None
+    if args.quick or args.no_storm:
+        storm = None
+        print("  skipped (--quick or --no-storm)", flush=True)
+    else:
+        for name, command in storm_commands(run_dir, cpu_flags(args)).items():
+            if _run(command):
+                failures.append(f"retry storm {name}")
+        storm = storm_line(run_dir)
+        print(f"  {storm}", flush=True)
+
+    _step(8, total, "regression gate against the committed baseline")
     if args.no_gate:
         gate = "skipped (--no-gate)"
     else:
@@ -524,17 +609,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.quick and rc in (0, 1):
             gate += " — quick trials: a smoke run, not a verdict"
 
-    _step(8, total, "the notebooks, executed with this run's files → HTML and PNG")
+    _step(9, total, "the notebooks, executed with this run's files → HTML and PNG")
     nb = ["-m", "bench", "notebooks", "--measured", str(measured_dir)]
     nb += ["--calibration", str(calibration), "--out", str(run_dir / "notebooks")]
     for param in size.notebook_params:
         nb += ["-p", param]
+    for name, key in zip(
+        STORM_SCENARIOS, ("measured_storm_dir", "measured_fixed_dir"), strict=True
+    ):
+        folder = run_dir / "storm" / name
+        if (folder / "manifest.json").exists():
+            nb += ["-p", f"breakers-and-retries:{key}={folder}"]
     if codecs_csv is not None:
         nb += ["--codecs-csv", str(codecs_csv)]
     if _run(nb):
         failures.append("notebooks")
 
-    _step(9, total, "summary")
+    _step(10, total, "summary")
     steps = len(measured_points_of(measured))
     lines = summary_lines(
         run_dir=run_dir,
@@ -545,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_basis=basis,
         gate=gate,
         stages=stage_line,
+        storm=storm,
     )
     text = "\n".join(lines)
     (run_dir / "summary.md").write_text(
