@@ -259,6 +259,18 @@ def storm_commands(run_dir: Path, cpu: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+def storm_notebook_params(run_dir: Path) -> list[str]:
+    """``bench notebooks -p`` values that give breakers-and-retries the storm runs made
+    (a Python literal each: the folder as a quoted string)."""
+    keys = ("measured_storm_dir", "measured_fixed_dir")
+    out = []
+    for name, key in zip(STORM_SCENARIOS, keys, strict=True):
+        folder = run_dir / "storm" / name
+        if (folder / "manifest.json").exists():
+            out.append(f"breakers-and-retries:{key}={str(folder)!r}")
+    return out
+
+
 def storm_line(run_dir: Path) -> str:
     """Each storm run against the model (:func:`bench.analysis.resilience.storm_check`,
     ``STORM_REPLICATIONS`` model runs); writes ``storm/check.csv``; one summary line."""
@@ -614,12 +626,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     nb += ["--calibration", str(calibration), "--out", str(run_dir / "notebooks")]
     for param in size.notebook_params:
         nb += ["-p", param]
-    for name, key in zip(
-        STORM_SCENARIOS, ("measured_storm_dir", "measured_fixed_dir"), strict=True
-    ):
-        folder = run_dir / "storm" / name
-        if (folder / "manifest.json").exists():
-            nb += ["-p", f"breakers-and-retries:{key}={folder}"]
+    for param in storm_notebook_params(run_dir):
+        nb += ["-p", param]
     if codecs_csv is not None:
         nb += ["--codecs-csv", str(codecs_csv)]
     if _run(nb):

@@ -43,3 +43,15 @@ def test_the_storm_commands_run_each_scenario_into_its_own_folder(tmp_path: Path
         "--server-cpus",
         "1",
     ]
+
+
+def test_the_notebook_gets_each_storm_run_made_as_a_python_literal(tmp_path: Path) -> None:
+    from bench.jobs.notebooks import parse_params
+
+    storm_run(tmp_path / "storm", "retry-storm", recovers=False)
+    params = demo.storm_notebook_params(tmp_path)
+    assert len(params) == 1  # the fix was not run: not named
+    parsed = parse_params(params, ["breakers-and-retries"])
+    assert parsed["breakers-and-retries"] == {
+        "measured_storm_dir": str(tmp_path / "storm" / "retry-storm")
+    }
