@@ -57,6 +57,11 @@ key                        meaning
                            charges one per connection per interval (0 when absent)
 ``scrape_us``              optional: CPU of one ``GET /metrics``; the model charges one
                            every ``sim.scrape_interval_s`` (0 when absent)
+``store_stall_every_rows``  optional: rows committed per store stall (SQLite's WAL
+                           checkpoint, every ~1,000 pages written), from a sustained run
+``store_stall_ms``         optional: a stall's time beyond a commit's; the model adds
+                           it to the commit that crosses each ``store_stall_every_rows``
+                           (0 when absent: no stalls)
 ``store_commit_fixed_ms``  measured mean commit of a batch of one message
 ``store_commit_per_msg_ms``  measured extra per further message in a batch
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
@@ -123,6 +128,8 @@ class Costs:
     per_batch_wait_ms: float = 0.0
     per_batch_wait_samples_ms: tuple[float, ...] = ()
     cold_penalty_us_by_gap_ms: dict[float, float] = field(default_factory=dict)
+    store_stall_every_rows: float = 0.0
+    store_stall_ms: float = 0.0
     ingress_stage_us: float = 0.0
     post_submit_us: float = 0.0
     background_us_per_s: float = 0.0
@@ -273,6 +280,8 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         "per_batch_loop_us",
         "per_batch_thread_us",
         "per_batch_wait_ms",
+        "store_stall_every_rows",
+        "store_stall_ms",
         "ingress_stage_us",
         "post_submit_us",
         "background_us_per_s",

@@ -270,6 +270,10 @@ class _Model:
                 )
             unit = np.asarray(costs.commit_samples_ms) / np.mean(costs.commit_samples_ms)
             self.unit_service = Draws(lambda n: rng.choice(unit, n))
+        # the WAL checkpoint: a stall added to the commit that crosses each count of rows
+        self.stall_every = costs.store_stall_every_rows
+        self.stall_s = costs.store_stall_ms / 1000.0
+        self.rows_to_stall = self.stall_every
         waits = np.asarray(costs.per_batch_wait_samples_ms) / 1000.0
         # each batch's hand-off wait: drawn from the measured shape, else the mean
         self.handoff_draws = Draws(lambda n: rng.choice(waits, n)) if len(waits) else None
@@ -733,6 +737,11 @@ class _Model:
         service_s = self.service_base_s + self.service_per_msg_s * (n - 1)
         if self.unit_service is not None:
             service_s *= self.unit_service.next()
+        if self.stall_every > 0:  # one store file: the rows of every process count
+            self.rows_to_stall -= n
+            if self.rows_to_stall <= 0:
+                self.rows_to_stall += self.stall_every
+                service_s += self.stall_s
         # to the store thread and back: time, not loop CPU
         draws = self.handoff_draws
         service_s += draws.next() if draws is not None else self.handoff_s

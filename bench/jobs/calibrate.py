@@ -82,7 +82,7 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    ``scrapes`` ``GET /metrics`` (less the base, per scrape). The model charges a ping
    per connection per ``server.ping_interval_s`` and a scrape per
    ``sim.scrape_interval_s``.
-6. **The store** (``store_commit_*``, ``commit_samples_ms``):
+6. **The store** (``store_commit_*``, ``commit_samples_ms``, ``store_stall_*``):
    :meth:`server.store.StoreConnection.commit_batch` on a temporary SQLite file (WAL,
    ``synchronous=NORMAL``), batch sizes 1, 2, 4, … 256 taking turns within every repeat;
    each repeat's figure is the mean wall time of its commits, the table the median over
@@ -90,7 +90,11 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    least-squares slope over all batch sizes. ``commit_samples_ms`` keeps raw batch-1
    commit times: the shape of ``[sim] store_service = "empirical"``. The scenario's
    ``[sim] store_service_ms`` / ``store_per_msg_ms`` are what the model's store mean
-   uses; the table suggests them from these figures.
+   uses; the table suggests them from these figures. Then ``sustained_commits`` commits
+   of ``sustained_batch`` rows in a row on the same file: the few far over the median are
+   SQLite's WAL checkpoints (every ~1,000 pages), and ``store_stall_every_rows`` /
+   ``store_stall_ms`` say how often and how long (the model adds a stall to the commit
+   that crosses each such count of rows; the lone points' waits then leave them out).
 
 **Where it runs** (``--server-cpus`` / ``--generator-cpus``, :mod:`bench._support.cpus`;
 default: the server on the last CPU, the load clients on the others): the server process
@@ -464,9 +468,15 @@ def measure_store(plan: Plan, workdir: Path) -> StoreFigures:
                 times = [commit_ms(conn, size) for _ in range(plan.commits_per_repeat)]
                 per_repeat[size].append(statistics.fmean(times))
         samples = tuple(round(commit_ms(conn, 1), 5) for _ in range(plan.commit_samples))
+        # a sustained run on the same file: the WAL grows and is checkpointed meanwhile
+        sustained = tuple(
+            commit_ms(conn, plan.sustained_batch) for _ in range(plan.sustained_commits)
+        )
     table = {size: statistics.median(values) for size, values in per_repeat.items()}
     intercept, slope = fit_line(list(table), list(table.values()))
-    return StoreFigures(table, table[1], max(slope, 0.0), intercept, samples)
+    return StoreFigures(
+        table, table[1], max(slope, 0.0), intercept, samples, sustained, plan.sustained_batch
+    )
 
 
 def calibrate(

@@ -50,6 +50,8 @@ class Plan:
     commits_per_repeat: int
     commit_samples: int
     timeout_s: float
+    sustained_commits: int = 3000  # the store's sustained run: this many commits ...
+    sustained_batch: int = 4  # ... of this many rows each
     background_base_s: float = 1.0  # the background probe: the idle server alone ...
     background_connections: int = 200  # ... then this many idle connections ...
     background_hold_s: float = 2.0  # ... held this long, pinged every PING_PROBE_S
@@ -80,6 +82,8 @@ QUICK = Plan(
     commits_per_repeat=3,
     commit_samples=20,
     timeout_s=60.0,
+    sustained_commits=600,
+    sustained_batch=4,
     background_base_s=0.3,
     background_connections=40,
     background_hold_s=0.5,
@@ -367,6 +371,27 @@ class StoreFigures:
     per_msg_ms: float  # least-squares slope over the batch sizes
     intercept_ms: float  # the same fit's value at batch size 0
     samples_ms: tuple[float, ...]  # raw batch-of-one commits
+    sustained_ms: tuple[float, ...] = ()  # a sustained run's commits, in order
+    sustained_batch: int = 0  # ... each of this many rows
+
+
+STALL_FACTOR = 10.0  # a sustained-run commit over this × the median is a stall
+
+
+def checkpoint_stalls(commits_ms: Sequence[float], batch: int) -> tuple[float, float]:
+    """``(store_stall_every_rows, store_stall_ms)`` from a sustained run of commits of
+    ``batch`` rows each, in order: a commit over :data:`STALL_FACTOR` × the median is a
+    stall (SQLite's WAL checkpoint, every ~1,000 pages written); the rows written per
+    stall, and a stall's mean time beyond the median commit. ``(0, 0)`` without a stall
+    (or without commits)."""
+    if not commits_ms or batch < 1:
+        return 0.0, 0.0
+    median = statistics.median(commits_ms)
+    stalls = [ms for ms in commits_ms if ms > STALL_FACTOR * median]
+    if not stalls:
+        return 0.0, 0.0
+    rows = len(commits_ms) * batch
+    return rows / len(stalls), statistics.fmean(stalls) - median
 
 
 NOTES = (
@@ -388,9 +413,12 @@ NOTES = (
     "store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
-    "commits. cold_penalty_us_by_gap_ms: one JSON connection, one send in flight, an idle "
-    "gap before each send (0 = back-to-back); per gap the server's mean ack latency "
-    "(histogram sum / count) less the same back-to-back (median over repeats). "
+    "commits. store_stall_every_rows, store_stall_ms: a sustained run of commits on one "
+    "file; a commit over 10x the median is a stall (the WAL checkpoint): rows per stall, "
+    "and its time beyond the median. cold_penalty_us_by_gap_ms: one JSON connection, "
+    "one send in flight, an idle gap before each send (0 = back-to-back); per gap the "
+    "server's mean ack latency (histogram sum / count) less the same back-to-back "
+    "(median over repeats). "
     "ingress_stage_us, post_submit_us: the lone echo points' own stage times "
     "(chatcap_send_stage_seconds): ingress less the decode, and the queue wait of an "
     "idle loop — the parts of per_send_fixed_us after the frame's arrival stamp. "
@@ -482,9 +510,15 @@ def build_costs(
         store_commit_fixed_ms=store.fixed_ms,
     )
     bg = background_costs(background) if background is not None else (0.0, 0.0, 0.0)
+    stall_every, stall_ms = checkpoint_stalls(store.sustained_ms, store.sustained_batch)
     ingress_stage, post_submit = stage_split_us(points, fitted)
     wait_ms = per_batch_wait_ms(points, on_path)
     wait_samples = per_batch_wait_samples_ms(points, on_path)
+    if stall_every > 0:  # the model charges the checkpoints by rows: not in the waits too
+        threshold = STALL_FACTOR * store.fixed_ms
+        wait_samples = tuple(0.0 if v > threshold else v for v in wait_samples)
+        if not any(v > 0 for v in wait_samples):
+            wait_samples = ()
     details: dict[str, Any] = {
         "scenario": scenario.name,
         "body_bytes": scenario.workload.body_bytes,
@@ -511,6 +545,18 @@ def build_costs(
         "commit_on": commit_on,
         "background": _plain(asdict(background)) if background is not None else None,
         "store_fit_intercept_ms": store.intercept_ms,
+        "store_sustained": {
+            "batch": store.sustained_batch,
+            "commits": len(store.sustained_ms),
+            "median_ms": statistics.median(store.sustained_ms) if store.sustained_ms else None,
+            "stalls": sum(
+                1
+                for v in store.sustained_ms
+                if v > STALL_FACTOR * statistics.median(store.sustained_ms)
+            )
+            if store.sustained_ms
+            else 0,
+        },
         "store_overrides": SCENARIO_OVERRIDES,
         "cpus": machine["cpus"],
         "cpu_sets": dict(cpu_sets or {}),
@@ -528,6 +574,8 @@ def build_costs(
         per_batch_wait_ms=wait_ms,
         per_batch_wait_samples_ms=wait_samples,
         cold_penalty_us_by_gap_ms=cold_penalty_us_by_gap_ms(cold),
+        store_stall_every_rows=stall_every,
+        store_stall_ms=stall_ms,
         ingress_stage_us=ingress_stage,
         post_submit_us=post_submit,
         background_us_per_s=bg[0],
@@ -573,6 +621,8 @@ def format_table(costs: Costs) -> str:
     lines.append(f"{'background_us_per_s':28}{costs.background_us_per_s:24.2f}  µs/s")
     lines.append(f"{'ping_us':28}{costs.ping_us:24.2f}  µs")
     lines.append(f"{'scrape_us':28}{costs.scrape_us:24.1f}  µs")
+    lines.append(f"{'store_stall_every_rows':28}{costs.store_stall_every_rows:24.0f}  rows")
+    lines.append(f"{'store_stall_ms':28}{costs.store_stall_ms:24.3f}  ms")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

@@ -615,3 +615,14 @@ def test_the_fixed_cost_splits_around_the_servers_arrival_stamp() -> None:
     assert row["ack_ms"] - row["server_ack_ms"] == pytest.approx(0.003)
     plain = sim.run(s, replay=script([(2.0, 0, 0, "json")]), costs=Costs(per_send_fixed_us=10.0))
     assert plain.requests["done_s"].iloc[0] == pytest.approx(row["done_s"])  # same CPU
+
+
+def test_a_checkpoint_stall_is_added_to_the_commit_that_crosses_each_count_of_rows() -> None:
+    """store_stall_every_rows = 3: the third message's commit (one row each, one at a
+    time) pays the 2 ms stall; the first two do not."""
+    s = one_room_of_four()
+    sends = script([(2.0 + 0.1 * i, i % 4, 0, "json") for i in range(4)])
+    plain = sim.run(s, replay=sends, costs=Costs())
+    stalled = sim.run(s, replay=sends, costs=Costs(store_stall_every_rows=3, store_stall_ms=2.0))
+    extra = (stalled.requests["done_s"] - plain.requests["done_s"]).to_numpy()
+    assert extra == pytest.approx([0.0, 0.0, 0.002, 0.0])

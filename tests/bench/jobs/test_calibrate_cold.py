@@ -108,3 +108,15 @@ def test_the_file_keeps_the_curve_and_checks_it(tmp_path: Path) -> None:
         load_costs(path)
     assert Costs().cold_penalty_us_by_gap_ms == {}  # no curve: no penalty
     assert costs.zero_cpu().cold_penalty_us_by_gap_ms == {}
+
+
+def test_checkpoint_stalls_are_the_commits_far_over_the_median() -> None:
+    from bench.jobs.calibrate_fit import checkpoint_stalls
+
+    # 300 commits of 4 rows at 0.05 ms, every 60th a 3 ms checkpoint
+    commits = [3.05 if (i + 1) % 60 == 0 else 0.05 for i in range(300)]
+    every, stall = checkpoint_stalls(commits, 4)
+    assert every == pytest.approx(300 * 4 / 5)  # 5 stalls in 1,200 rows
+    assert stall == pytest.approx(3.0)
+    assert checkpoint_stalls([0.05] * 100, 4) == (0.0, 0.0)
+    assert checkpoint_stalls([], 4) == (0.0, 0.0)
