@@ -489,7 +489,9 @@ def test_a_session_lets_others_run_between_the_frames_of_one_read() -> None:
     flooding client stalled all others ~100 ms per socket read (seen at full size above)."""
     frames = [JSON.encode(Leave(room="r")).decode()] * (FAIR_SHARE_FRAMES * 20)
     app = SimpleNamespace(
-        metrics=SimpleNamespace(tally=lambda codec: [0, 0, 0, 0], rate_limited=None),
+        metrics=SimpleNamespace(
+            tally=lambda codec: [0, 0, 0, 0], rate_limited=None, send_stages=None
+        ),
         limiter=None,
         hub=Hub(MIB, broadcast=lambda conns, payload, text=False: None),
         config=scenario_of({}).server,

@@ -216,7 +216,8 @@ def test_quick_calibration_measures_the_background(quick_file: Path) -> None:
     costs = load_costs(quick_file)
     probe = costs.details["background"]
     assert probe["ping_interval_s"] == 0.25 and probe["connections"] == QUICK.background_connections
-    assert probe["hold_s"] >= QUICK.background_hold_s and probe["scrapes"] == QUICK.scrapes
+    # the event loop's sleep may end a hair early
+    assert probe["hold_s"] >= 0.9 * QUICK.background_hold_s and probe["scrapes"] == QUICK.scrapes
     assert probe["scrape_cpu_s"] > 0
     assert costs.background_us_per_s >= 0 and costs.ping_us >= 0 and costs.scrape_us > 0
 

@@ -239,7 +239,10 @@ def test_an_event_loop_reader_gets_the_same_messages_and_replies_through_defer()
         while ws.closed is None:
             ready, _, _ = select.select([ws.sock], [], [], scaled(5))
             assert ready, "the server went quiet"
-            got += ws.read_ready()  # as a hub callback would, when the socket is readable
+            try:
+                got += ws.read_ready()  # as a hub callback would, when readable
+            except ConnectionClosed:  # the close frame came alone, in a read of its own
+                pass
             while deferred:  # the pong (and the close reply) are written later, not here
                 deferred.pop(0)()
         assert got == [b"fragmented", b"after the pong"]
