@@ -191,6 +191,7 @@ class ChatServer:
         raise_nofile_limit()
         cfg = self.scenario.server
         self.loop = asyncio.get_running_loop()
+        self.metrics.watch_gc()  # the collector's pauses (chatcap_gc_pause_seconds)
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         parts = await start_write_path(
             self.scenario,
@@ -376,6 +377,7 @@ class ChatServer:
             for client in unclosed:
                 client.conn.transport.abort()
         await self.pool.close()
+        self.metrics.unwatch_gc()
         event(self.log, "server.stopped", seconds=round(self.clock() - started, 3))
         self._stopped.set()
 

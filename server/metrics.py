@@ -45,10 +45,23 @@ and its ``after_commit`` callback (and the few µs between stages) — has no hi
 an analysis takes it as the ack latency's mean less the sum of the stages' means (each
 mean is Δ ``_sum`` ÷ Δ ``_count`` of the stage's series). The bounds
 (:data:`STAGE_BUCKETS_S`) reach down to 1 µs: most stages take tens of µs.
+
+**The garbage collector's pauses** (``chatcap_gc_pause_seconds{generation}``, a
+:class:`LoopHistogram` with a child per generation 0, 1, 2): CPython's cyclic collector
+stops the whole interpreter — the event loop too — while it runs; a young collection
+every ~700 net container allocations (tens to hundreds of µs), an older one every tenth
+of those (about a millisecond), a full one when the long-lived heap grew by a quarter
+(tens of ms with many connections). They are part of a Send's latency that no stage
+names: the model charges them as measured parts (``bench calibrate``). Timed by a
+``gc.callbacks`` hook (:class:`GcTimer`): two ``perf_counter`` reads per collection,
+none per message. The hook is installed while the server runs (:meth:`Metrics.watch_gc`
+and :meth:`Metrics.unwatch_gc`); a collection on any thread holds the interpreter lock,
+so the histogram, written only by the hook, needs no lock of its own.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from bisect import bisect_left
@@ -68,10 +81,12 @@ from chatcap.scenario import CODEC_NAMES
 __all__ = [
     "BATCH_SIZE_BUCKETS",
     "BREAKER_STATE_VALUES",
+    "GC_GENERATIONS",
     "LATENCY_BUCKETS_S",
     "SEND_STAGES",
     "STAGE_BUCKETS_S",
     "CodecMetrics",
+    "GcTimer",
     "LoopHistogram",
     "LoopHistogramChild",
     "Metrics",
@@ -95,6 +110,9 @@ STAGE_BUCKETS_S: tuple[float, ...] = (
 """1 µs … 1 s ten per decade (the same R10' series as :data:`LATENCY_BUCKETS_S`), then 2, 5
 and 10 s: the stages of a Send mostly take µs, below the ack latency's first bound."""
 
+
+GC_GENERATIONS: tuple[str, ...] = ("0", "1", "2")
+"""The ``generation`` label values of ``chatcap_gc_pause_seconds`` (CPython's three)."""
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**k) for k in range(11))
 """1, 2, 4, … 1024 messages per store commit."""
@@ -263,6 +281,44 @@ class _ProcessCpuCollector:
         return [family]
 
 
+class GcTimer:
+    """A ``gc.callbacks`` hook that times each collection into its generation's child of a
+    :class:`LoopHistogram` (see the module docstring). :meth:`install` adds it to the
+    interpreter's list, :meth:`uninstall` takes it out (both idempotent)."""
+
+    __slots__ = ("_by_generation", "_clock", "_started")
+
+    def __init__(
+        self,
+        by_generation: Iterable[LoopHistogramChild],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._by_generation = tuple(by_generation)
+        self._clock = clock
+        self._started = math.nan
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = self._clock()
+            return
+        started, self._started = self._started, math.nan
+        generation = info.get("generation", -1)
+        if started == started and 0 <= generation < len(self._by_generation):  # not NaN
+            self._by_generation[generation].observe(self._clock() - started)
+
+    @property
+    def installed(self) -> bool:
+        """Whether the hook is in ``gc.callbacks`` now."""
+        return any(cb is self for cb in gc.callbacks)
+
+    def install(self) -> None:
+        if not self.installed:
+            gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        gc.callbacks[:] = [cb for cb in gc.callbacks if cb is not self]
+
+
 class Metrics:
     """All the server's metrics; one instance per server, with its own registry."""
 
@@ -335,6 +391,21 @@ class Metrics:
         self.send_stages = SendStages(
             **{stage: self.send_stage.labels(stage) for stage in SEND_STAGES}
         )
+        self.gc_pause = self._loop_histogram(
+            "gc_pause_seconds",
+            "time the interpreter stood still for one garbage collection, by generation",
+            STAGE_BUCKETS_S,
+            ("generation",),
+        )
+        self._gc_timer = GcTimer(self.gc_pause.labels(g) for g in GC_GENERATIONS)
+
+    def watch_gc(self) -> None:
+        """Time the garbage collector's pauses from now on (``chatcap_gc_pause_seconds``)."""
+        self._gc_timer.install()
+
+    def unwatch_gc(self) -> None:
+        """Stop timing them (the server stopped): the hook leaves ``gc.callbacks``."""
+        self._gc_timer.uninstall()
 
     def _add_pool_and_breaker_metrics(self) -> None:
         self.pool_in_use = self._gauge("pool_connections_in_use", "store connections lent out")

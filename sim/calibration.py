@@ -57,6 +57,15 @@ key                        meaning
                            charges one per connection per interval (0 when absent)
 ``scrape_us``              optional: CPU of one ``GET /metrics``; the model charges one
                            every ``sim.scrape_interval_s`` (0 when absent)
+``gc_pauses_per_msg``      optional ``[gen 0, gen 1, gen 2]``: the garbage collector's
+                           collections per message in a room of one, by generation
+``gc_pauses_per_recipient``  optional ``[gen 0, 1, 2]``: collections added per message
+                           by each further member of its room (the fan-out's garbage)
+``gc_pause_us``            optional ``[gen 0, 1, 2]``: a collection's mean pause, µs;
+                           the model holds the loop that long on the message that
+                           crosses each count (:class:`GcPauses`) and takes the same
+                           mean out of that message's loop costs, which hold it on
+                           average already (absent: no pauses)
 ``store_stall_every_rows``  optional: rows committed per store stall (SQLite's WAL
                            checkpoint, every ~1,000 pages written), from a sustained run
 ``store_stall_ms``         optional: a stall's time beyond a commit's; the model adds
@@ -88,6 +97,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -96,15 +106,18 @@ from chatcap.scenario import CODEC_NAMES
 
 __all__ = [
     "DEFAULT_COSTS",
+    "GC_GENERATION_COUNT",
     "SCHEMA_VERSION",
     "CalibrationError",
     "ColdPath",
     "Costs",
+    "GcPauses",
     "load_costs",
     "save_costs",
 ]
 
 SCHEMA_VERSION = 1
+GC_GENERATION_COUNT = 3  # CPython's collector: generations 0, 1, 2
 CODECS = CODEC_NAMES  # the codecs a calibration gives figures for: every codec
 
 
@@ -130,6 +143,9 @@ class Costs:
     cold_penalty_us_by_gap_ms: dict[float, float] = field(default_factory=dict)
     store_stall_every_rows: float = 0.0
     store_stall_ms: float = 0.0
+    gc_pauses_per_msg: tuple[float, ...] = ()
+    gc_pauses_per_recipient: tuple[float, ...] = ()
+    gc_pause_us: tuple[float, ...] = ()
     ingress_stage_us: float = 0.0
     post_submit_us: float = 0.0
     background_us_per_s: float = 0.0
@@ -160,6 +176,7 @@ class Costs:
             per_batch_loop_us=0.0,
             per_batch_thread_us=0.0,
             cold_penalty_us_by_gap_ms={},
+            gc_pause_us=(),
             ingress_stage_us=0.0,
             post_submit_us=0.0,
             background_us_per_s=0.0,
@@ -175,6 +192,8 @@ class Costs:
         }
         data["commit_samples_ms"] = list(self.commit_samples_ms)
         data["per_batch_wait_samples_ms"] = list(self.per_batch_wait_samples_ms)
+        for name in ("gc_pauses_per_msg", "gc_pauses_per_recipient", "gc_pause_us"):
+            data[name] = list(getattr(self, name))
         data["cold_penalty_us_by_gap_ms"] = {
             _gap_key(k): v for k, v in sorted(self.cold_penalty_us_by_gap_ms.items())
         }
@@ -227,6 +246,78 @@ class ColdPath:
         g0, g1 = gaps[i - 1], gaps[i]
         v0, v1 = values[i - 1], values[i]
         return v0 + (v1 - v0) * (gap_s - g0) / (g1 - g0)
+
+
+class GcPauses:
+    """The garbage collector's pauses on a loop, per message: ``charge(due, members)``.
+
+    Built from ``gc_pauses_per_msg``, ``gc_pauses_per_recipient`` and ``gc_pause_us``
+    (one figure per generation). A message whose room holds ``members`` other members
+    adds ``per_msg[g] + per_recipient[g] × members`` collections of generation ``g`` to
+    its loop's running count ``due[g]``; each whole collection the count crosses pauses
+    the loop ``pause_us[g]``. The collections come at the measured mean spacing, not at
+    random: the collector is triggered by a count of allocations, and so is this. The
+    loop costs (``per_send_fixed_us`` …) were measured with the pauses in them, so
+    :meth:`charge` also returns the message's mean pause, which the caller takes out of
+    its costs: on average nothing is counted twice, the pauses come in lumps. Pure.
+    """
+
+    __slots__ = ("_cache", "_pause_s", "_per_msg", "_per_recipient")
+
+    def __init__(
+        self,
+        per_msg: tuple[float, ...],
+        per_recipient: tuple[float, ...],
+        pause_us: tuple[float, ...],
+    ) -> None:
+        n = len(pause_us)
+        if n == 0 or len(per_msg) != n or len(per_recipient) not in (0, n):
+            raise ValueError(
+                "GcPauses needs one collections-per-message figure and one pause per "
+                f"generation: got {len(per_msg)}, {len(per_recipient)} and {n}"
+            )
+        for v in (*per_msg, *per_recipient, *pause_us):
+            if v < 0 or not math.isfinite(v):
+                raise ValueError(f"GcPauses figure {v!r}: must be finite, ≥ 0")
+        self._per_msg = tuple(per_msg)
+        self._per_recipient = tuple(per_recipient) if per_recipient else (0.0,) * n
+        self._pause_s = tuple(v / 1e6 for v in pause_us)
+        self._cache: dict[int, tuple[tuple[float, ...], float]] = {}
+
+    @staticmethod
+    def new_due(
+        uniform: Callable[[], float] | None = None, generations: int = GC_GENERATION_COUNT
+    ) -> list[float]:
+        """A loop's running counts at the start, one per generation: drawn from
+        ``uniform`` (a U[0, 1) source: a run starts at a random phase of the collector's
+        cycle, as a server measured at some moment does), else half a collection each."""
+        return [uniform() if uniform is not None else 0.5 for _ in range(generations)]
+
+    def rates(self, members: int) -> tuple[tuple[float, ...], float]:
+        """``(collections per message by generation, mean pause s per message)`` for a
+        message with ``members`` other members in its room."""
+        cached = self._cache.get(members)
+        if cached is None:
+            rates = tuple(
+                a + b * members for a, b in zip(self._per_msg, self._per_recipient, strict=True)
+            )
+            mean = sum(r * p for r, p in zip(rates, self._pause_s, strict=True))
+            cached = self._cache[members] = (rates, mean)
+        return cached
+
+    def charge(self, due: list[float], members: int) -> tuple[float, float]:
+        """Count one message into ``due`` (updated in place); returns ``(pause_s,
+        mean_s)``: the pauses it sets off (0 mostly) and its mean pause."""
+        rates, mean = self.rates(members)
+        pause = 0.0
+        for g, rate in enumerate(rates):
+            count = due[g] + rate
+            if count >= 1.0:
+                whole = int(count)
+                count -= whole
+                pause += whole * self._pause_s[g]
+            due[g] = count
+        return pause, mean
 
 
 DEFAULT_COSTS = Costs()
@@ -303,6 +394,9 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
     for name in ("commit_samples_ms", "per_batch_wait_samples_ms"):
         if name in data:
             values[name] = _samples(data[name], f"{source}: {name}")
+    for name in ("gc_pauses_per_msg", "gc_pauses_per_recipient", "gc_pause_us"):
+        if name in data:
+            values[name] = _by_generation(data[name], f"{source}: {name}")
     for name in ("host", "created_utc", "git_sha", "python", "notes"):
         if name in data:
             if not isinstance(data[name], str):
@@ -367,6 +461,15 @@ def _gap_table(value: Any, where: str) -> dict[float, float]:
             raise CalibrationError(f"{where}: gap {key!r} must be a finite number of ms ≥ 0")
         table[gap] = _number(us, f"{where}[{key}]")
     return table
+
+
+def _by_generation(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) not in (0, GC_GENERATION_COUNT):
+        raise CalibrationError(
+            f"{where} = {value!r}: must be a list of {GC_GENERATION_COUNT} numbers ≥ 0 "
+            "(generations 0, 1, 2) or empty"
+        )
+    return tuple(_number(v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def _samples(value: Any, where: str) -> tuple[float, ...]:

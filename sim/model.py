@@ -68,7 +68,7 @@ from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.policy.commit import commit_place
 from chatcap.results import OUTCOMES
 from chatcap.scenario import CODEC_NAMES, Scenario
-from sim.calibration import ColdPath, Costs
+from sim.calibration import ColdPath, Costs, GcPauses
 from sim.engine import ModelEnvironment
 from sim.parts import (
     ACKED,
@@ -180,6 +180,10 @@ class _Model:
         self._room_rng = Random(int(streams[5].generate_state(1)[0]))
         self._init_rooms()
         self._init_background(costs if sim.cpu else costs.zero_cpu())
+        if self.gc is not None:  # each loop's collections start at a phase of its own
+            gc_rng = Random(int(streams[6].generate_state(1)[0]))
+            for proc in self.procs:
+                proc.gc_due = GcPauses.new_due(gc_rng.random)
         self.attempts: list[Attempt] = []
         self.deliveries: list[Delivery] = []
         self.cpu_codec = [0.0] * len(CODEC_NAMES)
@@ -218,6 +222,14 @@ class _Model:
         # the cold path: work that finds its loop idle for g pays penalty(g) on the loop
         table = c.cold_penalty_us_by_gap_ms
         self.cold = ColdPath(table).penalty_s if table else None
+        # the garbage collector: a pause on the message that crosses each collection's
+        # count, its mean taken out of every message's read (sim.calibration.GcPauses)
+        self.gc = (
+            GcPauses(c.gc_pauses_per_msg, c.gc_pauses_per_recipient, c.gc_pause_us)
+            if c.gc_pause_us and any(c.gc_pauses_per_msg)
+            else None
+        )
+        self.plan_members: dict[int, int] = {}  # id(plan) -> members it reaches
         store = self.s.server.store
         # where the server commits (chatcap.policy.commit, the server's own rule); on the
         # loop, the writer cuts a batch when the loop gets to it and the commit holds the
@@ -589,6 +601,9 @@ class _Model:
                 self._resolve(attempt, RATE_LIMITED, start + cost, retry_after_s)
                 return
         cost = cold + self.ingress_s[codec] + self.burn_s
+        if self.gc is not None:  # a collection set off by this message holds the loop
+            pause, mean = self.gc.charge(proc.gc_due, self._members(msg.plan))
+            cost += pause - (mean if mean < cost else cost)
         attempt.t_in_s = t_in = start + cold + self.pre_read_s
         attempt.read_s = read_s = self.ingress_stage_s[codec] + self.burn_s
         admitted = t_in + read_s  # the write queue; the loop goes on until `finish`
@@ -601,6 +616,15 @@ class _Model:
             self._admit(proc, attempt, admitted)
         else:
             self._at(admitted, self._on_ingress, attempt)
+
+    def _members(self, plan: Plan) -> int:
+        """The frames a message of ``plan`` fans out (every process's members)."""
+        key = id(plan)  # plans are cached: one object per (room, sender)
+        members = self.plan_members.get(key)
+        if members is None:
+            members = sum(g.recipients for share in plan for g in share.groups)
+            self.plan_members[key] = members
+        return members
 
     def _on_ingress(self, now: float, attempt: Attempt) -> None:
         self._admit(attempt.msg.proc, attempt, now)

@@ -209,6 +209,7 @@ class Worker:
         self.pool_free = pool_size
         self.pool_line: WaitLine[PoolWaiter] = WaitLine()
         self.drain = DrainRate()
+        self.gc_due = [0.5, 0.5, 0.5]  # collections due by generation (the model draws them)
 
     def busy_done(self, at: float) -> float:
         """CPU seconds the loop has worked by ``at`` (reserved work is contiguous)."""

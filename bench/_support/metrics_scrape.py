@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
     "ACK_LATENCY",
+    "GC_PAUSE",
     "SEND_STAGE",
     "Scrape",
     "fetch",
@@ -50,6 +51,8 @@ ACK_LATENCY = "chatcap_ack_latency_seconds"
 """The server's own Send-received → Ack-sent histogram (seconds)."""
 
 SEND_STAGE = "chatcap_send_stage_seconds"
+GC_PAUSE = "chatcap_gc_pause_seconds"
+"""The garbage collector's pauses, a histogram labelled ``generation`` ("0", "1", "2")."""
 """The server's per-stage times of a Send (seconds), one series per ``stage`` label value
 (``server.metrics.SEND_STAGES``)."""
 

@@ -96,6 +96,20 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    ``store_stall_ms`` say how often and how long (the model adds a stall to the commit
    that crosses each such count of rows; the lone points' waits then leave them out).
 
+7. **The garbage collector** (``gc_pauses_per_msg``, ``gc_pauses_per_recipient``,
+   ``gc_pause_us``): CPython's collector stops the loop while it runs, and its pauses
+   grow with the heap — that is, with the connections the server holds. So a server of
+   its own first takes a **crowd** of idle connections, the scenario's
+   ``workload.users`` (at most ``gc_crowd_max``; ``bench.micro.loadclient --case idle
+   --hold-s``), then runs the echo and fan-out cases (JSON, rooms of 1, 2 and 21,
+   ``gc_messages`` each) while the crowd stays; per generation, its
+   ``chatcap_gc_pause_seconds`` collections and their time over each case. Collections
+   per message against the Delivers per message is a least-squares line, the pause a
+   mean (:func:`~bench.jobs.calibrate_fit.gc_costs`). The model holds the loop for a
+   pause on the message that crosses each collection's count and takes the mean pause
+   out of every message's costs (:class:`sim.calibration.GcPauses`): the loop costs of
+   item 2 hold it on average already.
+
 **Where it runs** (``--server-cpus`` / ``--generator-cpus``, :mod:`bench._support.cpus`;
 default: the server on the last CPU, the load clients on the others): the server process
 is pinned to the server's set, and so are the codec and store timings (the server's work,
@@ -115,6 +129,7 @@ import argparse
 import math
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,7 +142,7 @@ from bench._support.args import BadInput
 from bench._support.clients import WINDOW, run_case, run_client
 from bench._support.cpus import CpuPlan, add_cpu_arguments, cpu_plan_from_args, pinned, plan_cpus
 from bench._support.host import raise_nofile_limit
-from bench._support.metrics_scrape import ACK_LATENCY, SEND_STAGE, Scrape, fetch
+from bench._support.metrics_scrape import ACK_LATENCY, GC_PAUSE, SEND_STAGE, Scrape, fetch
 from bench._support.procstat import precise_cpu_s, process_cpu_s, thread_cpu_s
 from bench._support.servers import (
     ServerProc,
@@ -149,6 +164,7 @@ from bench.jobs.calibrate_fit import (
     ROOM_SIZES,
     BackgroundProbe,
     ColdPoint,
+    GcProbe,
     Plan,
     Point,
     StoreFigures,
@@ -163,6 +179,7 @@ from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.protocol.codec import CODECS
 from chatcap.protocol.messages import Ack, Deliver, Send
 from chatcap.scenario import CODEC_NAMES, Scenario, ScenarioError, to_toml
+from server.metrics import GC_GENERATIONS
 from server.store import PendingSend, StoreConnection
 from sim.calibration import Costs, save_costs
 
@@ -252,6 +269,8 @@ def measure_point(
     delta = fetch(base_url, context=context).minus(before)
     ack_mean_ms = mean_ack_ms(delta)
     stages = tuple((name, delta.mean(SEND_STAGE, stage=name) * 1000.0) for name in SEND_STAGES)
+    gc_counts = tuple(delta.total(GC_PAUSE + "_count", generation=g) for g in GC_GENERATIONS)
+    gc_sums = tuple(delta.total(GC_PAUSE + "_sum", generation=g) for g in GC_GENERATIONS)
     messages = int(outcome["messages"])
     process_us = float(outcome["server_cpu_s"]) / messages * 1e6
     return Point(
@@ -270,6 +289,8 @@ def measure_point(
         server_cpu_s=proc1 - proc0,
         client_cpu_s=client_s,
         stage_means_ms=stages,
+        gc_collections=gc_counts,
+        gc_pause_s=gc_sums,
     )
 
 
@@ -335,6 +356,71 @@ def measure_background(
         flush=True,
     )
     return probe
+
+
+def wait_connections(server: ServerProc, want: int, timeout_s: float) -> int:
+    """Poll the server's ``chatcap_connections`` until it holds ``want`` (or the time is
+    up); returns how many it held last."""
+    context = server.client_context()
+    deadline = time.monotonic() + timeout_s
+    held = 0
+    while time.monotonic() < deadline:
+        held = int(fetch(server.base_url, context=context).connections)
+        if held >= want:
+            break
+        time.sleep(0.2)
+    return held
+
+
+def measure_gc(
+    scenario: Scenario, plan: Plan, workdir: Path, cpus: CpuPlan
+) -> tuple[list[Point], int]:
+    """The collector probe (module docstring, item 7) on a server of its own: the points,
+    and the crowd it held meanwhile."""
+    path = workdir / "scenario.toml"
+    if not path.exists():
+        path.write_text(to_toml(scenario, comments=False))
+    crowd = max(0, min(scenario.workload.users, plan.gc_crowd_max))
+    server = start_our_server(path, workdir, "calgc", client_ca_file(scenario), cpus=cpus.server)
+    idle: subprocess.Popen[bytes] | None = None
+    points: list[Point] = []
+    try:
+        with pinned(cpus.generator):
+            held = 0
+            if crowd:
+                argv = [
+                    sys.executable, "-m", LOAD_CLIENT, "--case", "idle", "--impl", "ours",
+                    "--codec", "json", "--url", server.url, "--server-pid", str(server.pid),
+                    "--connections", str(crowd), "--hold-s", f"{plan.gc_hold_s:g}",
+                    "--timeout-s", str(plan.timeout_s), "--tag", "calgc-crowd",
+                ]  # fmt: skip
+                if server.ca_file:
+                    argv += ["--ca-file", str(server.ca_file)]
+                idle = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                held = wait_connections(server, crowd, plan.timeout_s)
+                if held < crowd:
+                    raise RuntimeError(f"collector probe: the crowd reached {held} of {crowd}")
+            sizes = {1: plan.gc_messages, 2: plan.gc_messages // 2, 21: plan.gc_messages // 6}
+            for room_size, messages in sizes.items():
+                gc_plan = replace(plan, messages={**plan.messages, room_size: messages})
+                point = measure_point(server, "json", room_size, 0, gc_plan)
+                points.append(point)
+                collections = ", ".join(f"{c:.0f}" for c in point.gc_collections)
+                print(
+                    f"[calibrate] collector, {held} idle connections held, K={room_size:<3}"
+                    f"{point.messages} messages: collections by generation {collections}",
+                    flush=True,
+                )
+    finally:
+        if idle is not None and idle.poll() is None:
+            idle.terminate()
+            try:
+                idle.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                idle.kill()
+                idle.wait()
+        stop_server(server)
+    return points, crowd
 
 
 def measure_cold_point(server: ServerProc, gap_ms: float, repeat: int, plan: Plan) -> ColdPoint:
@@ -502,8 +588,21 @@ def calibrate(
         cold: list[ColdPoint] = []
         points = measure_server_points(scenario, plan, workdir, cpus, cold)
         background = measure_background(scenario, plan, workdir, cpus)
+        print("[calibrate] the garbage collector, under a crowd of idle connections", flush=True)
+        gc_points, crowd = measure_gc(scenario, plan, workdir, cpus)
     cpu_sets = cpus.describe() | {"server_cores": cpus.server_cores()}
-    return build_costs(codec, points, store, scenario, plan, created, cpu_sets, cold, background)
+    return build_costs(
+        codec,
+        points,
+        store,
+        scenario,
+        plan,
+        created,
+        cpu_sets,
+        cold,
+        background,
+        gc=GcProbe(tuple(gc_points), crowd),
+    )
 
 
 def say_cpus(cpus: CpuPlan) -> None:

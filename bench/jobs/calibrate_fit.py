@@ -59,6 +59,9 @@ class Plan:
     cold_seconds: float = 1.5  # the cold-path probe: about this long per gap ...
     cold_min_messages: int = 30  # ... but at least this many sends ...
     cold_max_messages: int = 400  # ... and at most this many
+    gc_crowd_max: int = 5000  # the collector probe: at most this many idle connections ...
+    gc_hold_s: float = 120.0  # ... held at most this long (the client is ended after) ...
+    gc_messages: int = 30_000  # ... while this many echo messages (fewer in bigger rooms)
 
 
 FULL = Plan(
@@ -91,6 +94,9 @@ QUICK = Plan(
     cold_seconds=0.3,
     cold_min_messages=10,
     cold_max_messages=60,
+    gc_crowd_max=200,
+    gc_hold_s=60.0,
+    gc_messages=3_000,
 )
 
 
@@ -123,6 +129,9 @@ class Point:
     client_cpu_s: float = math.nan  # the load client process (its rusage)
     # the server's stage means over the point (chatcap.pipeline.stages), ms; NaN if none
     stage_means_ms: tuple[tuple[str, float], ...] = ()
+    # the garbage collector over the point, by generation: collections, and their time (s)
+    gc_collections: tuple[float, ...] = ()
+    gc_pause_s: tuple[float, ...] = ()
 
     @property
     def frames(self) -> int:
@@ -141,6 +150,15 @@ class ColdPoint:
     rtt_p50_ms: float  # the client's round trip
     rtt_mean_ms: float
     cpu_us_per_msg: float  # the server process's CPU per message (schedstat)
+
+
+@dataclass(frozen=True)
+class GcProbe:
+    """The collector probe's points (JSON, rooms of 1, 2, 21) and the crowd of idle
+    connections its server held meanwhile."""
+
+    points: tuple[Point, ...]
+    crowd: int
 
 
 @dataclass(frozen=True)
@@ -378,6 +396,40 @@ class StoreFigures:
 STALL_FACTOR = 10.0  # a sustained-run commit over this × the median is a stall
 
 
+def gc_costs(
+    points: Sequence[Point],
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """``(gc_pauses_per_msg, gc_pauses_per_recipient, gc_pause_us)`` from the windowed
+    server points' collector figures (``chatcap_gc_pause_seconds``), by generation.
+
+    Per generation, collections per message against the Delivers per message (a room of
+    ``K`` writes ``K − 1``): the least-squares line, intercept and slope each clamped at 0
+    (one room size alone: the mean, no slope); the pause is the generation's time ÷ its
+    collections over every point. ``((), (), ())`` when no point counted a collection."""
+    usable = [p for p in points if p.window == WINDOW and p.gc_collections and p.messages > 0]
+    if not usable or not any(sum(p.gc_collections) for p in usable):
+        return (), (), ()
+    generations = min(len(p.gc_collections) for p in usable)
+    per_msg: list[float] = []
+    per_recipient: list[float] = []
+    pause_us: list[float] = []
+    xs = [float(p.room_size - 1) for p in usable]
+    for g in range(generations):
+        ys = [p.gc_collections[g] / p.messages for p in usable]
+        if len(set(xs)) >= 2:
+            a, b = fit_line(xs, ys)
+        else:
+            a, b = statistics.fmean(ys), 0.0
+        if b < 0:  # no growth with the room: the mean alone
+            a, b = statistics.fmean(ys), 0.0
+        per_msg.append(max(a, 0.0))
+        per_recipient.append(max(b, 0.0))
+        count = sum(p.gc_collections[g] for p in usable)
+        total = sum(p.gc_pause_s[g] for p in usable)
+        pause_us.append(total / count * 1e6 if count else 0.0)
+    return tuple(per_msg), tuple(per_recipient), tuple(pause_us)
+
+
 def checkpoint_stalls(commits_ms: Sequence[float], batch: int) -> tuple[float, float]:
     """``(store_stall_every_rows, store_stall_ms)`` from a sustained run of commits of
     ``batch`` rows each, in order: a commit over :data:`STALL_FACTOR` × the median is a
@@ -415,7 +467,10 @@ NOTES = (
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
     "commits. store_stall_every_rows, store_stall_ms: a sustained run of commits on one "
     "file; a commit over 10x the median is a stall (the WAL checkpoint): rows per stall, "
-    "and its time beyond the median. cold_penalty_us_by_gap_ms: one JSON connection, "
+    "and its time beyond the median. gc_pauses_per_msg, gc_pauses_per_recipient, gc_pause_us: "
+    "the windowed server points' garbage collections (chatcap_gc_pause_seconds), by "
+    "generation: collections per message against Delivers per message (least-squares "
+    "line, clamped at 0) and the mean pause. cold_penalty_us_by_gap_ms: one JSON connection, "
     "one send in flight, an idle gap before each send (0 = back-to-back); per gap the "
     "server's mean ack latency (histogram sum / count) less the same back-to-back "
     "(median over repeats). "
@@ -466,6 +521,7 @@ def build_costs(
     cpu_sets: Mapping[str, Any] | None = None,
     cold: Sequence[ColdPoint] = (),
     background: BackgroundProbe | None = None,
+    gc: GcProbe | None = None,
 ) -> Costs:
     """The file's figures; ``cpu_sets``: where the server and the load client ran
     (:meth:`bench._support.cpus.CpuPlan.describe`), kept in ``details`` with
@@ -511,6 +567,9 @@ def build_costs(
     )
     bg = background_costs(background) if background is not None else (0.0, 0.0, 0.0)
     stall_every, stall_ms = checkpoint_stalls(store.sustained_ms, store.sustained_batch)
+    # the collector: from its own probe (a crowd held), else the server points
+    gc_points = gc.points if gc is not None and gc.points else points
+    gc_per_msg, gc_per_recipient, gc_pause_us = gc_costs(gc_points)
     ingress_stage, post_submit = stage_split_us(points, fitted)
     wait_ms = per_batch_wait_ms(points, on_path)
     wait_samples = per_batch_wait_samples_ms(points, on_path)
@@ -543,6 +602,11 @@ def build_costs(
             "points": [_plain(asdict(p)) for p in cold],
         },
         "commit_on": commit_on,
+        "gc_probe": {
+            "crowd": gc.crowd if gc is not None else 0,
+            "points": [_plain(asdict(p)) for p in gc.points] if gc is not None else [],
+            "note": "collections and pause seconds by generation 0, 1, 2 per point",
+        },
         "background": _plain(asdict(background)) if background is not None else None,
         "store_fit_intercept_ms": store.intercept_ms,
         "store_sustained": {
@@ -576,6 +640,9 @@ def build_costs(
         cold_penalty_us_by_gap_ms=cold_penalty_us_by_gap_ms(cold),
         store_stall_every_rows=stall_every,
         store_stall_ms=stall_ms,
+        gc_pauses_per_msg=gc_per_msg,
+        gc_pauses_per_recipient=gc_per_recipient,
+        gc_pause_us=gc_pause_us,
         ingress_stage_us=ingress_stage,
         post_submit_us=post_submit,
         background_us_per_s=bg[0],
@@ -623,6 +690,19 @@ def format_table(costs: Costs) -> str:
     lines.append(f"{'scrape_us':28}{costs.scrape_us:24.1f}  µs")
     lines.append(f"{'store_stall_every_rows':28}{costs.store_stall_every_rows:24.0f}  rows")
     lines.append(f"{'store_stall_ms':28}{costs.store_stall_ms:24.3f}  ms")
+    if costs.gc_pause_us:
+        by_gen = " · ".join(
+            f"gen {g}: {a:.4f} + {b:.4f}/member × {us:.0f} µs"
+            for g, (a, b, us) in enumerate(
+                zip(
+                    costs.gc_pauses_per_msg,
+                    costs.gc_pauses_per_recipient or (0.0,) * len(costs.gc_pause_us),
+                    costs.gc_pause_us,
+                    strict=True,
+                )
+            )
+        )
+        lines.append(f"{'gc pauses per message':28} {by_gen}")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

@@ -237,3 +237,41 @@ def test_a_loop_histogram_exposes_what_a_prometheus_histogram_would() -> None:
         return [line for line in text.splitlines() if "_created" not in line]
 
     assert samples(ours_registry) == samples(theirs_registry)
+
+
+def test_the_gc_timer_puts_each_collection_in_its_generations_series() -> None:
+    ticks = iter([1.0, 1.000250, 2.0, 2.004])
+    children = [metrics_module.LoopHistogramChild((1e-3, 1.0)) for _ in range(3)]
+    timer = metrics_module.GcTimer(children, clock=lambda: next(ticks))
+    timer("start", {"generation": 0})
+    timer("stop", {"generation": 0, "collected": 3, "uncollectable": 0})
+    timer("start", {"generation": 2})
+    timer("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
+    assert [c.count for c in children] == [1, 0, 1]
+    assert children[0].sum == pytest.approx(250e-6) and children[2].sum == pytest.approx(4e-3)
+    # a stop without its start (the hook went in mid-collection) is not a pause
+    timer("stop", {"generation": 1})
+    assert children[1].count == 0
+
+
+def test_watching_gc_times_real_collections_until_unwatched() -> None:
+    import gc
+
+    m = Metrics()
+    name = "chatcap_gc_pause_seconds_count"
+    assert value(m, name, generation="2") == 0.0  # every generation shows from the start
+    m.watch_gc()
+    m.watch_gc()  # idempotent: one hook, not two
+    try:
+        assert sum(1 for cb in gc.callbacks if isinstance(cb, metrics_module.GcTimer)) >= 1
+        gc.collect()
+        gc.collect(0)
+        full = value(m, name, generation="2") or 0.0
+        assert full >= 1.0  # the full collection (and any the interpreter ran itself) …
+        assert (value(m, name, generation="0") or 0.0) >= 1.0  # … and the young one
+        assert (value(m, "chatcap_gc_pause_seconds_sum", generation="2") or 0.0) > 0.0
+    finally:
+        m.unwatch_gc()
+    gc.collect()
+    assert value(m, name, generation="2") == full  # not counted once unwatched
+    assert not any(cb is m._gc_timer for cb in gc.callbacks)

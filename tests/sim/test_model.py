@@ -4,6 +4,7 @@ Little's law, arrivals, costs. Every case simulates a few seconds at most."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -626,3 +627,58 @@ def test_a_checkpoint_stall_is_added_to_the_commit_that_crosses_each_count_of_ro
     stalled = sim.run(s, replay=sends, costs=Costs(store_stall_every_rows=3, store_stall_ms=2.0))
     extra = (stalled.requests["done_s"] - plain.requests["done_s"]).to_numpy()
     assert extra == pytest.approx([0.0, 0.0, 0.002, 0.0])
+
+
+def test_the_message_that_crosses_a_collection_count_pays_the_pause_and_the_others_do_not() -> None:
+    """The garbage collector (``Costs.gc_*``): one generation-0 collection every second
+    message, 400 µs each. Every message gives back its mean pause (200 µs) out of its
+    costs, and each crossing one holds the loop 400 µs: on average the CPU is the same,
+    in lumps. The loop starts at a random phase (``GcPauses.new_due``): the 1st and 3rd
+    message cross, or the 2nd alone. The store commits on the loop: a batch waits for
+    the pause."""
+    s = one_room_of_four().with_overrides({"server.store.commit_on": "loop"})
+    plain = Costs(per_send_fixed_us=500.0)  # a read longer than the mean pause
+    gc = replace(plain, gc_pauses_per_msg=(0.5, 0.0, 0.0), gc_pause_us=(400.0, 0.0, 0.0))
+    apart = script([(2.0, 0, 0, "json"), (3.0, 1, 0, "json"), (4.0, 2, 0, "json")])
+    for seed in (1, 2, 3, 4):
+        a = sim.run(s, replay=apart, costs=plain, seed=seed)
+        b = sim.run(s, replay=apart, costs=gc, seed=seed)
+        done_a = a.requests.sort_values("sent_s")["done_s"].to_numpy()
+        done_b = b.requests.sort_values("sent_s")["done_s"].to_numpy()
+        delta = done_b - done_a
+        crossed = delta > 100e-6
+        assert crossed.tolist() in ([True, False, True], [False, True, False])
+        # a crossing one: +400 − 200 µs, its batch cut that much later; another: 200 µs
+        # less loop time, but with no stage split (Costs defaults) its read ends at its
+        # admission, which comes no sooner
+        assert delta[crossed] == pytest.approx([200e-6] * int(crossed.sum()))
+        assert delta[~crossed] == pytest.approx([0.0] * int((~crossed).sum()), abs=1e-12)
+        cpu = b.cpu_window_s - a.cpu_window_s
+        assert cpu == pytest.approx((400.0 * crossed.sum() - 3 * 200.0) * 1e-6)
+    # a mean pause over the read's cost is taken out only up to that cost
+    every = replace(gc, per_send_fixed_us=100.0, gc_pauses_per_msg=(1.0, 0.0, 0.0))
+    c = sim.run(s, replay=apart, costs=every)
+    d = sim.run(s, replay=apart, costs=replace(plain, per_send_fixed_us=100.0))
+    read_us = 100.0 + plain.decode_us["json"]
+    assert c.cpu_window_s - d.cpu_window_s == pytest.approx(3 * (400.0 - read_us) * 1e-6)
+
+
+def test_collections_grow_with_the_room_by_the_per_recipient_figure() -> None:
+    """1/12 collection per other member: in a room of four (three others) a quarter per
+    message, so 5 of 20 messages cross a count, whatever the phase; with no per-member
+    figure, none does. The CPU over the run is the same either way (the mean comes out
+    of every message)."""
+    s = one_room_of_four().with_overrides({"server.store.commit_on": "loop"})
+    twenty = script([(2.0 + 0.1 * k, k % 4, 0, "json") for k in range(20)])
+    plain = Costs(per_send_fixed_us=500.0)
+    flat = replace(plain, gc_pauses_per_msg=(1e-9, 0.0, 0.0), gc_pause_us=(400.0, 0.0, 0.0))
+    grows = replace(flat, gc_pauses_per_recipient=(1 / 12, 0.0, 0.0))
+    base = sim.run(s, replay=twenty, costs=plain)
+    done = base.requests.sort_values("sent_s")["done_s"].to_numpy()
+    for costs, crossings in ((flat, 0), (grows, 5)):
+        run = sim.run(s, replay=twenty, costs=costs)
+        delta = run.requests.sort_values("sent_s")["done_s"].to_numpy() - done
+        assert int((delta > 100e-6).sum()) == crossings
+        assert delta[delta > 100e-6] == pytest.approx([300e-6] * crossings)  # 400 − 100
+        # 20 × a quarter × 400 µs = 2 ms of pauses, 20 × 100 µs of mean taken out
+        assert run.cpu_window_s == pytest.approx(base.cpu_window_s, abs=1e-9)

@@ -23,6 +23,7 @@ from bench.jobs.calibrate_fit import (
     LONE_WINDOW,
     QUICK,
     ROOM_SIZES,
+    GcProbe,
     Point,
     StoreFigures,
     build_costs,
@@ -383,3 +384,43 @@ def test_the_lone_points_stage_times_split_the_fixed_cost_around_the_stamp() -> 
     huge = [lone("json", 0.0305, 0.030)]  # 30 + 30 > 50: the queue part is what is left
     assert stage_split_us(huge, costs) == (pytest.approx(30.0), pytest.approx(20.0))
     assert stage_split_us([exact_point("json", 1, 40.0, 7.5)], costs) == (0.0, 0.0)
+
+
+def test_quick_calibration_measures_the_collector_under_a_crowd(quick_file: Path) -> None:
+    """The probe ran with the scenario's users as a crowd (QUICK caps it), and its
+    figures are what the file says the model gets."""
+    costs = load_costs(quick_file)
+    probe = costs.details["gc_probe"]
+    assert probe["crowd"] == QUICK.gc_crowd_max
+    assert [p["room_size"] for p in probe["points"]] == [1, 2, 21]
+    counted = sum(sum(p["gc_collections"]) for p in probe["points"])
+    assert counted > 0  # thousands of echo messages set off young collections
+    assert len(costs.gc_pause_us) == 3 and costs.gc_pauses_per_msg[0] > 0
+    assert 1.0 < costs.gc_pause_us[0] < 50_000.0  # µs: a young collection, not a second
+
+
+def test_the_collector_comes_from_its_probe_when_it_ran() -> None:
+    """build_costs takes the collector's figures from the probe (a crowd held), not from
+    the server points, whose heap is small."""
+    windowed = [exact_point(c, k, 40.0, 7.5) for c in CODECS for k in (1, 2, 21)]
+    small = [
+        replace(p, gc_collections=(10.0, 1.0, 0.0), gc_pause_s=(5e-4, 3e-4, 0.0)) for p in windowed
+    ]
+    crowd = tuple(
+        replace(p, gc_collections=(20.0, 2.0, 0.0), gc_pause_s=(2e-3, 2e-3, 0.0))
+        for p in windowed
+        if p.codec == "json"
+    )
+    codec = {
+        "decode_us": CODEC_COSTS.decode_us,
+        "encode_ack_us": CODEC_COSTS.encode_ack_us,
+        "encode_deliver_us": CODEC_COSTS.encode_deliver_us,
+    }
+    store = StoreFigures({1: 0.05, 2: 0.06}, 0.05, 0.01, 0.04, (0.05,))
+    scenario = bench_scenario(str(BASELINE), [])
+    created = datetime.now(UTC)
+    without = build_costs(codec, small, store, scenario, QUICK, created)
+    assert without.gc_pause_us == pytest.approx((50.0, 300.0, 0.0))
+    probed = build_costs(codec, small, store, scenario, QUICK, created, gc=GcProbe(crowd, 200))
+    assert probed.gc_pause_us == pytest.approx((100.0, 1000.0, 0.0))
+    assert probed.details["gc_probe"]["crowd"] == 200
