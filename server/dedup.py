@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chatcap.pipeline.dedup import JOIN, NEW, DedupTable
+from chatcap.pipeline.dedup import JOIN, NEW, SERVER_DEDUP_ENTRIES, DedupTable
 from server.store import StoredMessage
 
 __all__ = ["Deduper"]
@@ -32,7 +32,7 @@ Entry = asyncio.Future[StoredMessage] | StoredMessage
 class Deduper:
     """``(user, client_msg_id) -> in-flight future | StoredMessage``, LRU-bounded."""
 
-    def __init__(self, max_entries: int = 50_000) -> None:
+    def __init__(self, max_entries: int = SERVER_DEDUP_ENTRIES) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
         self.max_entries = max_entries

@@ -61,11 +61,19 @@ key                        meaning
                            collections per message in a room of one, by generation
 ``gc_pauses_per_recipient``  optional ``[gen 0, 1, 2]``: collections added per message
                            by each further member of its room (the fan-out's garbage)
-``gc_pause_us``            optional ``[gen 0, 1, 2]``: a collection's mean pause, µs;
-                           the model holds the loop that long on the message that
-                           crosses each count (:class:`GcPauses`) and takes the same
-                           mean out of that message's loop costs, which hold it on
-                           average already (absent: no pauses)
+``gc_pauses_per_msg_full``, ``gc_pauses_per_recipient_full``  optional, the same once
+                           the server's idempotency table is full
+                           (``chatcap.pipeline.dedup.SERVER_DEDUP_ENTRIES`` messages in:
+                           each new key evicts an old one, the heap stops growing and
+                           collections come far apart); absent: as while it fills
+``gc_pause_us``            optional ``[gen 0, 1, 2]``: a collection's mean pause with no
+                           connection held, µs; the model holds the loop a pause on the
+                           message that crosses each count (:class:`GcPauses`) and
+                           takes the mean out of every message's loop costs, which hold
+                           it on average already (absent: no pauses)
+``gc_pause_us_per_connection``  optional ``[gen 0, 1, 2]``: µs a pause grows by per open
+                           connection (the heap it walks); the model adds it per
+                           connection of the loop's process
 ``store_stall_every_rows``  optional: rows committed per store stall (SQLite's WAL
                            checkpoint, every ~1,000 pages written), from a sustained run
 ``store_stall_ms``         optional: a stall's time beyond a commit's; the model adds
@@ -118,6 +126,14 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 GC_GENERATION_COUNT = 3  # CPython's collector: generations 0, 1, 2
+GC_KEYS = (
+    "gc_pauses_per_msg",
+    "gc_pauses_per_recipient",
+    "gc_pauses_per_msg_full",
+    "gc_pauses_per_recipient_full",
+    "gc_pause_us",
+    "gc_pause_us_per_connection",
+)
 CODECS = CODEC_NAMES  # the codecs a calibration gives figures for: every codec
 
 
@@ -145,7 +161,10 @@ class Costs:
     store_stall_ms: float = 0.0
     gc_pauses_per_msg: tuple[float, ...] = ()
     gc_pauses_per_recipient: tuple[float, ...] = ()
+    gc_pauses_per_msg_full: tuple[float, ...] = ()
+    gc_pauses_per_recipient_full: tuple[float, ...] = ()
     gc_pause_us: tuple[float, ...] = ()
+    gc_pause_us_per_connection: tuple[float, ...] = ()
     ingress_stage_us: float = 0.0
     post_submit_us: float = 0.0
     background_us_per_s: float = 0.0
@@ -177,6 +196,7 @@ class Costs:
             per_batch_thread_us=0.0,
             cold_penalty_us_by_gap_ms={},
             gc_pause_us=(),
+            gc_pause_us_per_connection=(),
             ingress_stage_us=0.0,
             post_submit_us=0.0,
             background_us_per_s=0.0,
@@ -192,7 +212,7 @@ class Costs:
         }
         data["commit_samples_ms"] = list(self.commit_samples_ms)
         data["per_batch_wait_samples_ms"] = list(self.per_batch_wait_samples_ms)
-        for name in ("gc_pauses_per_msg", "gc_pauses_per_recipient", "gc_pause_us"):
+        for name in GC_KEYS:
             data[name] = list(getattr(self, name))
         data["cold_penalty_us_by_gap_ms"] = {
             _gap_key(k): v for k, v in sorted(self.cold_penalty_us_by_gap_ms.items())
@@ -259,7 +279,9 @@ class GcPauses:
     random: the collector is triggered by a count of allocations, and so is this. The
     loop costs (``per_send_fixed_us`` …) were measured with the pauses in them, so
     :meth:`charge` also returns the message's mean pause, which the caller takes out of
-    its costs: on average nothing is counted twice, the pauses come in lumps. Pure.
+    its costs: on average nothing is counted twice, the pauses come in lumps. A pause
+    walks the heap, which grows with the connections open: ``pause_us[g] +
+    per_connection_us[g] × connections``, for the loop's process. Pure.
     """
 
     __slots__ = ("_cache", "_pause_s", "_per_msg", "_per_recipient")
@@ -269,19 +291,32 @@ class GcPauses:
         per_msg: tuple[float, ...],
         per_recipient: tuple[float, ...],
         pause_us: tuple[float, ...],
+        per_connection_us: tuple[float, ...] = (),
+        connections: int = 0,
     ) -> None:
         n = len(pause_us)
-        if n == 0 or len(per_msg) != n or len(per_recipient) not in (0, n):
+        if (
+            n == 0
+            or len(per_msg) != n
+            or len(per_recipient) not in (0, n)
+            or len(per_connection_us) not in (0, n)
+        ):
             raise ValueError(
                 "GcPauses needs one collections-per-message figure and one pause per "
-                f"generation: got {len(per_msg)}, {len(per_recipient)} and {n}"
+                f"generation: got {len(per_msg)}, {len(per_recipient)}, {n} and "
+                f"{len(per_connection_us)}"
             )
-        for v in (*per_msg, *per_recipient, *pause_us):
+        if connections < 0:
+            raise ValueError(f"GcPauses connections = {connections}: must be ≥ 0")
+        for v in (*per_msg, *per_recipient, *pause_us, *per_connection_us):
             if v < 0 or not math.isfinite(v):
                 raise ValueError(f"GcPauses figure {v!r}: must be finite, ≥ 0")
         self._per_msg = tuple(per_msg)
         self._per_recipient = tuple(per_recipient) if per_recipient else (0.0,) * n
-        self._pause_s = tuple(v / 1e6 for v in pause_us)
+        grow = per_connection_us or (0.0,) * n
+        self._pause_s = tuple(
+            (v + c * connections) / 1e6 for v, c in zip(pause_us, grow, strict=True)
+        )
         self._cache: dict[int, tuple[tuple[float, ...], float]] = {}
 
     @staticmethod
@@ -394,7 +429,7 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
     for name in ("commit_samples_ms", "per_batch_wait_samples_ms"):
         if name in data:
             values[name] = _samples(data[name], f"{source}: {name}")
-    for name in ("gc_pauses_per_msg", "gc_pauses_per_recipient", "gc_pause_us"):
+    for name in GC_KEYS:
         if name in data:
             values[name] = _by_generation(data[name], f"{source}: {name}")
     for name in ("host", "created_utc", "git_sha", "python", "notes"):

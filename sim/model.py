@@ -64,6 +64,7 @@ import numpy as np
 
 from chatcap import wiring
 from chatcap.pipeline import JOIN, NEW, FaultPlan, acquire_timeout_s, protocol_ms, throttle_until
+from chatcap.pipeline.dedup import SERVER_DEDUP_ENTRIES
 from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.policy.commit import commit_place
 from chatcap.results import OUTCOMES
@@ -180,10 +181,8 @@ class _Model:
         self._room_rng = Random(int(streams[5].generate_state(1)[0]))
         self._init_rooms()
         self._init_background(costs if sim.cpu else costs.zero_cpu())
-        if self.gc is not None:  # each loop's collections start at a phase of its own
-            gc_rng = Random(int(streams[6].generate_state(1)[0]))
-            for proc in self.procs:
-                proc.gc_due = GcPauses.new_due(gc_rng.random)
+        if self.gc_on:  # each loop: its connections' heap, a phase of its own
+            self._init_gc(costs if sim.cpu else costs.zero_cpu(), streams[6])
         self.attempts: list[Attempt] = []
         self.deliveries: list[Delivery] = []
         self.cpu_codec = [0.0] * len(CODEC_NAMES)
@@ -224,11 +223,7 @@ class _Model:
         self.cold = ColdPath(table).penalty_s if table else None
         # the garbage collector: a pause on the message that crosses each collection's
         # count, its mean taken out of every message's read (sim.calibration.GcPauses)
-        self.gc = (
-            GcPauses(c.gc_pauses_per_msg, c.gc_pauses_per_recipient, c.gc_pause_us)
-            if c.gc_pause_us and any(c.gc_pauses_per_msg)
-            else None
-        )
+        self.gc_on = bool(c.gc_pause_us) and any(c.gc_pauses_per_msg)
         self.plan_members: dict[int, int] = {}  # id(plan) -> members it reaches
         store = self.s.server.store
         # where the server commits (chatcap.policy.commit, the server's own rule); on the
@@ -317,6 +312,34 @@ class _Model:
         rate = w.users * w.send_rate_per_user_per_s
         self.gaps = Draws(lambda n: rng.standard_exponential(n) / rate)
         self.pick_user = Draws(lambda n: rng.integers(0, w.users, n))
+
+    def _init_gc(self, c: Costs, stream: np.random.SeedSequence) -> None:
+        """Each loop's collector (:class:`sim.calibration.GcPauses`): the pauses of its
+        process's connections, a phase drawn per loop, the rates while the server's
+        idempotency table fills and, after ``SERVER_DEDUP_ENTRIES`` messages, once it is
+        full (as while it fills, without figures of their own)."""
+        rng = Random(int(stream.generate_state(1)[0]))
+        users, n_procs = self.s.workload.users, len(self.procs)
+        full_msg = c.gc_pauses_per_msg_full or c.gc_pauses_per_msg
+        full_recipient = (
+            c.gc_pauses_per_recipient_full
+            if c.gc_pauses_per_msg_full
+            else c.gc_pauses_per_recipient
+        )
+        for proc in self.procs:
+            connections = len(range(proc.index, users, n_procs))
+            proc.gc_due = GcPauses.new_due(rng.random)
+            proc.gc = GcPauses(
+                c.gc_pauses_per_msg,
+                c.gc_pauses_per_recipient,
+                c.gc_pause_us,
+                c.gc_pause_us_per_connection,
+                connections,
+            )
+            proc.gc_full = GcPauses(
+                full_msg, full_recipient, c.gc_pause_us, c.gc_pause_us_per_connection, connections
+            )
+            proc.gc_filling = SERVER_DEDUP_ENTRIES
 
     def _init_background(self, c: Costs) -> None:
         """Background work on each loop, in ticks (:meth:`_on_background`): one keepalive
@@ -601,8 +624,12 @@ class _Model:
                 self._resolve(attempt, RATE_LIMITED, start + cost, retry_after_s)
                 return
         cost = cold + self.ingress_s[codec] + self.burn_s
-        if self.gc is not None:  # a collection set off by this message holds the loop
-            pause, mean = self.gc.charge(proc.gc_due, self._members(msg.plan))
+        if self.gc_on:  # a collection set off by this message holds the loop
+            pause, mean = proc.gc.charge(proc.gc_due, self._members(msg.plan))
+            if proc.gc_filling:  # the server's idempotency table fills: then it is full
+                proc.gc_filling -= 1
+                if not proc.gc_filling:
+                    proc.gc = proc.gc_full
             cost += pause - (mean if mean < cost else cost)
         attempt.t_in_s = t_in = start + cold + self.pre_read_s
         attempt.read_s = read_s = self.ingress_stage_s[codec] + self.burn_s

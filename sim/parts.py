@@ -210,6 +210,9 @@ class Worker:
         self.pool_line: WaitLine[PoolWaiter] = WaitLine()
         self.drain = DrainRate()
         self.gc_due = [0.5, 0.5, 0.5]  # collections due by generation (the model draws them)
+        self.gc: Any = None  # its sim.calibration.GcPauses (its connections' pauses) ...
+        self.gc_full: Any = None  # ... and the same once the idempotency table is full,
+        self.gc_filling = 0  # ... this many messages from now
 
     def busy_done(self, at: float) -> float:
         """CPU seconds the loop has worked by ``at`` (reserved work is contiguous)."""

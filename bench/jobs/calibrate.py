@@ -99,16 +99,23 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
 7. **The garbage collector** (``gc_pauses_per_msg``, ``gc_pauses_per_recipient``,
    ``gc_pause_us``): CPython's collector stops the loop while it runs, and its pauses
    grow with the heap — that is, with the connections the server holds. So a server of
-   its own first takes a **crowd** of idle connections, the scenario's
-   ``workload.users`` (at most ``gc_crowd_max``; ``bench.micro.loadclient --case idle
-   --hold-s``), then runs the echo and fan-out cases (JSON, rooms of 1, 2 and 21,
-   ``gc_messages`` each) while the crowd stays; per generation, its
-   ``chatcap_gc_pause_seconds`` collections and their time over each case. Collections
-   per message against the Delivers per message is a least-squares line, the pause a
-   mean (:func:`~bench.jobs.calibrate_fit.gc_costs`). The model holds the loop for a
-   pause on the message that crosses each collection's count and takes the mean pause
-   out of every message's costs (:class:`sim.calibration.GcPauses`): the loop costs of
-   item 2 hold it on average already.
+   its own runs the echo and fan-out cases (JSON, rooms of 1, 2 and 21, ``gc_messages``
+   messages in a room of one, fewer in bigger rooms) twice: alone, then while a
+   **crowd** of idle connections is held (the scenario's ``workload.users``, at least
+   ``gc_crowd_min``, at most ``gc_crowd_max``; ``bench.micro.loadclient --case idle
+   --hold-s``); per generation, its ``chatcap_gc_pause_seconds`` collections and their
+   time over each case. Collections per message against the Delivers per message is a
+   least-squares line; the pause, a line against the connections held
+   (``gc_pause_us`` at none, ``gc_pause_us_per_connection``;
+   :func:`~bench.jobs.calibrate_fit.gc_costs`). The server's idempotency table keeps
+   ``chatcap.pipeline.dedup.SERVER_DEDUP_ENTRIES`` keys: until it is full every message
+   leaves an entry on the heap, and the young generation fills with them; once full, a
+   new key evicts an old one and the collections come far apart. So the crowd's server
+   then fills its table and runs the cases again: ``gc_pauses_per_msg_full`` and
+   ``gc_pauses_per_recipient_full``, which the model uses past that many messages. The
+   model holds the loop for a pause on the message that crosses each collection's count
+   and takes the mean pause out of every message's costs
+   (:class:`sim.calibration.GcPauses`): the loop costs of item 2 hold it on average.
 
 **Where it runs** (``--server-cpus`` / ``--generator-cpus``, :mod:`bench._support.cpus`;
 default: the server on the last CPU, the load clients on the others): the server process
@@ -175,6 +182,7 @@ from bench.jobs.calibrate_fit import (
     format_table,
 )
 from bench.micro.codec_bench import CHAT_BODY, median_ns
+from chatcap.pipeline.dedup import SERVER_DEDUP_ENTRIES
 from chatcap.pipeline.stages import SEND_STAGES
 from chatcap.protocol.codec import CODECS
 from chatcap.protocol.messages import Ack, Deliver, Send
@@ -372,54 +380,88 @@ def wait_connections(server: ServerProc, want: int, timeout_s: float) -> int:
     return held
 
 
+def gc_crowd(scenario: Scenario, plan: Plan) -> int:
+    """The collector probe's crowd: the scenario's users, at least ``gc_crowd_min`` (a load
+    run may hold more connections than the scenario names), at most ``gc_crowd_max``."""
+    return max(0, min(max(scenario.workload.users, plan.gc_crowd_min), plan.gc_crowd_max))
+
+
 def measure_gc(
     scenario: Scenario, plan: Plan, workdir: Path, cpus: CpuPlan
 ) -> tuple[list[Point], int]:
-    """The collector probe (module docstring, item 7) on a server of its own: the points,
-    and the crowd it held meanwhile."""
+    """The collector probe (module docstring, item 7): the points and the crowd.
+
+    Two servers of their own: the first runs the cases alone, the second with the crowd
+    held; both while their idempotency tables fill (fewer messages than
+    ``SERVER_DEDUP_ENTRIES``). With ``plan.gc_full``, the second then fills its table
+    (echo messages, not kept) and runs the cases again, its table full (each point's
+    ``crowd`` and ``table_full`` say which)."""
     path = workdir / "scenario.toml"
     if not path.exists():
         path.write_text(to_toml(scenario, comments=False))
-    crowd = max(0, min(scenario.workload.users, plan.gc_crowd_max))
-    server = start_our_server(path, workdir, "calgc", client_ca_file(scenario), cpus=cpus.server)
-    idle: subprocess.Popen[bytes] | None = None
+    crowd = gc_crowd(scenario, plan)
+    sizes = {1: plan.gc_messages, 2: plan.gc_messages // 2, 21: plan.gc_messages // 6}
+    per_round = sum(sizes.values())
+    if per_round >= SERVER_DEDUP_ENTRIES:
+        raise ValueError(
+            f"plan.gc_messages = {plan.gc_messages}: a round of {per_round} messages must "
+            f"stay under the server's {SERVER_DEDUP_ENTRIES} idempotency entries"
+        )
     points: list[Point] = []
-    try:
-        with pinned(cpus.generator):
-            held = 0
-            if crowd:
-                argv = [
-                    sys.executable, "-m", LOAD_CLIENT, "--case", "idle", "--impl", "ours",
-                    "--codec", "json", "--url", server.url, "--server-pid", str(server.pid),
-                    "--connections", str(crowd), "--hold-s", f"{plan.gc_hold_s:g}",
-                    "--timeout-s", str(plan.timeout_s), "--tag", "calgc-crowd",
-                ]  # fmt: skip
-                if server.ca_file:
-                    argv += ["--ca-file", str(server.ca_file)]
-                idle = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                held = wait_connections(server, crowd, plan.timeout_s)
-                if held < crowd:
-                    raise RuntimeError(f"collector probe: the crowd reached {held} of {crowd}")
-            sizes = {1: plan.gc_messages, 2: plan.gc_messages // 2, 21: plan.gc_messages // 6}
-            for room_size, messages in sizes.items():
-                gc_plan = replace(plan, messages={**plan.messages, room_size: messages})
-                point = measure_point(server, "json", room_size, 0, gc_plan)
-                points.append(point)
-                collections = ", ".join(f"{c:.0f}" for c in point.gc_collections)
-                print(
-                    f"[calibrate] collector, {held} idle connections held, K={room_size:<3}"
-                    f"{point.messages} messages: collections by generation {collections}",
-                    flush=True,
-                )
-    finally:
-        if idle is not None and idle.poll() is None:
-            idle.terminate()
-            try:
-                idle.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                idle.kill()
-                idle.wait()
-        stop_server(server)
+    ca_file = client_ca_file(scenario)
+
+    def measure_cases(server: ServerProc, held: int, phase: int, full: bool) -> None:
+        # a phase of its own in the load clients' tag: fresh client_msg_ids (the same
+        # ones again would be answered from the idempotency cache, without a fan-out)
+        for room_size, messages in sizes.items():
+            gc_plan = replace(plan, messages={**plan.messages, room_size: messages})
+            point = measure_point(server, "json", room_size, phase, gc_plan)
+            points.append(replace(point, crowd=held, table_full=full, repeat=0))
+            collections = ", ".join(f"{c:.0f}" for c in point.gc_collections)
+            print(
+                f"[calibrate] collector, {held:>5} idle connections held, "
+                f"table {'full' if full else 'filling'}, K={room_size:<3}"
+                f"{point.messages:>6} messages: collections by generation {collections}",
+                flush=True,
+            )
+
+    with pinned(cpus.generator):
+        alone = start_our_server(path, workdir, "calgc0", ca_file, cpus=cpus.server)
+        try:
+            measure_cases(alone, 0, 0, False)
+        finally:
+            stop_server(alone)
+        if not crowd:
+            return points, 0
+        server = start_our_server(path, workdir, "calgc1", ca_file, cpus=cpus.server)
+        idle: subprocess.Popen[bytes] | None = None
+        try:
+            argv = [
+                sys.executable, "-m", LOAD_CLIENT, "--case", "idle", "--impl", "ours",
+                "--codec", "json", "--url", server.url, "--server-pid", str(server.pid),
+                "--connections", str(crowd), "--hold-s", f"{plan.gc_hold_s:g}",
+                "--timeout-s", str(plan.timeout_s), "--tag", "calgc-crowd",
+            ]  # fmt: skip
+            if server.ca_file:
+                argv += ["--ca-file", str(server.ca_file)]
+            idle = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            held = wait_connections(server, crowd, plan.timeout_s)
+            if held < crowd:
+                raise RuntimeError(f"collector probe: the crowd reached {held} of {crowd}")
+            measure_cases(server, crowd, 1, False)
+            if plan.gc_full:
+                fill = SERVER_DEDUP_ENTRIES - per_round + plan.gc_messages // 10
+                run_case(server, "json", 1, fill, plan.timeout_s, "calgc-fill")
+                measure_cases(server, crowd, 2, True)
+        finally:
+            if idle is not None and idle.poll() is None:
+                idle.terminate()
+                try:
+                    idle.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    idle.kill()
+                    idle.wait()
+            stop_server(server)
     return points, crowd
 
 

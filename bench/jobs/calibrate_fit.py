@@ -59,9 +59,11 @@ class Plan:
     cold_seconds: float = 1.5  # the cold-path probe: about this long per gap ...
     cold_min_messages: int = 30  # ... but at least this many sends ...
     cold_max_messages: int = 400  # ... and at most this many
-    gc_crowd_max: int = 5000  # the collector probe: at most this many idle connections ...
+    gc_crowd_min: int = 1000  # the collector probe: at least this many idle connections ...
+    gc_crowd_max: int = 5000  # ... at most this many ...
     gc_hold_s: float = 120.0  # ... held at most this long (the client is ended after) ...
-    gc_messages: int = 30_000  # ... while this many echo messages (fewer in bigger rooms)
+    gc_messages: int = 20_000  # ... while this many echo messages (fewer in bigger rooms)
+    gc_full: bool = True  # ... then the table filled and the same again
 
 
 FULL = Plan(
@@ -94,9 +96,11 @@ QUICK = Plan(
     cold_seconds=0.3,
     cold_min_messages=10,
     cold_max_messages=60,
+    gc_crowd_min=200,
     gc_crowd_max=200,
     gc_hold_s=60.0,
     gc_messages=3_000,
+    gc_full=False,
 )
 
 
@@ -132,6 +136,8 @@ class Point:
     # the garbage collector over the point, by generation: collections, and their time (s)
     gc_collections: tuple[float, ...] = ()
     gc_pause_s: tuple[float, ...] = ()
+    crowd: int = 0  # idle connections held on the server meanwhile (the collector probe)
+    table_full: bool = False  # the server's idempotency table was full (the same probe)
 
     @property
     def frames(self) -> int:
@@ -396,38 +402,72 @@ class StoreFigures:
 STALL_FACTOR = 10.0  # a sustained-run commit over this × the median is a stall
 
 
-def gc_costs(
-    points: Sequence[Point],
-) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """``(gc_pauses_per_msg, gc_pauses_per_recipient, gc_pause_us)`` from the windowed
-    server points' collector figures (``chatcap_gc_pause_seconds``), by generation.
+@dataclass(frozen=True)
+class GcFigures:
+    """The collector's figures by generation (:func:`gc_costs`); empty: none measured."""
 
-    Per generation, collections per message against the Delivers per message (a room of
-    ``K`` writes ``K − 1``): the least-squares line, intercept and slope each clamped at 0
-    (one room size alone: the mean, no slope); the pause is the generation's time ÷ its
-    collections over every point. ``((), (), ())`` when no point counted a collection."""
+    per_msg: tuple[float, ...] = ()
+    per_recipient: tuple[float, ...] = ()
+    per_msg_full: tuple[float, ...] = ()
+    per_recipient_full: tuple[float, ...] = ()
+    pause_us: tuple[float, ...] = ()
+    pause_us_per_connection: tuple[float, ...] = ()
+
+
+def _gc_rates(points: Sequence[Point], g: int) -> tuple[float, float]:
+    """Generation ``g``'s collections per message against the Delivers per message: the
+    least-squares line, clamped at 0 (one room size, or a slope below 0: the mean)."""
+    xs = [float(p.room_size - 1) for p in points]
+    ys = [p.gc_collections[g] / p.messages for p in points]
+    a, b = fit_line(xs, ys) if len(set(xs)) >= 2 else (statistics.fmean(ys), 0.0)
+    if b < 0:  # no growth with the room: the mean alone
+        a, b = statistics.fmean(ys), 0.0
+    return max(a, 0.0), max(b, 0.0)
+
+
+def _gc_pause(points: Sequence[Point], g: int) -> tuple[float, float]:
+    """Generation ``g``'s pause (µs) against the connections (the crowd plus the load's
+    :data:`WINDOW`): per crowd, its time ÷ its collections; a line through those (one
+    crowd alone, or a slope below 0: the mean), clamped at 0."""
+    by_crowd: list[tuple[float, float]] = []
+    for crowd in sorted({p.crowd for p in points}):
+        count = sum(p.gc_collections[g] for p in points if p.crowd == crowd)
+        if count:
+            total = sum(p.gc_pause_s[g] for p in points if p.crowd == crowd)
+            by_crowd.append((float(crowd + WINDOW), total / count * 1e6))
+    if not by_crowd:
+        return 0.0, 0.0
+    if len(by_crowd) == 1:
+        return max(by_crowd[0][1], 0.0), 0.0
+    c0, s0 = fit_line([c for c, _ in by_crowd], [v for _, v in by_crowd])
+    if s0 < 0:
+        c0, s0 = statistics.fmean(v for _, v in by_crowd), 0.0
+    return max(c0, 0.0), max(s0, 0.0)
+
+
+def gc_costs(points: Sequence[Point]) -> GcFigures:
+    """The collector's figures from the windowed points' ``chatcap_gc_pause_seconds``, by
+    generation: the rates while the idempotency table fills and once it is full
+    (``Point.table_full``; none without such points), each a line against the Delivers
+    per message (:func:`_gc_rates`), and the pause against the connections held
+    (:func:`_gc_pause`, every point). Empty when no point counted a collection."""
     usable = [p for p in points if p.window == WINDOW and p.gc_collections and p.messages > 0]
     if not usable or not any(sum(p.gc_collections) for p in usable):
-        return (), (), ()
+        return GcFigures()
     generations = min(len(p.gc_collections) for p in usable)
-    per_msg: list[float] = []
-    per_recipient: list[float] = []
-    pause_us: list[float] = []
-    xs = [float(p.room_size - 1) for p in usable]
-    for g in range(generations):
-        ys = [p.gc_collections[g] / p.messages for p in usable]
-        if len(set(xs)) >= 2:
-            a, b = fit_line(xs, ys)
-        else:
-            a, b = statistics.fmean(ys), 0.0
-        if b < 0:  # no growth with the room: the mean alone
-            a, b = statistics.fmean(ys), 0.0
-        per_msg.append(max(a, 0.0))
-        per_recipient.append(max(b, 0.0))
-        count = sum(p.gc_collections[g] for p in usable)
-        total = sum(p.gc_pause_s[g] for p in usable)
-        pause_us.append(total / count * 1e6 if count else 0.0)
-    return tuple(per_msg), tuple(per_recipient), tuple(pause_us)
+    filling = [p for p in usable if not p.table_full] or usable
+    full = [p for p in usable if p.table_full]
+    rates = [_gc_rates(filling, g) for g in range(generations)]
+    rates_full = [_gc_rates(full, g) for g in range(generations)] if full else []
+    pauses = [_gc_pause(usable, g) for g in range(generations)]
+    return GcFigures(
+        per_msg=tuple(a for a, _ in rates),
+        per_recipient=tuple(b for _, b in rates),
+        per_msg_full=tuple(a for a, _ in rates_full),
+        per_recipient_full=tuple(b for _, b in rates_full),
+        pause_us=tuple(a for a, _ in pauses),
+        pause_us_per_connection=tuple(b for _, b in pauses),
+    )
 
 
 def checkpoint_stalls(commits_ms: Sequence[float], batch: int) -> tuple[float, float]:
@@ -470,7 +510,8 @@ NOTES = (
     "and its time beyond the median. gc_pauses_per_msg, gc_pauses_per_recipient, gc_pause_us: "
     "the windowed server points' garbage collections (chatcap_gc_pause_seconds), by "
     "generation: collections per message against Delivers per message (least-squares "
-    "line, clamped at 0) and the mean pause. cold_penalty_us_by_gap_ms: one JSON connection, "
+    "line, clamped at 0) and the pause, a line against the connections held (alone, then "
+    "with a crowd of idle connections). cold_penalty_us_by_gap_ms: one JSON connection, "
     "one send in flight, an idle gap before each send (0 = back-to-back); per gap the "
     "server's mean ack latency (histogram sum / count) less the same back-to-back "
     "(median over repeats). "
@@ -569,7 +610,7 @@ def build_costs(
     stall_every, stall_ms = checkpoint_stalls(store.sustained_ms, store.sustained_batch)
     # the collector: from its own probe (a crowd held), else the server points
     gc_points = gc.points if gc is not None and gc.points else points
-    gc_per_msg, gc_per_recipient, gc_pause_us = gc_costs(gc_points)
+    gcf = gc_costs(gc_points)
     ingress_stage, post_submit = stage_split_us(points, fitted)
     wait_ms = per_batch_wait_ms(points, on_path)
     wait_samples = per_batch_wait_samples_ms(points, on_path)
@@ -640,9 +681,12 @@ def build_costs(
         cold_penalty_us_by_gap_ms=cold_penalty_us_by_gap_ms(cold),
         store_stall_every_rows=stall_every,
         store_stall_ms=stall_ms,
-        gc_pauses_per_msg=gc_per_msg,
-        gc_pauses_per_recipient=gc_per_recipient,
-        gc_pause_us=gc_pause_us,
+        gc_pauses_per_msg=gcf.per_msg,
+        gc_pauses_per_recipient=gcf.per_recipient,
+        gc_pauses_per_msg_full=gcf.per_msg_full,
+        gc_pauses_per_recipient_full=gcf.per_recipient_full,
+        gc_pause_us=gcf.pause_us,
+        gc_pause_us_per_connection=gcf.pause_us_per_connection,
         ingress_stage_us=ingress_stage,
         post_submit_us=post_submit,
         background_us_per_s=bg[0],
@@ -692,17 +736,31 @@ def format_table(costs: Costs) -> str:
     lines.append(f"{'store_stall_ms':28}{costs.store_stall_ms:24.3f}  ms")
     if costs.gc_pause_us:
         by_gen = " · ".join(
-            f"gen {g}: {a:.4f} + {b:.4f}/member × {us:.0f} µs"
-            for g, (a, b, us) in enumerate(
+            f"gen {g}: {a:.4f} + {b:.5f}/member × {us:.0f} µs + {c:.3f} µs/connection"
+            for g, (a, b, us, c) in enumerate(
                 zip(
                     costs.gc_pauses_per_msg,
                     costs.gc_pauses_per_recipient or (0.0,) * len(costs.gc_pause_us),
                     costs.gc_pause_us,
+                    costs.gc_pause_us_per_connection or (0.0,) * len(costs.gc_pause_us),
                     strict=True,
                 )
             )
         )
         lines.append(f"{'gc pauses per message':28} {by_gen}")
+        if costs.gc_pauses_per_msg_full:
+            full = " · ".join(
+                f"gen {g}: {a:.5f} + {b:.6f}/member"
+                for g, (a, b) in enumerate(
+                    zip(
+                        costs.gc_pauses_per_msg_full,
+                        costs.gc_pauses_per_recipient_full
+                        or (0.0,) * len(costs.gc_pauses_per_msg_full),
+                        strict=True,
+                    )
+                )
+            )
+            lines.append(f"{'  … its table full':28} {full}")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

@@ -33,7 +33,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final, Generic, Literal, TypeVar, cast
 
-__all__ = ["JOIN", "NEW", "REPLAY", "Answer", "DedupTable", "Stored"]
+__all__ = ["JOIN", "NEW", "REPLAY", "SERVER_DEDUP_ENTRIES", "Answer", "DedupTable", "Stored"]
+
+SERVER_DEDUP_ENTRIES: Final = 50_000
+"""The server's table holds this many keys (LRU). Until it is full every acked message
+adds an entry the process keeps — the garbage collector's young generation fills and
+collections follow; once full, each new key evicts an old one and the heap stops
+growing (the model charges the collector by these two regimes: ``sim.calibration``)."""
 
 K = TypeVar("K")
 H = TypeVar("H")

@@ -682,3 +682,30 @@ def test_collections_grow_with_the_room_by_the_per_recipient_figure() -> None:
         assert delta[delta > 100e-6] == pytest.approx([300e-6] * crossings)  # 400 − 100
         # 20 × a quarter × 400 µs = 2 ms of pauses, 20 × 100 µs of mean taken out
         assert run.cpu_window_s == pytest.approx(base.cpu_window_s, abs=1e-9)
+
+
+def test_once_the_idempotency_table_is_full_the_full_tables_rates_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``SERVER_DEDUP_ENTRIES`` messages on a loop (4 here) the collector runs at the
+    table-full rates (none here): pauses only among the first four messages."""
+    import sim.model as model
+
+    monkeypatch.setattr(model, "SERVER_DEDUP_ENTRIES", 4)
+    s = one_room_of_four().with_overrides({"server.store.commit_on": "loop"})
+    ten = script([(2.0 + 0.1 * k, k % 4, 0, "json") for k in range(10)])
+    plain = Costs(per_send_fixed_us=500.0)
+    gc = replace(
+        plain,
+        gc_pauses_per_msg=(0.5, 0.0, 0.0),
+        gc_pauses_per_msg_full=(0.0, 0.0, 0.0),
+        gc_pause_us=(400.0, 0.0, 0.0),
+    )
+    base = sim.run(s, replay=ten, costs=plain).requests.sort_values("sent_s")["done_s"]
+    run = sim.run(s, replay=ten, costs=gc).requests.sort_values("sent_s")["done_s"]
+    crossed = (run.to_numpy() - base.to_numpy()) > 100e-6
+    assert crossed[:4].sum() == 2 and not crossed[4:].any()
+    # without full-table figures the filling rates go on
+    same = replace(gc, gc_pauses_per_msg_full=())
+    run2 = sim.run(s, replay=ten, costs=same).requests.sort_values("sent_s")["done_s"]
+    assert ((run2.to_numpy() - base.to_numpy()) > 100e-6).sum() == 5

@@ -392,10 +392,13 @@ def test_quick_calibration_measures_the_collector_under_a_crowd(quick_file: Path
     costs = load_costs(quick_file)
     probe = costs.details["gc_probe"]
     assert probe["crowd"] == QUICK.gc_crowd_max
-    assert [p["room_size"] for p in probe["points"]] == [1, 2, 21]
+    assert [(p["room_size"], p["crowd"]) for p in probe["points"]] == [
+        (k, c) for c in (0, QUICK.gc_crowd_max) for k in (1, 2, 21)
+    ]
     counted = sum(sum(p["gc_collections"]) for p in probe["points"])
     assert counted > 0  # thousands of echo messages set off young collections
     assert len(costs.gc_pause_us) == 3 and costs.gc_pauses_per_msg[0] > 0
+    assert len(costs.gc_pause_us_per_connection) == 3
     assert 1.0 < costs.gc_pause_us[0] < 50_000.0  # µs: a young collection, not a second
 
 
@@ -407,7 +410,7 @@ def test_the_collector_comes_from_its_probe_when_it_ran() -> None:
         replace(p, gc_collections=(10.0, 1.0, 0.0), gc_pause_s=(5e-4, 3e-4, 0.0)) for p in windowed
     ]
     crowd = tuple(
-        replace(p, gc_collections=(20.0, 2.0, 0.0), gc_pause_s=(2e-3, 2e-3, 0.0))
+        replace(p, gc_collections=(20.0, 2.0, 0.0), gc_pause_s=(2e-3, 2e-3, 0.0), crowd=200)
         for p in windowed
         if p.codec == "json"
     )

@@ -5,24 +5,30 @@ rate and pause are recovered), the file's keys, the model's pacing rule
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bench._support.clients import WINDOW
-from bench.jobs.calibrate_fit import LONE_WINDOW, Point, gc_costs
+from bench.jobs.calibrate_fit import LONE_WINDOW, GcFigures, Point, gc_costs
 from sim.calibration import CalibrationError, Costs, GcPauses, costs_from_data
 
 # collections per message in a room of one, per further member, and the mean pause (µs)
 PER_MSG = (0.004, 0.0004, 0.00002)
 PER_MEMBER = (0.0002, 0.00002, 0.0)
 PAUSE_US = (60.0, 800.0, 20_000.0)
+PER_CONNECTION_US = (0.0, 0.2, 10.0)  # a pause grows with the heap the connections hold
 
 
-def gc_point(room_size: int, messages: int, window: int = WINDOW) -> Point:
-    """A point whose collections follow the known figures exactly."""
+def gc_point(room_size: int, messages: int, window: int = WINDOW, crowd: int = 0) -> Point:
+    """A point whose collections follow the known figures exactly, ``crowd`` idle
+    connections held (the load's own WINDOW connections count too)."""
     counts = tuple(
         messages * (a + b * (room_size - 1)) for a, b in zip(PER_MSG, PER_MEMBER, strict=True)
+    )
+    pauses = tuple(
+        us + c * (crowd + WINDOW) for us, c in zip(PAUSE_US, PER_CONNECTION_US, strict=True)
     )
     return Point(
         "json",
@@ -35,16 +41,47 @@ def gc_point(room_size: int, messages: int, window: int = WINDOW) -> Point:
         90.0,
         window=window,
         gc_collections=counts,
-        gc_pause_s=tuple(c * us / 1e6 for c, us in zip(counts, PAUSE_US, strict=True)),
+        gc_pause_s=tuple(c * us / 1e6 for c, us in zip(counts, pauses, strict=True)),
+        crowd=crowd,
     )
 
 
 def test_the_fit_recovers_known_rates_and_pauses() -> None:
-    points = [gc_point(1, 30_000), gc_point(2, 15_000), gc_point(21, 5_000)]
-    per_msg, per_member, pause_us = gc_costs(points)
-    assert per_msg == pytest.approx(PER_MSG, rel=1e-9)
-    assert per_member == pytest.approx(PER_MEMBER, rel=1e-9, abs=1e-12)
-    assert pause_us == pytest.approx(PAUSE_US, rel=1e-9)
+    points = [
+        gc_point(k, n, crowd=c)
+        for k, n in ((1, 30_000), (2, 15_000), (21, 5_000))
+        for c in (0, 1000)
+    ]
+    fig = gc_costs(points)
+    assert fig.per_msg == pytest.approx(PER_MSG, rel=1e-9)
+    assert fig.per_recipient == pytest.approx(PER_MEMBER, rel=1e-9, abs=1e-12)
+    assert fig.pause_us == pytest.approx(PAUSE_US, rel=1e-9)
+    assert fig.pause_us_per_connection == pytest.approx(PER_CONNECTION_US, rel=1e-9, abs=1e-12)
+    assert fig.per_msg_full == () and fig.per_recipient_full == ()  # no full-table point
+
+
+def test_the_full_tables_rates_come_from_its_own_points() -> None:
+    """Once the idempotency table is full the heap stops growing: a tenth of the
+    collections, fitted apart; the filling rates stay those of the filling points."""
+    filling = [gc_point(k, n, crowd=1000) for k, n in ((1, 30_000), (2, 15_000), (21, 5_000))]
+    full = []
+    for p in filling:
+        counts = tuple(c / 10 for c in p.gc_collections)
+        pause_s = tuple(s / 10 for s in p.gc_pause_s)  # the same pause per collection
+        full.append(replace(p, gc_collections=counts, gc_pause_s=pause_s, table_full=True))
+    fig = gc_costs(filling + full)
+    assert fig.per_msg == pytest.approx(PER_MSG, rel=1e-9)
+    assert fig.per_msg_full == pytest.approx([a / 10 for a in PER_MSG], rel=1e-9)
+    assert fig.per_recipient_full == pytest.approx([b / 10 for b in PER_MEMBER], abs=1e-12)
+
+
+def test_one_crowd_alone_gives_its_mean_pause_and_no_growth() -> None:
+    points = [gc_point(1, 30_000, crowd=500), gc_point(2, 15_000, crowd=500)]
+    fig = gc_costs(points)
+    assert fig.pause_us == pytest.approx(
+        [us + c * (500 + WINDOW) for us, c in zip(PAUSE_US, PER_CONNECTION_US, strict=True)]
+    )
+    assert fig.pause_us_per_connection == (0.0, 0.0, 0.0)
 
 
 def test_lone_points_and_points_without_collections_stay_out() -> None:
@@ -52,18 +89,18 @@ def test_lone_points_and_points_without_collections_stay_out() -> None:
     odd = Point("json", 21, 0, 3000, 60_000, 1.0, 1.0, 1.0, gc_collections=(900.0, 0.0, 0.0))
     odd = Point(**{**odd.__dict__, "window": LONE_WINDOW})
     points = [gc_point(1, 30_000), gc_point(2, 15_000), lone, odd]
-    assert gc_costs(points)[0] == pytest.approx(PER_MSG, rel=1e-9)
+    assert gc_costs(points).per_msg == pytest.approx(PER_MSG, rel=1e-9)
     # no point counted a collection (or none was scraped): no figures at all
-    assert gc_costs([Point("json", 1, 0, 10, 0, 1.0, 1.0, 1.0)]) == ((), (), ())
+    assert gc_costs([Point("json", 1, 0, 10, 0, 1.0, 1.0, 1.0)]) == GcFigures()
 
 
 def test_a_rate_that_falls_with_the_room_is_the_mean_without_a_slope() -> None:
     a = gc_point(1, 10_000)
     b = gc_point(21, 10_000)
     fewer = Point(**{**b.__dict__, "gc_collections": (20.0, 2.0, 0.0)})
-    per_msg, per_member, _ = gc_costs([a, fewer])
-    assert per_member[0] == 0.0
-    assert per_msg[0] == pytest.approx((a.gc_collections[0] / 10_000 + 20 / 10_000) / 2)
+    fig = gc_costs([a, fewer])
+    assert fig.per_recipient[0] == 0.0
+    assert fig.per_msg[0] == pytest.approx((a.gc_collections[0] / 10_000 + 20 / 10_000) / 2)
 
 
 def test_the_pacing_spaces_pauses_by_the_rate_and_returns_the_mean() -> None:
@@ -86,6 +123,15 @@ def test_members_add_their_share_of_collections() -> None:
     assert mean == pytest.approx(0.5 * 50e-6)
 
 
+def test_a_pause_grows_with_the_loops_connections() -> None:
+    alone = GcPauses((1.0, 0.0, 0.0), (), (100.0, 0.0, 0.0), (0.5, 0.0, 0.0))
+    crowded = GcPauses((1.0, 0.0, 0.0), (), (100.0, 0.0, 0.0), (0.5, 0.0, 0.0), connections=1000)
+    assert alone.charge(GcPauses.new_due(), 0) == pytest.approx((100e-6, 100e-6))
+    assert crowded.charge(GcPauses.new_due(), 0) == pytest.approx((600e-6, 600e-6))
+    with pytest.raises(ValueError, match="connections"):
+        GcPauses((1.0,), (), (1.0,), connections=-1)
+
+
 def test_the_phase_comes_from_the_source_given() -> None:
     values = iter([0.1, 0.7, 0.3])
     assert GcPauses.new_due(lambda: next(values)) == [0.1, 0.7, 0.3]
@@ -97,6 +143,7 @@ def test_the_phase_comes_from_the_source_given() -> None:
         ((0.1,), (0.0,), ()),  # no pause figures
         ((0.1, 0.0), (0.0,), (1.0, 2.0)),  # per_recipient of another length
         ((-0.1,), (), (1.0,)),  # negative
+        ((0.1,), (), (1.0,), (1.0, 2.0)),  # per_connection of another length
         ((float("nan"),), (), (1.0,)),
     ],
 )
@@ -107,12 +154,16 @@ def test_bad_figures_are_refused(args: tuple[tuple[float, ...], ...]) -> None:
 
 def test_the_file_keeps_the_figures_and_checks_them(tmp_path: Path) -> None:
     costs = Costs(
-        gc_pauses_per_msg=PER_MSG, gc_pauses_per_recipient=PER_MEMBER, gc_pause_us=PAUSE_US
+        gc_pauses_per_msg=PER_MSG,
+        gc_pauses_per_recipient=PER_MEMBER,
+        gc_pause_us=PAUSE_US,
+        gc_pause_us_per_connection=PER_CONNECTION_US,
     )
     data = costs.to_json()
     assert data["gc_pause_us"] == list(PAUSE_US)
     back = costs_from_data(json.loads(json.dumps(data)))
     assert back.gc_pauses_per_msg == PER_MSG and back.gc_pause_us == PAUSE_US
+    assert back.gc_pause_us_per_connection == PER_CONNECTION_US
     for bad in ([1.0, 2.0], [1.0, -2.0, 3.0], "many", [1.0, True, 2.0]):
         with pytest.raises(CalibrationError, match="gc_pause_us"):
             costs_from_data({**data, "gc_pause_us": bad}, "f.json")
