@@ -248,6 +248,11 @@ class ServerConfig:
     drain_timeout_s: float = opt(10.0, "graceful shutdown deadline", gt=0)
     request_timeout_s: float = opt(10.0, "deadline of one HTTP request or replay", gt=0)
     open_timeout_s: float = opt(10.0, "deadline of a WebSocket opening handshake", gt=0)
+    stage_metrics: bool = opt(
+        True,
+        "time every Send's stages and the garbage collector's pauses (histograms on "
+        "/metrics); false leaves both out (bench server-overhead measures what they cost)",
+    )
     ping_interval_s: float = opt(
         20.0,
         "keepalive ping to each connection this often; 0 = no pings",
@@ -380,6 +385,13 @@ class SimConfig:
         "a GET /metrics every this often, charged to each loop (calibration scrape_us); 0 = none",
         ge=0,
         le=3600,
+    )
+    competing_cpu_share: float = opt(
+        0.0,
+        "share of each server process's CPU taken by other work on its cores (a load "
+        "generator sharing them); every CPU cost is divided by 1 - share",
+        ge=0,
+        le=0.95,
     )
     replications: int = opt(5, "replications per point when the CLI is not told", ge=1, le=1000)
 

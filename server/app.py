@@ -153,7 +153,7 @@ class ChatServer:
         self.host, self.port = host, port
         self.db_path = db_path or cfg.store.path
         self.log = log or logging.getLogger("chatcap.server")
-        self.metrics = Metrics()
+        self.metrics = Metrics(stages=cfg.stage_metrics)
         secret, self.secret_source = load_secret(env)
         self.tokens = TokenIssuer(secret, ttl_s=cfg.token_ttl_s)
         users = UserStore(users_file) if cfg.auth == "users" and users_file else None

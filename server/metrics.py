@@ -252,6 +252,18 @@ class LoopHistogram(LoopHistogramChild):
         return [family]
 
 
+class _Unrecorded:
+    """A stage recorder that keeps nothing (``server.stage_metrics = false``)."""
+
+    __slots__ = ()
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def observe_many(self, amount: float, n: int) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class SendStages:
     """The children of ``chatcap_send_stage_seconds``, one per stage, bound once (see
@@ -322,9 +334,12 @@ class GcTimer:
 class Metrics:
     """All the server's metrics; one instance per server, with its own registry."""
 
-    def __init__(self, codecs: Iterable[str] = CODEC_NAMES) -> None:
+    def __init__(self, codecs: Iterable[str] = CODEC_NAMES, *, stages: bool = True) -> None:
+        """``stages`` false (``server.stage_metrics``): no stage is timed and the
+        collector is not watched; both families stay on ``/metrics``, at 0."""
         self.registry = CollectorRegistry(auto_describe=True)
         self._codecs = tuple(codecs)
+        self._stages_on = stages
         self._add_connection_metrics()
         self._add_pipeline_metrics()
         self._add_pool_and_breaker_metrics()
@@ -388,9 +403,10 @@ class Metrics:
             ("stage",),
         )
         # every stage shows (at 0) from the start; bound once, observed on the hot path
-        self.send_stages = SendStages(
-            **{stage: self.send_stage.labels(stage) for stage in SEND_STAGES}
-        )
+        children = {stage: self.send_stage.labels(stage) for stage in SEND_STAGES}
+        if not self._stages_on:
+            children = {stage: cast(LoopHistogramChild, _Unrecorded()) for stage in children}
+        self.send_stages = SendStages(**children)
         self.gc_pause = self._loop_histogram(
             "gc_pause_seconds",
             "time the interpreter stood still for one garbage collection, by generation",
@@ -400,8 +416,10 @@ class Metrics:
         self._gc_timer = GcTimer(self.gc_pause.labels(g) for g in GC_GENERATIONS)
 
     def watch_gc(self) -> None:
-        """Time the garbage collector's pauses from now on (``chatcap_gc_pause_seconds``)."""
-        self._gc_timer.install()
+        """Time the garbage collector's pauses from now on (``chatcap_gc_pause_seconds``;
+        not with ``stages`` false)."""
+        if self._stages_on:
+            self._gc_timer.install()
 
     def unwatch_gc(self) -> None:
         """Stop timing them (the server stopped): the hook leaves ``gc.callbacks``."""

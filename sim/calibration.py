@@ -204,6 +204,42 @@ class Costs:
             scrape_us=0.0,
         )
 
+    def slowed(self, factor: float) -> Costs:
+        """The same costs with every CPU figure × ``factor`` (≥ 1: the loop gets only
+        ``1 / factor`` of its core, the rest taken by other work on it — ``[sim]
+        competing_cpu_share``). Wall times (the hand-off's wait) and the store's own
+        figures stay: the model scales a commit on the loop itself."""
+        if factor < 1 or not math.isfinite(factor):
+            raise ValueError(f"Costs.slowed factor = {factor!r}: must be finite, ≥ 1")
+
+        def each(table: dict[str, float]) -> dict[str, float]:
+            return {k: v * factor for k, v in table.items()}
+
+        def times(values: tuple[float, ...]) -> tuple[float, ...]:
+            return tuple(v * factor for v in values)
+
+        return replace(
+            self,
+            decode_us=each(self.decode_us),
+            encode_ack_us=each(self.encode_ack_us),
+            encode_deliver_us=each(self.encode_deliver_us),
+            per_send_fixed_us=self.per_send_fixed_us * factor,
+            per_recipient_send_us=self.per_recipient_send_us * factor,
+            per_batch_loop_us=self.per_batch_loop_us * factor,
+            per_batch_thread_us=self.per_batch_thread_us * factor,
+            cold_penalty_us_by_gap_ms={
+                k: v * factor for k, v in self.cold_penalty_us_by_gap_ms.items()
+            },
+            store_stall_ms=self.store_stall_ms * factor,
+            gc_pause_us=times(self.gc_pause_us),
+            gc_pause_us_per_connection=times(self.gc_pause_us_per_connection),
+            ingress_stage_us=self.ingress_stage_us * factor,
+            post_submit_us=self.post_submit_us * factor,
+            background_us_per_s=self.background_us_per_s * factor,
+            ping_us=self.ping_us * factor,
+            scrape_us=self.scrape_us * factor,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready data, ``schema_version`` first."""
         data = asdict(self)

@@ -172,6 +172,10 @@ class _Model:
         self._at = self.env.call_at  # fn(now, payload) at an absolute time
         self.duration_s = w.duration_s
         self.warmup_s = w.warmup_s
+        # other work on the server's cores (a co-located generator): each loop runs slower
+        self.slow = 1.0 / (1.0 - sim.competing_cpu_share)
+        if self.slow > 1.0:
+            costs = costs.slowed(self.slow)
         self._init_costs(costs if sim.cpu else costs.zero_cpu(), srv.faults.cpu_burn_us_per_msg)
         self._init_processes(scenario)
         self._init_store(scenario, costs, np.random.default_rng(streams[1]))
@@ -217,7 +221,7 @@ class _Model:
         # (it holds the interpreter lock, so the loop waits for it)
         self.batch_s = (c.per_batch_loop_us + c.per_batch_thread_us) * us
         self.handoff_s = c.per_batch_wait_ms / 1000.0
-        self.burn_s = burn_us * us if self.s.sim.cpu else 0.0
+        self.burn_s = burn_us * us * self.slow if self.s.sim.cpu else 0.0
         # the cold path: work that finds its loop idle for g pays penalty(g) on the loop
         table = c.cold_penalty_us_by_gap_ms
         self.cold = ColdPath(table).penalty_s if table else None
@@ -262,6 +266,9 @@ class _Model:
             heapify(self.store_free)
         self.service_base_s = sim.store_service_ms / 1000.0
         self.service_per_msg_s = sim.store_per_msg_ms / 1000.0
+        if self.commit_on_loop:  # the commit is the loop's CPU: slowed with the rest
+            self.service_base_s *= self.slow
+            self.service_per_msg_s *= self.slow
         kind = sim.store_service
         self.unit_service: Draws | None = None  # None: deterministic (always 1)
         if kind == "exponential":

@@ -40,7 +40,7 @@ class Sizes:
 @dataclass(frozen=True)
 class Job:
     case: str
-    impl: str  # "ours", "ours-tls" (our server over TLS) or "bare"
+    impl: str  # "ours", "ours-tls" (over TLS), "ours-nostages" (no stage metrics) or "bare"
     codec: str  # "none" for bare
 
     @property

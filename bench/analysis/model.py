@@ -8,8 +8,10 @@ a measured run's loads), :func:`sweep_users`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -152,6 +154,73 @@ def overall_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[(counts == 1) | (rows["codec"] == CODEC_MIX)].reset_index(drop=True)
 
 
+def _cpu_ids(text: Any) -> set[int]:
+    """``"0"``, ``"0-3"``, ``"1,3,5-7"`` → CPU ids (empty for anything else)."""
+    out: set[int] = set()
+    for item in str(text or "").split(","):
+        low, dash, high = item.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            return set()
+        out.update(range(first, last + 1))
+    return out
+
+
+def competing_share(
+    generator_cores: float, overlap: float, server_cores: int, processes: int
+) -> float:
+    """The share of each server process's CPU that a co-located generator takes
+    (``[sim] competing_cpu_share``): the generator's CPU (in cores) times the part of its
+    CPUs the server's set holds (``overlap``, 0 … 1) lands on the server's
+    ``server_cores``; each of the ``processes`` gets at most one core of what is left.
+    0 when what is left holds a core per process. Pure."""
+    if server_cores < 1 or processes < 1:
+        raise ValueError(f"server_cores {server_cores}, processes {processes}: must be ≥ 1")
+    left = server_cores - max(0.0, generator_cores) * min(max(overlap, 0.0), 1.0)
+    speed = min(1.0, max(left, 0.0) / processes)
+    return min(0.95, 1.0 - speed)
+
+
+def point_competing_share(point: Mapping[str, Any], processes: int) -> float:
+    """:func:`competing_share` of one measured point (its ``point.json``): 0 when the
+    server and the generator ran on CPU sets apart; else from the generator processes'
+    CPU in the window and the CPU sets each was allowed."""
+    cpus = point.get("cpus") or {}
+    if cpus.get("isolated", True):
+        return 0.0
+    server = _cpu_ids(cpus.get("server_cpus_allowed") or cpus.get("server_cpus"))
+    window = point.get("window") or {}
+    per_pid = window.get("generator_cpu_pct") or {}
+    allowed = cpus.get("generator_cpus_allowed") or {}
+    if not server or not per_pid:
+        return 0.0
+    on_server = 0.0  # cores' worth of generator CPU on the server's set
+    for pid, pct in per_pid.items():
+        gen = _cpu_ids(allowed.get(str(pid)) if isinstance(allowed, dict) else allowed)
+        gen = gen or _cpu_ids(cpus.get("generator_cpus"))
+        if gen and pct == pct:  # not NaN
+            on_server += float(pct) / 100.0 * len(gen & server) / len(gen)
+    return competing_share(on_server, 1.0, len(server), processes)
+
+
+def competing_shares(run_dir: str | Path) -> dict[tuple[str, float], float]:
+    """Per (codec, offered load) of a measured run, the median
+    :func:`point_competing_share` over its repeats (none when no ``point.json``)."""
+    path = resolve(run_dir)
+    manifest = read_manifest(path)
+    processes = _manifest_scenario(manifest, path).server.processes
+    found: dict[tuple[str, float], list[float]] = {}
+    for file in sorted((path / "points").glob("*/point.json")):
+        try:
+            point = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        key = (str(point.get("codec")), float(point.get("offered_per_s", math.nan)))
+        found.setdefault(key, []).append(point_competing_share(point, processes))
+    return {k: statistics.median(v) for k, v in found.items()}
+
+
 def predict_measured(
     run_dir: str | Path,
     *,
@@ -168,9 +237,11 @@ def predict_measured(
     (``sim.scrape_interval_s`` from the manifest's ``sample_s``), costs from
     ``calibration`` (None: the model's built-in defaults) — its store commit figures
     too (``sim.store_service_ms`` and ``sim.store_per_msg_ms``: the batch-of-one mean and
-    the per-message slope). Rows
-    carry the measured ``offered_per_s`` exactly (for :func:`join`) and ``source =
-    "sim"``."""
+    the per-message slope). Where the server and the generator shared CPUs (the run's
+    ``isolated`` false) the generator's CPU on the server's cores, measured per point, is
+    a competing load (``sim.competing_cpu_share``, :func:`competing_shares`); apart,
+    none. Rows carry the measured ``offered_per_s`` exactly (for :func:`join`) and
+    ``source = "sim"``."""
     path = resolve(run_dir)
     manifest = read_manifest(path)
     scenario = _manifest_scenario(manifest, path)
@@ -190,12 +261,16 @@ def predict_measured(
         overrides["sim.store_service_ms"] = costs.store_commit_fixed_ms
         overrides["sim.store_per_msg_ms"] = costs.store_commit_per_msg_ms
     base = scenario.with_overrides(overrides)
+    shares = competing_shares(path)  # a generator on the server's cores: its CPU competes
     points: list[Point] = []
     for p in measured_points(path).itertuples(index=False):
         overrides = workload_overrides(
             base, int(p.users), send_rate_per_user_per_s=float(p.send_rate_per_user_per_s),
             codec=str(p.codec),
         )  # fmt: skip
+        share = shares.get((str(p.codec), float(p.offered_per_s)), 0.0)
+        if share > 0:
+            overrides = {**overrides, "sim.competing_cpu_share": round(share, 4)}
         points.append((overrides, {"offered_per_s": float(p.offered_per_s)}))
     rows, _ = run_points(base, points, replications, executor=executor, seed=seed)
     return rows

@@ -72,6 +72,14 @@ ours in the same repeat — server CPU per message (echo), per delivery (fanout)
 connection and the opening bill (idle: the TLS handshake and the per-connection TLS
 buffers). ``--no-tls`` leaves it out.
 
+**What the stage metrics cost.** A fourth, ``ours-nostages``, is our server with
+``server.stage_metrics = false`` (no ``chatcap_send_stage_seconds`` observations, no
+``gc.callbacks`` hook timing the collector), started with the others each repeat and
+driven through the echo case per codec. The last line gives ours ÷ ours-nostages, the
+median over repeats of the echo's server CPU per message in the same repeat
+(:func:`stage_ratios`; the manifest's ``stage_metrics_vs_none``): what leaving them on
+costs.
+
 Read ``client_cpu_s`` beside ``wall_s``: the load client is one process on the other
 core, and where it is busy all the time (bare fan-out) it, not the server, sets the pace.
 CPU per message stays comparable; messages per second would not be.
@@ -179,7 +187,10 @@ CASE_ORDER = ("echo", "fanout", "idle", "lowrate", "highrate")
 PACED_CLIENT = "bench.micro.paced_client"
 OUR_CODECS = CODEC_NAMES
 TLS_IMPL = "ours-tls"
-IMPL_ORDER = ("bare", "ours", TLS_IMPL)
+NOSTAGES_IMPL = "ours-nostages"
+"""Ours with ``server.stage_metrics = false`` (no stage histograms, no collector hook):
+the echo case beside ours, for what the histograms cost (:func:`stage_ratios`)."""
+IMPL_ORDER = ("bare", "ours", TLS_IMPL, NOSTAGES_IMPL)
 
 
 # ----------------------------------------------------------------------------- processes
@@ -214,6 +225,9 @@ def start_servers(
     }
     if tls is not None:
         specs[TLS_IMPL] = our_argv(tls_scenario_path(scenario_path), workdir / f"tls-{repeat}.db")
+    nostages = nostages_scenario_path(scenario_path)
+    if nostages.exists():
+        specs[NOSTAGES_IMPL] = our_argv(nostages, workdir / f"nostages-{repeat}.db")
     servers: dict[str, ServerProc] = {}
     try:  # all start at once; then each must say where it listens
         for name, argv in specs.items():
@@ -232,6 +246,11 @@ def start_servers(
 def tls_scenario_path(scenario_path: Path) -> Path:
     """Where the TLS variant of the scenario is written, beside the plain one."""
     return scenario_path.with_name(scenario_path.stem + "-tls.toml")
+
+
+def nostages_scenario_path(scenario_path: Path) -> Path:
+    """Where the scenario without stage metrics is written, beside the plain one."""
+    return scenario_path.with_name(scenario_path.stem + "-nostages.toml")
 
 
 def stop_servers(servers: dict[str, ServerProc]) -> None:
@@ -291,12 +310,14 @@ def jobs_for(
     impls = ("ours", TLS_IMPL) if tls else ("ours",)
     jobs = [Job(case, "bare", "none")]
     jobs += [Job(case, impl, c) for impl in impls for c in ours_codecs]
+    if case == "echo":  # what the stage histograms cost: the same echo without them
+        jobs += [Job(case, NOSTAGES_IMPL, c) for c in ours_codecs]
     shift = repeat % len(jobs)
     return jobs[shift:] + jobs[:shift]
 
 
 def server_for(job: Job, servers: dict[str, ServerProc]) -> ServerProc:
-    if job.impl in ("ours", TLS_IMPL):
+    if job.impl in ("ours", TLS_IMPL, NOSTAGES_IMPL):
         return servers[job.impl]
     return servers["bare-broadcast" if job.case == "fanout" else "bare-echo"]
 
@@ -527,6 +548,32 @@ def tls_ratios(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], flo
             if plain[column] > 0:
                 ratios.setdefault((case, codec, column), []).append(row[column] / plain[column])
     return {key: statistics.median(values) for key, values in ratios.items()}
+
+
+def stage_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Median over repeats of ours ÷ ours-nostages, echo server CPU per message, each pair
+    from the same repeat: ``{codec: ratio}`` (1.02: the stage histograms and the
+    collector's hook cost 2 % of a message)."""
+    by_key = {(r["case"], r["impl"], r["codec"], r["repeat"]): r for r in rows}
+    ratios: dict[str, list[float]] = {}
+    for (case, impl, codec, repeat), row in by_key.items():
+        plain = by_key.get((case, NOSTAGES_IMPL, codec, repeat))
+        if case != "echo" or impl != "ours" or plain is None:
+            continue
+        if plain["cpu_us_per_msg"] > 0:
+            ratios.setdefault(codec, []).append(row["cpu_us_per_msg"] / plain["cpu_us_per_msg"])
+    return {codec: statistics.median(values) for codec, values in sorted(ratios.items())}
+
+
+def format_stage_ratios(ratios: dict[str, float]) -> str:
+    """One line: what the stage metrics cost per echo message, per codec."""
+    if not ratios:
+        return "[server-overhead] stage metrics: not measured (no ours-nostages echo)"
+    parts = ", ".join(f"{codec} {r:.3f}× ({(r - 1) * 100:+.1f} %)" for codec, r in ratios.items())
+    return (
+        "[server-overhead] stage metrics (ours ÷ ours-nostages, echo CPU per message, "
+        f"median of per-repeat ratios): {parts}"
+    )
 
 
 def verdicts(
@@ -781,6 +828,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             tls_scenario = scenario.with_overrides(tls.overrides())
             tls_scenario_path(scenario_path).write_text(to_toml(tls_scenario, comments=False))
+        if "echo" in cases:
+            bare_metrics = scenario.with_overrides({"server.stage_metrics": False})
+            nostages_scenario_path(scenario_path).write_text(to_toml(bare_metrics, comments=False))
         for repeat in range(sizes.repeat):
             got, failed, first_lines = run_repeat(
                 run_id, repeat, sizes, cases, codecs, scenario_path, workdir, tls, negotiated, paced
@@ -788,6 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += got
             failures += failed
     med, ratios, vs_plain = medians(rows), paired_ratios(rows), tls_ratios(rows)
+    stages = stage_ratios(rows)
     low_high = low_high_ratios(rows)
     lines = verdicts(med, ratios, vs_plain, low_high)
     manifest = new_manifest(
@@ -815,6 +866,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary=lines,
         tls=tls_manifest(tls, negotiated),
         tls_vs_plain=tls_summary(vs_plain),
+        stage_metrics_vs_none={
+            "ratio": "median over repeats of ours/ours-nostages, echo cpu_us_per_msg",
+            "by_codec": stages,
+        },
         failures=failures,
         rlimit_nofile=nofile,
     )
@@ -823,6 +878,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(lines, sizes.repeat))
     if tls is not None:
         print(format_tls(vs_plain))
+    print(format_stage_ratios(stages))
     for failure in failures:
         print(f"[server-overhead] failed: {failure}")
     print(f"[server-overhead] wrote {run_dir}/{{manifest.json,overhead.csv}}")

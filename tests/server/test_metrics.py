@@ -275,3 +275,20 @@ def test_watching_gc_times_real_collections_until_unwatched() -> None:
     gc.collect()
     assert value(m, name, generation="2") == full  # not counted once unwatched
     assert not any(cb is m._gc_timer for cb in gc.callbacks)
+
+
+def test_without_stage_metrics_nothing_is_timed_and_the_families_stay_at_zero() -> None:
+    import gc
+
+    m = Metrics(stages=False)
+    m.send_stages.ingress.observe(0.001)
+    m.send_stages.commit.observe_many(0.002, 3)
+    m.watch_gc()  # a no-op: the collector is not watched
+    try:
+        assert not any(cb is m._gc_timer for cb in gc.callbacks)
+        gc.collect()
+    finally:
+        m.unwatch_gc()
+    count = "chatcap_send_stage_seconds_count"
+    assert value(m, count, stage="ingress") == 0.0 and value(m, count, stage="commit") == 0.0
+    assert value(m, "chatcap_gc_pause_seconds_count", generation="2") == 0.0

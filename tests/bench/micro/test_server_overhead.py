@@ -59,7 +59,9 @@ def test_tiny_run_writes_manifest_and_overhead_csv_only(run_dir: Path) -> None:
     assert manifest["statistic"] == "median"
     assert manifest["failures"] == []
     assert manifest["scenario"]["server"]["rate_limit"]["algorithm"] == "none"
-    assert {"ours", "ours-tls", "bare-echo", "bare-broadcast"} <= set(manifest["servers"])
+    assert {"ours", "ours-tls", "ours-nostages", "bare-echo", "bare-broadcast"} <= set(
+        manifest["servers"]
+    )
     assert " listening on ws://" in manifest["servers"]["ours"]
     assert " listening on wss://" in manifest["servers"]["ours-tls"]
 
@@ -86,6 +88,8 @@ def test_every_case_impl_and_codec_has_one_row(run_dir: Path) -> None:
         (case, "ours", c) for case in ("lowrate", "highrate") for c in ("json", "protobuf")
     ]
     expected += [(case, "bare", "none") for case in ("lowrate", "highrate")]
+    # the echo without stage metrics, per codec
+    expected += [("echo", "ours-nostages", c) for c in ("json", "protobuf")]
     assert keys == sorted(expected)
     assert {r["run_id"] for r in rows} == {run_dir.name}
     assert {r["repeat"] for r in rows} == {0}
@@ -191,7 +195,7 @@ def test_no_tls_leaves_the_tls_rows_out(tmp_path: Path) -> None:
     assert server_overhead.main([*argv, "--out", str(tmp_path)]) == 0
     (folder,) = tmp_path.iterdir()
     rows = read_table(folder / "overhead.csv", OVERHEAD_COLUMNS)
-    assert sorted(r["impl"] for r in rows) == ["bare", "ours"]
+    assert sorted(r["impl"] for r in rows) == ["bare", "ours", "ours-nostages"]
     manifest = read_manifest(folder)
     assert manifest["tls"] is None and manifest["tls_vs_plain"] == []
 
@@ -204,3 +208,30 @@ def test_a_base_scenario_with_tls_on_is_refused(
     assert server_overhead.main(argv) == 2
     assert "server.tls is on in the base scenario" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_stage_metrics_cost_is_ours_over_ours_without_them(
+    printed_and_run_dir: tuple[str, Path],
+) -> None:
+    printed, run_dir = printed_and_run_dir
+    by_codec = read_manifest(run_dir)["stage_metrics_vs_none"]["by_codec"]
+    assert set(by_codec) == {"json", "protobuf"}
+    assert all(0.5 < r < 2.0 for r in by_codec.values())  # a ratio of like to like
+    assert "stage metrics (ours ÷ ours-nostages" in printed
+
+
+def test_stage_ratios_pair_rows_of_one_repeat() -> None:
+    def row(impl: str, repeat: int, us: float) -> dict[str, object]:
+        return {
+            "case": "echo",
+            "impl": impl,
+            "codec": "json",
+            "repeat": repeat,
+            "cpu_us_per_msg": us,
+        }
+
+    rows = [row("ours", 0, 102.0), row("ours-nostages", 0, 100.0)]
+    rows += [row("ours", 1, 210.0), row("ours-nostages", 1, 200.0)]  # a slower repeat
+    rows += [row("ours", 2, 99.0)]  # no partner: left out
+    assert server_overhead.stage_ratios(rows) == {"json": pytest.approx(1.035)}
+    assert "not measured" in server_overhead.format_stage_ratios({})
