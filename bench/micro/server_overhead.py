@@ -623,12 +623,12 @@ def _times(ratio: float | None) -> str:
 
 def format_table(lines: Sequence[dict[str, Any]], repeats: int) -> str:
     out = [
-        f"{'case':9}{'impl':9}{'codec':10}{'median':>10} {'unit':13}{'vs bare':>8}"
+        f"{'case':9}{'impl':14}{'codec':10}{'median':>10} {'unit':13}{'vs bare':>8}"
         f"{'vs plain':>9}{'low÷high':>9}  {'target':12}verdict   (median of {repeats})"
     ]
     for line in lines:
         out.append(
-            f"{line['case']:9}{line['impl']:9}{line['codec']:10}{line['median']:10.2f} "
+            f"{line['case']:9}{line['impl']:14}{line['codec']:10}{line['median']:10.2f} "
             f"{line['unit']:13}{_times(line['ratio_vs_bare']):>8}"
             f"{_times(line.get('ratio_vs_plain')):>9}"
             f"{_times(line.get('ratio_low_high')):>9}  "
