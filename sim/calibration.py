@@ -41,6 +41,12 @@ key                        meaning
                            states, the VM's wake-up, cold caches); the model charges
                            :class:`ColdPath` of it to work that finds its loop idle
                            (absent or empty: no penalty)
+``fanout_us_by_gap_ms``    optional ``{idle gap ms: µs}``: one Deliver frame written
+                           to a member who, like the loop, was idle for that long (the
+                           cold fan-out: wall time on the loop, the reader's wake-up in
+                           it); the model charges :class:`ColdPath` of it per local
+                           recipient, the gap since its loop's last fan-out, in place of
+                           ``per_recipient_send_us`` (absent: that figure alone)
 ``ingress_stage_us``       optional: the part of ``per_send_fixed_us`` between the
                            frame's arrival stamp and the write queue beyond the decode
                            (limiter, checks, dedup): the server's ``ingress`` stage
@@ -157,6 +163,7 @@ class Costs:
     per_batch_wait_ms: float = 0.0
     per_batch_wait_samples_ms: tuple[float, ...] = ()
     cold_penalty_us_by_gap_ms: dict[float, float] = field(default_factory=dict)
+    fanout_us_by_gap_ms: dict[float, float] = field(default_factory=dict)
     store_stall_every_rows: float = 0.0
     store_stall_ms: float = 0.0
     gc_pauses_per_msg: tuple[float, ...] = ()
@@ -195,6 +202,7 @@ class Costs:
             per_batch_loop_us=0.0,
             per_batch_thread_us=0.0,
             cold_penalty_us_by_gap_ms={},
+            fanout_us_by_gap_ms={},
             gc_pause_us=(),
             gc_pause_us_per_connection=(),
             ingress_stage_us=0.0,
@@ -230,6 +238,7 @@ class Costs:
             cold_penalty_us_by_gap_ms={
                 k: v * factor for k, v in self.cold_penalty_us_by_gap_ms.items()
             },
+            fanout_us_by_gap_ms={k: v * factor for k, v in self.fanout_us_by_gap_ms.items()},
             store_stall_ms=self.store_stall_ms * factor,
             gc_pause_us=times(self.gc_pause_us),
             gc_pause_us_per_connection=times(self.gc_pause_us_per_connection),
@@ -250,9 +259,8 @@ class Costs:
         data["per_batch_wait_samples_ms"] = list(self.per_batch_wait_samples_ms)
         for name in GC_KEYS:
             data[name] = list(getattr(self, name))
-        data["cold_penalty_us_by_gap_ms"] = {
-            _gap_key(k): v for k, v in sorted(self.cold_penalty_us_by_gap_ms.items())
-        }
+        for name in ("cold_penalty_us_by_gap_ms", "fanout_us_by_gap_ms"):
+            data[name] = {_gap_key(k): v for k, v in sorted(getattr(self, name).items())}
         return {"schema_version": SCHEMA_VERSION, **data}
 
 
@@ -458,10 +466,9 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         values["store_commit_ms_by_batch"] = _batch_table(
             data["store_commit_ms_by_batch"], f"{source}: store_commit_ms_by_batch"
         )
-    if "cold_penalty_us_by_gap_ms" in data:
-        values["cold_penalty_us_by_gap_ms"] = _gap_table(
-            data["cold_penalty_us_by_gap_ms"], f"{source}: cold_penalty_us_by_gap_ms"
-        )
+    for name in ("cold_penalty_us_by_gap_ms", "fanout_us_by_gap_ms"):
+        if name in data:
+            values[name] = _gap_table(data[name], f"{source}: {name}")
     for name in ("commit_samples_ms", "per_batch_wait_samples_ms"):
         if name in data:
             values[name] = _samples(data[name], f"{source}: {name}")

@@ -225,6 +225,10 @@ class _Model:
         # the cold path: work that finds its loop idle for g pays penalty(g) on the loop
         table = c.cold_penalty_us_by_gap_ms
         self.cold = ColdPath(table).penalty_s if table else None
+        # the cold fan-out: a frame to a member idle for g costs fan_cold(g) of loop time,
+        # g the time since that loop's last fan-out (its members' last wake-up)
+        fan = c.fanout_us_by_gap_ms
+        self.fan_cold = ColdPath(fan).penalty_s if fan else None
         # the garbage collector: a pause on the message that crosses each collection's
         # count, its mean taken out of every message's read (sim.calibration.GcPauses)
         self.gc_on = bool(c.gc_pause_us) and any(c.gc_pauses_per_msg)
@@ -948,17 +952,26 @@ class _Model:
         """Deliver one message; returns the committing loop's cursor after its share."""
         deliveries, cpu_codec = self.deliveries, self.cpu_codec
         new = tuple.__new__  # a Delivery without NamedTuple's Python-level __new__ (3x)
+        fan_cold = self.fan_cold
         for share in msg.plan:
             p, total_s = share.proc, share.loop_s
+            writer = proc if p == proc.index else self.procs[p]
             if p == proc.index:
                 start = cursor
-                cursor += total_s
             else:  # members on another process: its own loop does the writing
-                other = self.procs[p]
-                busy = other.busy_until
+                busy = writer.busy_until
                 start = now if now > busy else busy
-                other.busy_until = start + total_s
-                other.busy_total += total_s
+            if fan_cold is not None:  # each frame at the cold fan-out's cost, not the warm
+                frames = sum(g.recipients for g in share.groups)
+                extra = frames * (fan_cold(start - writer.last_fanout_s) - self.step_s)
+                total_s = max(0.0, total_s + extra)
+                cpu_codec[share.groups[0].codec] += total_s - share.loop_s
+            if p == proc.index:
+                cursor = start + total_s
+            else:
+                writer.busy_until = start + total_s
+                writer.busy_total += total_s
+            writer.last_fanout_s = start + total_s
             for group in share.groups:
                 codec = group.codec
                 t_s = start + group.first_s

@@ -213,6 +213,7 @@ class Worker:
         self.gc: Any = None  # its sim.calibration.GcPauses (its connections' pauses) ...
         self.gc_full: Any = None  # ... and the same once the idempotency table is full,
         self.gc_filling = 0  # ... this many messages from now
+        self.last_fanout_s = 0.0  # when its loop last finished a fan-out (the cold fan-out)
 
     def busy_done(self, at: float) -> float:
         """CPU seconds the loop has worked by ``at`` (reserved work is contiguous)."""

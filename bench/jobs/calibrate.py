@@ -163,6 +163,7 @@ from bench.jobs.calibrate_fit import (
     BATCH_SIZES,
     COLD_CODEC,
     COLD_GAPS_MS,
+    COLD_ROOM,
     FULL,
     LONE_ROOM,
     LONE_WINDOW,
@@ -465,15 +466,18 @@ def measure_gc(
     return points, crowd
 
 
-def measure_cold_point(server: ServerProc, gap_ms: float, repeat: int, plan: Plan) -> ColdPoint:
-    """One gap of the cold-path probe (see the module docstring) on ``server``."""
+def measure_cold_point(
+    server: ServerProc, gap_ms: float, repeat: int, plan: Plan, room_size: int = 1
+) -> ColdPoint:
+    """One gap of the cold-path probe (see the module docstring) on ``server``: the echo,
+    or with ``room_size`` > 1 the cold fan-out (that many members reading)."""
     base_url, context = server.base_url, server.client_context()
     messages = cold_messages(gap_ms, plan)
     argv = [
         sys.executable, "-m", PACED_CLIENT, "--impl", "ours", "--codec", COLD_CODEC,
         "--url", server.url, "--server-pid", str(server.pid), "--gap-ms", f"{gap_ms:g}",
         "--messages", str(messages), "--timeout-s", str(plan.timeout_s),
-        "--tag", f"cold{repeat}-{gap_ms:g}",
+        "--tag", f"cold{repeat}-{gap_ms:g}-k{room_size}", "--room-size", str(room_size),
     ]  # fmt: skip
     ca_file = server.ca_file
     if ca_file:
@@ -492,6 +496,10 @@ def measure_cold_point(server: ServerProc, gap_ms: float, repeat: int, plan: Pla
         rtt_p50_ms=float(outcome["rtt_p50_ms"]),
         rtt_mean_ms=float(outcome["rtt_mean_ms"]),
         cpu_us_per_msg=float(outcome["server_cpu_s"]) / answered * 1e6,
+        room_size=room_size,
+        fanout_stage_ms=delta.mean(SEND_STAGE, stage="fanout") * 1000.0
+        if room_size > 1
+        else math.nan,
     )
 
 
@@ -501,11 +509,13 @@ def measure_cold_path(server: ServerProc, repeat: int, plan: Plan) -> list[ColdP
     points = []
     for gap_ms in COLD_GAPS_MS[shift:] + COLD_GAPS_MS[:shift]:
         point = measure_cold_point(server, gap_ms, repeat, plan)
-        points.append(point)
+        fan = measure_cold_point(server, gap_ms, repeat, plan, COLD_ROOM)
+        points += [point, fan]
         print(
             f"[calibrate] cold path repeat {repeat + 1}/{plan.repeat} gap {gap_ms:5g} ms: "
             f"server {point.server_ack_mean_ms * 1000:7.0f} µs, round trip p50 "
-            f"{point.rtt_p50_ms * 1000:7.0f} µs, {point.cpu_us_per_msg:6.0f} µs CPU/msg",
+            f"{point.rtt_p50_ms * 1000:7.0f} µs, {point.cpu_us_per_msg:6.0f} µs CPU/msg; "
+            f"fan-out to {COLD_ROOM - 1} {fan.fanout_stage_ms * 1000:5.0f} µs",
             flush=True,
         )
     return points

@@ -34,6 +34,7 @@ LONE_WINDOW = 1  # one send in flight: every message a batch of its own
 LONE_ROOM = 21  # the lone fan-out point's room: members asleep between messages
 COLD_GAPS_MS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # the cold-path probe's idle gaps
 COLD_CODEC = "json"  # the probe's codec: the penalty is the loop's idleness, not a codec's
+COLD_ROOM = 10  # the cold fan-out's room: the sender and 9 members idle for the gap too
 PING_PROBE_S = 0.25  # the background probe's keepalive interval: many pings in a short hold
 
 
@@ -156,6 +157,8 @@ class ColdPoint:
     rtt_p50_ms: float  # the client's round trip
     rtt_mean_ms: float
     cpu_us_per_msg: float  # the server process's CPU per message (schedstat)
+    room_size: int = 1  # 1: the echo; COLD_ROOM: the cold fan-out (members reading)
+    fanout_stage_ms: float = math.nan  # the server's fanout stage mean (/metrics)
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,7 @@ def cold_penalty_us_by_gap_ms(points: Sequence[ColdPoint]) -> dict[float, float]
     client's. Both are in ``details`` (:func:`cold_summary`)."""
     by_gap: dict[float, list[float]] = {}
     for p in points:
-        if math.isfinite(p.server_ack_mean_ms):
+        if p.room_size == 1 and math.isfinite(p.server_ack_mean_ms):
             by_gap.setdefault(p.gap_ms, []).append(p.server_ack_mean_ms)
     if len(by_gap) < 2:
         return {}
@@ -223,12 +226,43 @@ def cold_penalty_us_by_gap_ms(points: Sequence[ColdPoint]) -> dict[float, float]
     return {gap: max(0.0, (ms - base) * 1000.0) for gap, ms in medians.items()}
 
 
+FANOUT_AWAKE_GAP_MS = 1.0
+"""Below this gap the cold fan-out's probe is not the generator's case: its readers (one
+client process, one message in flight) still fall asleep between messages, while a load
+generator sending that often keeps its readers busy. :func:`fanout_us_by_gap_ms` puts the
+busy readers' cost (the windowed fan-out's per-frame slope) at gap 0 instead."""
+
+
+def fanout_us_by_gap_ms(
+    points: Sequence[ColdPoint], encode_deliver_us: float, busy_us: float | None = None
+) -> dict[float, float]:
+    """``{gap ms: µs per recipient}`` of the cold fan-out (members idle for the gap as
+    well as the loop): per gap the median over repeats of the server's ``fanout`` stage
+    mean, less the Deliver's one encoding, ÷ the ``room_size − 1`` frames written — wall
+    time on the loop (the writes wake their readers), not only its CPU. With
+    ``busy_us`` (a frame to a busy reader: the windowed fan-out's slope), the gaps below
+    :data:`FANOUT_AWAKE_GAP_MS` give way to ``{0: busy_us}``. Empty with fewer than two
+    gaps."""
+    by_gap: dict[float, list[float]] = {}
+    for p in points:
+        if p.room_size > 1 and math.isfinite(p.fanout_stage_ms):
+            us = (p.fanout_stage_ms * 1000.0 - encode_deliver_us) / (p.room_size - 1)
+            by_gap.setdefault(p.gap_ms, []).append(max(0.0, us))
+    table = {gap: statistics.median(values) for gap, values in sorted(by_gap.items())}
+    if busy_us is not None and table:
+        table = {g: v for g, v in table.items() if g >= FANOUT_AWAKE_GAP_MS}
+        table[0.0] = max(0.0, busy_us)
+        table = dict(sorted(table.items()))
+    return table if len(table) >= 2 else {}
+
+
 def cold_summary(points: Sequence[ColdPoint]) -> dict[str, dict[str, float]]:
     """Per gap (``"0.3"``): medians over repeats of the server mean, the client round
     trip (p50, mean) and the server CPU per message — the probe's whole picture."""
     out: dict[str, dict[str, float]] = {}
-    for gap in sorted({p.gap_ms for p in points}):
-        at = [p for p in points if p.gap_ms == gap]
+    echo = [p for p in points if p.room_size == 1]
+    for gap in sorted({p.gap_ms for p in echo}):
+        at = [p for p in echo if p.gap_ms == gap]
         out[f"{gap:g}"] = {
             "server_ack_mean_ms": statistics.median(p.server_ack_mean_ms for p in at),
             "rtt_p50_ms": statistics.median(p.rtt_p50_ms for p in at),
@@ -514,7 +548,10 @@ NOTES = (
     "with a crowd of idle connections). cold_penalty_us_by_gap_ms: one JSON connection, "
     "one send in flight, an idle gap before each send (0 = back-to-back); per gap the "
     "server's mean ack latency (histogram sum / count) less the same back-to-back "
-    "(median over repeats). "
+    "(median over repeats). fanout_us_by_gap_ms: the same probe in a room of 10 (9 "
+    "members reading, idle for the gap too): the server's fanout stage mean less one "
+    "Deliver encoding, per frame written (median over repeats); below a 1 ms gap the "
+    "windowed fan-out's per-frame slope (busy readers) at gap 0 instead. "
     "ingress_stage_us, post_submit_us: the lone echo points' own stage times "
     "(chatcap_send_stage_seconds): ingress less the decode, and the queue wait of an "
     "idle loop — the parts of per_send_fixed_us after the frame's arrival stamp. "
@@ -679,6 +716,9 @@ def build_costs(
         per_batch_wait_ms=wait_ms,
         per_batch_wait_samples_ms=wait_samples,
         cold_penalty_us_by_gap_ms=cold_penalty_us_by_gap_ms(cold),
+        fanout_us_by_gap_ms=fanout_us_by_gap_ms(
+            cold, partial.encode_deliver_us[COLD_CODEC], per_recipient_windowed
+        ),
         store_stall_every_rows=stall_every,
         store_stall_ms=stall_ms,
         gc_pauses_per_msg=gcf.per_msg,

@@ -25,7 +25,10 @@ that the server's loop is idle for about ``G`` before every message (the cold-pa
 of ``bench calibrate``). The gap is slept with ``time.sleep`` (microsecond-precise; the
 event loop's timers are not, and nothing else runs on this connection while it waits).
 The outcome then also gives the client's round trip per send (``rtt_p50_ms``,
-``rtt_mean_ms``: frame written → its answer read).
+``rtt_mean_ms``: frame written → its answer read). ``--room-size K`` (gap mode, ours):
+``K − 1`` more connections of this process join the sender's room and read its Delivers
+(``deliveries``), so that each message fans out to ``K − 1`` readers who were idle for
+the gap too (the cold fan-out of ``bench calibrate``).
 
 Exit status 0 when every measured send was answered by an Ack (or echo), else 1.
 """
@@ -72,6 +75,8 @@ class PacedOutcome:
     lag_p99_ms: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     gap_ms: float | None = None  # closed loop with this idle gap (None: open loop)
+    room_size: int = 1  # gap mode: the sender and room_size - 1 reading members
+    deliveries: int = 0  # Delivers the members read over the measured phase
     rtt_p50_ms: float = 0.0  # gap mode: the client's round trip per send
     rtt_mean_ms: float = 0.0
     note: str = ""
@@ -199,23 +204,42 @@ async def gapped_phase(
     return rtts
 
 
-async def run_gapped(plan: Plan, gap_s: float, out: PacedOutcome) -> None:
+async def read_delivers(link: Link, count: list[int]) -> None:
+    """A member's reader: every frame it gets counts (the room's Delivers), until
+    cancelled or closed."""
+    with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+        while True:
+            await link.ws.recv(decode=False)
+            count[0] += 1
+
+
+async def run_gapped(plan: Plan, gap_s: float, out: PacedOutcome, room_size: int = 1) -> None:
     """Gap mode (see the module docstring): warm-up, then the measured sends."""
     link = await open_link(plan, f"gap-{plan.tag}")
     room = f"gap-{plan.tag}"
     answers = Answers()
+    members: list[Link] = []
+    readers: list[asyncio.Task[None]] = []
+    delivered = [0]
+    out.room_size = room_size
     try:
         if link.codec is not None:
             await link.join(room, plan.timeout_s)
+            for i in range(room_size - 1):
+                member = await open_link(plan, f"gap-{plan.tag}-m{i}")
+                members.append(member)
+                await member.join(room, plan.timeout_s)
+                readers.append(asyncio.create_task(read_delivers(member, delivered)))
         async with asyncio.timeout(plan.timeout_s):
             warmup = max(1, int(plan.messages * WARMUP_SHARE))
             answers.expect(warmup)
             await gapped_phase(link, plan.tag, room, 0, warmup, gap_s, answers)
             answers.expect(plan.messages)
             (cpu0, source), wall0 = precise_cpu_s(plan.server_pid), time.perf_counter()
-            own0 = time.process_time()
+            own0, delivered0 = time.process_time(), delivered[0]
             rtts = await gapped_phase(link, plan.tag, room, warmup, plan.messages, gap_s, answers)
             cpu1, _ = precise_cpu_s(plan.server_pid)
+            out.deliveries = delivered[0] - delivered0
         out.server_cpu_s, out.cpu_source = cpu1 - cpu0, source
         out.wall_s = time.perf_counter() - wall0
         out.client_cpu_s = time.process_time() - own0
@@ -225,8 +249,11 @@ async def run_gapped(plan: Plan, gap_s: float, out: PacedOutcome) -> None:
         out.rtt_mean_ms = sum(rtts) / len(rtts) * 1000
         out.ok = out.failed == 0 and out.messages == plan.messages
     finally:
-        with contextlib.suppress(Exception):
-            await link.ws.close()
+        for task in readers:
+            task.cancel()
+        for one in (link, *members):
+            with contextlib.suppress(Exception):
+                await one.ws.close()
 
 
 async def run(plan: Plan, rate_per_s: float, out: PacedOutcome) -> None:
@@ -267,12 +294,14 @@ async def run(plan: Plan, rate_per_s: float, out: PacedOutcome) -> None:
             await link.ws.close()
 
 
-async def run_outcome(plan: Plan, rate_per_s: float, gap_ms: float | None = None) -> PacedOutcome:
+async def run_outcome(
+    plan: Plan, rate_per_s: float, gap_ms: float | None = None, room_size: int = 1
+) -> PacedOutcome:
     out = PacedOutcome(impl=plan.impl, codec=plan.codec, rate_per_s=rate_per_s, gap_ms=gap_ms)
     started = time.perf_counter()
     try:
         if gap_ms is not None:
-            await run_gapped(plan, gap_ms / 1000.0, out)
+            await run_gapped(plan, gap_ms / 1000.0, out, room_size)
         else:
             await run(plan, rate_per_s, out)
     except TimeoutError:
@@ -294,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--gap-ms", type=float, help="closed loop: idle ms between an answer and the next send"
     )
     p.add_argument("--messages", type=int, default=500, help="measured sends (>= 1)")
+    p.add_argument(
+        "--room-size", type=int, default=1, help="gap mode, ours: the sender + reading members"
+    )
     p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each wait")
     p.add_argument("--tag", default=f"q{os.getpid()}", help="unique prefix for names and ids")
     p.add_argument("--ca-file", default="", help="wss://: PEM CA bundle to trust (else system)")
@@ -304,10 +336,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     gap_ok = args.gap_ms is None or 0 <= args.gap_ms <= 60_000
     rate_ok = args.rate_per_s is None or args.rate_per_s > 0
-    if not (gap_ok and rate_ok) or args.messages < 1:
+    room_ok = args.room_size == 1 or (
+        1 < args.room_size <= 1000 and args.gap_ms is not None and args.impl == "ours"
+    )
+    if not (gap_ok and rate_ok and room_ok) or args.messages < 1:
         print(
             f"error: --rate-per-s {args.rate_per_s!r} must be > 0, --gap-ms "
-            f"{args.gap_ms!r} within 0..60000 and --messages {args.messages!r} >= 1",
+            f"{args.gap_ms!r} within 0..60000, --messages {args.messages!r} >= 1 and "
+            f"--room-size {args.room_size!r} within 1..1000 (above 1: --gap-ms, ours only)",
             file=sys.stderr,
         )
         return 2
@@ -332,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     raise_nofile_limit()
     install_uvloop()
-    out = asyncio.run(run_outcome(plan, args.rate_per_s or 0.0, args.gap_ms))
+    out = asyncio.run(run_outcome(plan, args.rate_per_s or 0.0, args.gap_ms, args.room_size))
     print(json.dumps(asdict(out), sort_keys=True), flush=True)
     return 0 if out.ok else 1
 

@@ -709,3 +709,25 @@ def test_once_the_idempotency_table_is_full_the_full_tables_rates_apply(
     same = replace(gc, gc_pauses_per_msg_full=())
     run2 = sim.run(s, replay=ten, costs=same).requests.sort_values("sent_s")["done_s"]
     assert ((run2.to_numpy() - base.to_numpy()) > 100e-6).sum() == 5
+
+
+def test_a_fan_out_to_members_idle_for_long_pays_the_cold_fan_out_and_one_right_after_less() -> (
+    None
+):
+    """``Costs.fanout_us_by_gap_ms``: a frame costs 6 µs to a member woken a moment ago,
+    50 µs after a second or more. A room of four: three frames. The first message finds
+    the loop's members idle since the start (2 s): 3 × (50 − 5) µs more than the warm
+    5 µs each; a second one 1 µs behind the first's fan-out pays 3 × (6 − 5)."""
+    s = one_room_of_four()
+    warm = Costs()
+    cold = Costs(fanout_us_by_gap_ms={0.0: 6.0, 0.001: 6.0, 1000.0: 50.0})
+    lone = script([(2.0, 0, 0, "json")])
+    a, b = sim.run(s, replay=lone, costs=warm), sim.run(s, replay=lone, costs=cold)
+    assert b.cpu_window_s - a.cpu_window_s == pytest.approx(3 * 45e-6)
+    # two messages in one batch (the store holds the second): the second's fan-out comes
+    # right after the first's (and its Ack: a few µs of gap, next to nothing on the curve)
+    pair = script([(2.0, 0, 0, "json"), (2.0 + 1e-6, 1, 0, "json")])
+    a2, b2 = sim.run(s, replay=pair, costs=warm), sim.run(s, replay=pair, costs=cold)
+    assert b2.cpu_window_s - a2.cpu_window_s == pytest.approx(3 * 45e-6 + 3 * 1e-6, rel=1e-3)
+    # the fan-out stage of the lone message holds the cold cost
+    assert b.stage_s[3] - a.stage_s[3] == pytest.approx(3 * 45e-6)

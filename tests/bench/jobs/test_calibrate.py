@@ -209,6 +209,13 @@ def test_quick_calibration_probes_the_cold_path_at_every_gap(quick_file: Path) -
     curve = costs.cold_penalty_us_by_gap_ms
     assert set(curve) == set(COLD_GAPS_MS) and curve[0.0] == 0.0
     assert all(v >= 0 for v in curve.values())
+    # the cold fan-out: a room of members reading at every gap, a cost per frame
+    fans = [p for p in cold["points"] if p["room_size"] > 1]
+    assert {p["gap_ms"] for p in fans} == set(COLD_GAPS_MS)
+    assert all(p["fanout_stage_ms"] > 0 for p in fans)
+    per_frame = costs.fanout_us_by_gap_ms
+    assert set(per_frame) == set(COLD_GAPS_MS)
+    assert all(0 < v < 1000 for v in per_frame.values())  # µs per Deliver frame
 
 
 def test_quick_calibration_measures_the_background(quick_file: Path) -> None:

@@ -11,12 +11,15 @@ import pytest
 
 from bench.jobs.calibrate_fit import (
     COLD_GAPS_MS,
+    COLD_ROOM,
+    FANOUT_AWAKE_GAP_MS,
     FULL,
     QUICK,
     ColdPoint,
     cold_messages,
     cold_penalty_us_by_gap_ms,
     cold_summary,
+    fanout_us_by_gap_ms,
 )
 from sim.calibration import CalibrationError, ColdPath, Costs, costs_from_data, load_costs
 
@@ -120,3 +123,58 @@ def test_checkpoint_stalls_are_the_commits_far_over_the_median() -> None:
     assert stall == pytest.approx(3.0)
     assert checkpoint_stalls([0.05] * 100, 4) == (0.0, 0.0)
     assert checkpoint_stalls([], 4) == (0.0, 0.0)
+
+
+# a known cold fan-out: µs per frame by idle gap (ms), on a room of COLD_ROOM
+KNOWN_FAN = {0.0: 6.0, 0.1: 6.5, 0.3: 7.0, 1.0: 7.5, 3.0: 8.0, 10.0: 9.5, 30.0: 10.0}
+ENCODE_US = 0.2
+
+
+def fan_points() -> list[ColdPoint]:
+    frames = COLD_ROOM - 1
+    return [
+        ColdPoint(
+            gap_ms=gap,
+            repeat=r,
+            messages=100,
+            server_ack_mean_ms=0.3,
+            rtt_p50_ms=0.4,
+            rtt_mean_ms=0.4,
+            cpu_us_per_msg=200.0,
+            room_size=COLD_ROOM,
+            fanout_stage_ms=(ENCODE_US + frames * us) / 1000.0 + noise,
+        )
+        for r, noise in enumerate((0.0, 0.002, -0.002))
+        for gap, us in KNOWN_FAN.items()
+    ]
+
+
+def test_the_fan_out_fit_recovers_a_known_per_frame_curve() -> None:
+    fitted = fanout_us_by_gap_ms(fan_points() + probe_points(), ENCODE_US)
+    assert set(fitted) == set(KNOWN_FAN)
+    for gap, us in KNOWN_FAN.items():
+        assert fitted[gap] == pytest.approx(us, abs=1e-9), gap
+    # the echo's penalty ignores the fan-out points, and the other way round
+    assert cold_penalty_us_by_gap_ms(fan_points() + probe_points()) == pytest.approx(
+        cold_penalty_us_by_gap_ms(probe_points())
+    )
+    assert fanout_us_by_gap_ms(probe_points(), ENCODE_US) == {}
+    assert set(cold_summary(fan_points() + probe_points())) == {f"{g:g}" for g in KNOWN}
+
+
+def test_the_file_keeps_the_fan_out_curve(tmp_path: Path) -> None:
+    costs = Costs(fanout_us_by_gap_ms=dict(KNOWN_FAN))
+    data = json.loads(json.dumps(costs.to_json()))
+    assert data["fanout_us_by_gap_ms"]["10"] == 9.5
+    assert costs_from_data(data).fanout_us_by_gap_ms == KNOWN_FAN
+    with pytest.raises(CalibrationError, match="fanout_us_by_gap_ms"):
+        costs_from_data({**data, "fanout_us_by_gap_ms": {"1": -3.0}})
+
+
+def test_busy_readers_stand_at_gap_zero_below_the_awake_gap() -> None:
+    """The probe's readers sleep between messages even back-to-back; a generator's at
+    such rates do not: below FANOUT_AWAKE_GAP_MS the busy readers' cost stands at 0."""
+    fitted = fanout_us_by_gap_ms(fan_points(), ENCODE_US, busy_us=2.0)
+    assert fitted[0.0] == 2.0
+    assert all(g == 0.0 or g >= FANOUT_AWAKE_GAP_MS for g in fitted)
+    assert fitted[10.0] == pytest.approx(KNOWN_FAN[10.0])
