@@ -74,7 +74,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from chatcap.pipeline.stages import SEND_STAGES
+from chatcap.pipeline.stages import GC_GENERATIONS, SEND_STAGES
 from chatcap.policy.breaker import TRANSITIONS, BreakerState, Transition
 from chatcap.scenario import CODEC_NAMES
 
@@ -110,9 +110,6 @@ STAGE_BUCKETS_S: tuple[float, ...] = (
 """1 µs … 1 s ten per decade (the same R10' series as :data:`LATENCY_BUCKETS_S`), then 2, 5
 and 10 s: the stages of a Send mostly take µs, below the ack latency's first bound."""
 
-
-GC_GENERATIONS: tuple[str, ...] = ("0", "1", "2")
-"""The ``generation`` label values of ``chatcap_gc_pause_seconds`` (CPython's three)."""
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = tuple(float(2**k) for k in range(11))
 """1, 2, 4, … 1024 messages per store commit."""

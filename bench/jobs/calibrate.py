@@ -184,11 +184,10 @@ from bench.jobs.calibrate_fit import (
 )
 from bench.micro.codec_bench import CHAT_BODY, median_ns
 from chatcap.pipeline.dedup import SERVER_DEDUP_ENTRIES
-from chatcap.pipeline.stages import SEND_STAGES
+from chatcap.pipeline.stages import GC_GENERATIONS, SEND_STAGES
 from chatcap.protocol.codec import CODECS
 from chatcap.protocol.messages import Ack, Deliver, Send
 from chatcap.scenario import CODEC_NAMES, Scenario, ScenarioError, to_toml
-from server.metrics import GC_GENERATIONS
 from server.store import PendingSend, StoreConnection
 from sim.calibration import Costs, save_costs
 

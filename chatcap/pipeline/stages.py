@@ -19,8 +19,13 @@ and the Ack, the per-batch work) is the ack mean less the stages' means, on the 
 
 from __future__ import annotations
 
-__all__ = ["SEND_STAGES"]
+__all__ = ["GC_GENERATIONS", "SEND_STAGES"]
 
 SEND_STAGES: tuple[str, ...] = ("ingress", "queue", "commit", "fanout", "ack")
 """The stages in a Send's order: ``chatcap_send_stage_seconds``'s ``stage`` label values,
 the model's stage columns (``server_stage_<stage>_ms``)."""
+
+GC_GENERATIONS: tuple[str, ...] = ("0", "1", "2")
+"""The other thing that holds a Send up without a stage of its own: CPython's collector.
+``chatcap_gc_pause_seconds``'s ``generation`` label values, one per generation, as the
+server labels them and ``bench calibrate`` reads them."""
