@@ -87,6 +87,12 @@ key                        meaning
                            (0 when absent: no stalls)
 ``store_commit_fixed_ms``  measured mean commit of a batch of one message
 ``store_commit_per_msg_ms``  measured extra per further message in a batch
+``store_commit_in_server_fixed_ms``  optional: a batch of one as the server itself
+                           commits it over its lone calibration points
+                           (``chatcap_store_commit_seconds``), one row's share of the
+                           checkpoints out — SQLite between the loop's work, its caches
+                           cold (0: not measured); ``bench`` prefers it to the isolated
+                           ``store_commit_fixed_ms``
 ``store_commit_ms_by_batch``  optional ``{batch size: mean ms}`` table as measured
 ``commit_samples_ms``      optional raw commit times (batch of one) — the shape of
                            ``[sim] store_service = "empirical"``
@@ -179,6 +185,7 @@ class Costs:
     scrape_us: float = 0.0
     store_commit_fixed_ms: float = 0.04
     store_commit_per_msg_ms: float = 0.015
+    store_commit_in_server_fixed_ms: float = 0.0
     store_commit_ms_by_batch: dict[int, float] = field(default_factory=dict)
     commit_samples_ms: tuple[float, ...] = ()
     host: str = "built-in defaults"
@@ -459,6 +466,7 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
         "scrape_us",
         "store_commit_fixed_ms",
         "store_commit_per_msg_ms",
+        "store_commit_in_server_fixed_ms",
     ):
         if name in data:
             values[name] = _number(data[name], f"{source}: {name}")

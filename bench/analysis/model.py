@@ -25,7 +25,7 @@ from bench.analysis.paths import resolve
 from chatcap.results import read_manifest
 from chatcap.scenario import CODEC_MIX, Scenario
 from sim.api import replication_seed, run_task
-from sim.calibration import load_costs
+from sim.calibration import Costs, load_costs
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -221,6 +221,21 @@ def competing_shares(run_dir: str | Path) -> dict[tuple[str, float], float]:
     return {k: statistics.median(v) for k, v in found.items()}
 
 
+def store_overrides(costs: Costs) -> dict[str, float]:
+    """The model's store mean as a calibration measured it: ``sim.store_service_ms`` from
+    the server's own commit of one row where the file has it, else the isolated one (an
+    older file); ``sim.store_per_msg_ms`` the isolated per-row slope."""
+    if costs.store_commit_in_server_fixed_ms > 0:
+        return {
+            "sim.store_service_ms": costs.store_commit_in_server_fixed_ms,
+            "sim.store_per_msg_ms": costs.store_commit_per_msg_ms,
+        }
+    return {
+        "sim.store_service_ms": costs.store_commit_fixed_ms,
+        "sim.store_per_msg_ms": costs.store_commit_per_msg_ms,
+    }
+
+
 def predict_measured(
     run_dir: str | Path,
     *,
@@ -237,7 +252,8 @@ def predict_measured(
     (``sim.scrape_interval_s`` from the manifest's ``sample_s``), costs from
     ``calibration`` (None: the model's built-in defaults) — its store commit figures
     too (``sim.store_service_ms`` and ``sim.store_per_msg_ms``: the batch-of-one mean and
-    the per-message slope). Where the server and the generator shared CPUs (the run's
+    the per-message slope of the server's own commits where the file has them, else of
+    the isolated ones). Where the server and the generator shared CPUs (the run's
     ``isolated`` false) the generator's CPU on the server's cores, measured per point, is
     a competing load (``sim.competing_cpu_share``, :func:`competing_shares`); apart,
     none. Rows carry the measured ``offered_per_s`` exactly (for :func:`join`) and
@@ -258,8 +274,7 @@ def predict_measured(
         overrides["sim.scrape_interval_s"] = float(manifest["sample_s"])
     if calibration:  # the store's mean as measured too, not the scenario's planning figure
         costs = load_costs(resolve(calibration))
-        overrides["sim.store_service_ms"] = costs.store_commit_fixed_ms
-        overrides["sim.store_per_msg_ms"] = costs.store_commit_per_msg_ms
+        overrides.update(store_overrides(costs))
     base = scenario.with_overrides(overrides)
     shares = competing_shares(path)  # a generator on the server's cores: its CPU competes
     points: list[Point] = []

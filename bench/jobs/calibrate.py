@@ -299,6 +299,9 @@ def measure_point(
         stage_means_ms=stages,
         gc_collections=gc_counts,
         gc_pause_s=gc_sums,
+        commit_batches=delta.total("chatcap_write_batch_messages_count"),
+        commit_rows=delta.total("chatcap_write_batch_messages_sum"),
+        commit_s=delta.total("chatcap_store_commit_seconds_sum"),
     )
 
 

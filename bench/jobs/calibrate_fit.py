@@ -137,6 +137,10 @@ class Point:
     # the garbage collector over the point, by generation: collections, and their time (s)
     gc_collections: tuple[float, ...] = ()
     gc_pause_s: tuple[float, ...] = ()
+    # the server's own store commits over the point: batches, rows, seconds (/metrics)
+    commit_batches: float = 0.0
+    commit_rows: float = 0.0
+    commit_s: float = 0.0
     crowd: int = 0  # idle connections held on the server meanwhile (the collector probe)
     table_full: bool = False  # the server's idempotency table was full (the same probe)
 
@@ -504,6 +508,29 @@ def gc_costs(points: Sequence[Point]) -> GcFigures:
     )
 
 
+def in_server_commit(
+    points: Sequence[Point], stall_every_rows: float, stall_ms: float
+) -> float | None:
+    """``store_commit_in_server_fixed_ms``: a batch of one as the server itself commits
+    it between the loop's work (caches cold): ``chatcap_store_commit_seconds`` ÷ its
+    batches over the points whose batches are of one (the lone points), less one row's
+    share of the checkpoints (``stall_ms`` per ``stall_every_rows``: the model adds those
+    itself), never below 0. None without such a point.
+
+    Only the batch of one: the windowed points' bigger batches hold checkpoints at a rate
+    of their own (their keys, their file), which a mean cannot take apart, so the
+    per-row slope stays the isolated store's (``store_commit_per_msg_ms``)."""
+    values = [
+        p.commit_s / p.commit_batches * 1000.0
+        for p in points
+        if p.commit_batches > 0 and p.commit_rows / p.commit_batches < 1.05
+    ]
+    if not values:
+        return None
+    share = stall_ms / stall_every_rows if stall_every_rows > 0 else 0.0
+    return max(statistics.median(values) - share, 0.0)
+
+
 def checkpoint_stalls(commits_ms: Sequence[float], batch: int) -> tuple[float, float]:
     """``(store_stall_every_rows, store_stall_ms)`` from a sustained run of commits of
     ``batch`` rows each, in order: a commit over :data:`STALL_FACTOR` × the median is a
@@ -539,7 +566,10 @@ NOTES = (
     "store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
-    "commits. store_stall_every_rows, store_stall_ms: a sustained run of commits on one "
+    "commits. store_commit_in_server_fixed_ms: the server's own commits of one row over "
+    "its lone points (chatcap_store_commit_seconds per batch, median, one row's share of "
+    "the checkpoints out). "
+    "store_stall_every_rows, store_stall_ms: a sustained run of commits on one "
     "file; a commit over 10x the median is a stall (the WAL checkpoint): rows per stall, "
     "and its time beyond the median. gc_pauses_per_msg, gc_pauses_per_recipient, gc_pause_us: "
     "the windowed server points' garbage collections (chatcap_gc_pause_seconds), by "
@@ -629,10 +659,14 @@ def build_costs(
         scenario.server.processes,
     )
     per_batch = per_batch_loop_us(points, fitted)
+    stall_every, stall_ms = checkpoint_stalls(store.sustained_ms, store.sustained_batch)
+    in_server = in_server_commit(points, stall_every, stall_ms)
+    # the commit the lone points' loop CPU holds: the server's own, where it was counted
+    commit_one_ms = in_server if in_server is not None else store.fixed_ms
     if commit_on == "loop":
         # the lone points' loop CPU holds the commit, which the model charges to the loop
         # itself when the scenario commits there (sim.model): not twice
-        per_batch = max(0.0, per_batch - store.fixed_ms * 1000.0)
+        per_batch = max(0.0, per_batch - commit_one_ms * 1000.0)
         thread_us = per_batch_thread_us(points, replace(fitted, store_commit_fixed_ms=0.0))
     else:
         thread_us = per_batch_thread_us(
@@ -641,10 +675,9 @@ def build_costs(
     on_path = replace(
         fitted,
         per_batch_loop_us=per_batch + thread_us,
-        store_commit_fixed_ms=store.fixed_ms,
+        store_commit_fixed_ms=commit_one_ms if commit_on == "loop" else store.fixed_ms,
     )
     bg = background_costs(background) if background is not None else (0.0, 0.0, 0.0)
-    stall_every, stall_ms = checkpoint_stalls(store.sustained_ms, store.sustained_batch)
     # the collector: from its own probe (a crowd held), else the server points
     gc_points = gc.points if gc is not None and gc.points else points
     gcf = gc_costs(gc_points)
@@ -734,6 +767,7 @@ def build_costs(
         scrape_us=bg[2],
         store_commit_fixed_ms=store.fixed_ms,
         store_commit_per_msg_ms=store.per_msg_ms,
+        store_commit_in_server_fixed_ms=in_server if in_server is not None else 0.0,
         store_commit_ms_by_batch=dict(store.ms_by_batch),
         commit_samples_ms=store.samples_ms,
         host=platform.node() or "unknown-host",

@@ -427,11 +427,16 @@ def write_accuracy(
 
 
 def model_capacity(scenario_file: Path, calibration: Path, quick: bool) -> dict[str, float]:
-    """Users per core per codec from the model (the capacity-planning search)."""
+    """Users per core per codec from the model (the capacity-planning search), costed by
+    ``calibration`` — the store's mean too, as at the measured points."""
     from bench import analysis as an
+    from bench.analysis.model import store_overrides
+    from sim.calibration import load_costs
 
     size = an.sizes(quick, replications=2, duration_s=None if quick else 3.0)
     base = an.with_calibration(an.load_scenario_file(scenario_file), calibration)
+    # the store's mean as calibrated, as the model at the measured points has it
+    base = base.with_overrides(store_overrides(load_costs(calibration)))
     slo = an.SLO(SLO_P99_MS, SLO_ERROR_RATE)
     out: dict[str, float] = {}
     with an.make_executor(size.workers) as pool:

@@ -30,6 +30,7 @@ from bench.jobs.calibrate_fit import (
     build_costs,
     fit_line,
     fit_loop_costs,
+    in_server_commit,
     per_batch_loop_us,
     per_batch_thread_us,
     per_batch_wait_ms,
@@ -436,3 +437,58 @@ def test_the_collector_comes_from_its_probe_when_it_ran() -> None:
     probed = build_costs(codec, small, store, scenario, QUICK, created, gc=GcProbe(crowd, 200))
     assert probed.gc_pause_us == pytest.approx((100.0, 1000.0, 0.0))
     assert probed.details["gc_probe"]["crowd"] == 200
+
+
+def test_the_servers_own_commit_of_one_row_leaves_one_rows_checkpoint_share_out() -> None:
+    """Lone points commit 0.07 ms a row, of which the checkpoints' share (2 ms every 200
+    rows: 0.01 ms): 0.06 ms. The windowed points' bigger batches stay out."""
+
+    def point(rows_per_batch: float, ms: float) -> Point:
+        return replace(
+            exact_point("json", 1, 40.0, 7.5),
+            commit_batches=1000.0,
+            commit_rows=1000.0 * rows_per_batch,
+            commit_s=ms,  # 1000 batches of `ms` ms each: `ms` seconds
+        )
+
+    got = in_server_commit([point(1.0, 0.07), point(1.0, 0.07), point(6.0, 0.3)], 200.0, 2.0)
+    assert got == pytest.approx(0.06)
+    assert in_server_commit([point(6.0, 0.3)], 200.0, 2.0) is None
+    assert in_server_commit([exact_point("json", 1, 40.0, 7.5)], 200.0, 2.0) is None
+
+
+def test_the_loops_batch_cost_leaves_out_the_servers_own_commit_where_it_was_counted() -> None:
+    windowed = [exact_point(c, k, 40.0, 7.5) for c in CODECS for k in (1, 2, 21)]
+    lone = [
+        replace(exact_point(c, 1, 40.0, 7.5), window=LONE_WINDOW) for c in CODECS for _ in range(2)
+    ]
+    # lone points: 300 µs beyond the echo, of which the server's own commit (0.08 ms)
+    lone = [
+        replace(
+            p,
+            loop_us_per_msg=p.loop_us_per_msg + 300.0,
+            commit_batches=1000.0,
+            commit_rows=1000.0,
+            commit_s=0.08,
+        )
+        for p in lone
+    ]
+    codec = {
+        "decode_us": CODEC_COSTS.decode_us,
+        "encode_ack_us": CODEC_COSTS.encode_ack_us,
+        "encode_deliver_us": CODEC_COSTS.encode_deliver_us,
+    }
+    store = StoreFigures({1: 0.05, 2: 0.06}, 0.05, 0.01, 0.04, (0.05,))
+    scenario = bench_scenario(str(BASELINE), ['server.store.commit_on="loop"'])
+    costs = build_costs(codec, windowed + lone, store, scenario, QUICK, datetime.now(UTC))
+    assert costs.store_commit_in_server_fixed_ms == pytest.approx(0.08)
+    assert costs.per_batch_loop_us == pytest.approx(300.0 - 80.0)
+    assert costs.store_commit_fixed_ms == 0.05  # the isolated figure stays beside it
+    from bench.analysis.model import store_overrides
+
+    assert store_overrides(costs) == {
+        "sim.store_service_ms": pytest.approx(0.08),
+        "sim.store_per_msg_ms": 0.01,  # the isolated slope
+    }
+    older = replace(costs, store_commit_in_server_fixed_ms=0.0)
+    assert store_overrides(older)["sim.store_service_ms"] == 0.05
