@@ -91,6 +91,7 @@ __all__ = [
     "LoopHistogramChild",
     "Metrics",
     "SendStages",
+    "Unrecorded",
 ]
 
 _R10 = (1.0, 1.25, 1.6, 2.0, 2.5, 3.15, 4.0, 5.0, 6.3, 8.0)  # Renard's R10', ×1.26 apart
@@ -249,8 +250,9 @@ class LoopHistogram(LoopHistogramChild):
         return [family]
 
 
-class _Unrecorded:
-    """A stage recorder that keeps nothing (``server.stage_metrics = false``)."""
+class Unrecorded:
+    """A stage recorder that keeps nothing: ``server.stage_metrics = false``, or a
+    writer nobody asked for stage times (:class:`server.writer.Writer`)."""
 
     __slots__ = ()
 
@@ -402,7 +404,7 @@ class Metrics:
         # every stage shows (at 0) from the start; bound once, observed on the hot path
         children = {stage: self.send_stage.labels(stage) for stage in SEND_STAGES}
         if not self._stages_on:
-            children = {stage: cast(LoopHistogramChild, _Unrecorded()) for stage in children}
+            children = {stage: cast(LoopHistogramChild, Unrecorded()) for stage in children}
         self.send_stages = SendStages(**children)
         self.gc_pause = self._loop_histogram(
             "gc_pause_seconds",

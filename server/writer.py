@@ -93,6 +93,7 @@ from chatcap.protocol.messages import INTERNAL, OVERLOADED, STORE_BUSY, UNAVAILA
 from chatcap.scenario import Scenario, StoreConfig
 from server.clock import Clock, loop_deadline, now_s
 from server.faults import FaultInjector
+from server.metrics import Unrecorded
 from server.store import PendingSend, StoreConnection, StoredMessage, StoreError
 from server.storepool import PoolClosed, PoolTimeout, StorePool
 
@@ -123,19 +124,7 @@ class StageRecorder(Protocol):
     def observe_many(self, amount: float, n: int) -> None: ...
 
 
-class _Unrecorded:
-    """The stage recorder of a writer nobody asked for stage times."""
-
-    __slots__ = ()
-
-    def observe(self, amount: float) -> None:
-        pass
-
-    def observe_many(self, amount: float, n: int) -> None:
-        pass
-
-
-_UNRECORDED = _Unrecorded()
+_UNRECORDED = Unrecorded()
 
 
 # -- answers ------------------------------------------------------------------------
