@@ -200,6 +200,8 @@ def test_a_dropped_socket_reconnects_and_shows_what_it_missed_exactly_once(
     both_joined(alice, bob, url, url, "lobby")
     alice.send("before the drop")
     bob.wait_line("alice", "before the drop")
+    # her own Ack moves her since_seq: the other page can show the line before it lands
+    alice.wait_line("alice", "before the drop", acked=True)
 
     alice.js("window.chatcap.dropSocket({hold: true})")
     alice.wait(lambda: alice.state()["conn"] == "closed", "the socket to close")
