@@ -378,3 +378,14 @@ def test_the_demo_pipeline_runs_end_to_end_on_the_smoke_scenario(tmp_path: Path)
         assert (out / "notebooks" / f"{name}.html").stat().st_size > 10_000
         assert list((out / "notebooks" / name).glob("fig-*.png")), name
     assert "capacity per core" in proc.stdout
+
+
+def test_only_a_search_that_failed_a_step_fails_the_demo() -> None:
+    """A search that ran out of steps without a bound (``none``) is reported in the
+    summary, not counted as a failure; one whose step could not be measured is."""
+    rows = [
+        {"codec": "json", "limited_by": "slo"},
+        {"codec": "protobuf", "limited_by": "none"},
+    ]
+    assert demo.failed_searches(rows) == []
+    assert demo.failed_searches([*rows, {"codec": "mix", "limited_by": "failed"}]) == ["mix"]
