@@ -174,6 +174,15 @@ def failed_searches(capacity: Sequence[Mapping[str, Any]]) -> list[str]:
     return [str(row["codec"]) for row in capacity if row["limited_by"] == "failed"]
 
 
+def _measured_vs_model(r: Any) -> str:
+    """``json measured 6,438/s, model 11,340/s (+76% MISS)``: one accuracy row."""
+    miss = " MISS" if r["status"] == "miss" else ""
+    return (
+        f"{r['codec']} measured {r['measured']:,.0f}/s, model {r['predicted']:,.0f}/s "
+        f"({_pct(float(r['rel_error']))}{miss})"
+    )
+
+
 def _pct(value: float) -> str:
     return f"{value:+.0%}" if math.isfinite(value) else "n/a"
 
@@ -233,10 +242,7 @@ def knee_line(acc: pd.DataFrame) -> str | None:
         if r["status"] == "n/a":
             parts.append(f"{r['codec']} n/a ({r['note']})")
         else:
-            parts.append(
-                f"{r['codec']} measured {r['measured']:,.0f}/s, model {r['predicted']:,.0f}/s "
-                f"({_pct(float(r['rel_error']))}{' MISS' if r['status'] == 'miss' else ''})"
-            )
+            parts.append(_measured_vs_model(r))
     tol = float(knee["tolerance"].iloc[0])
     return f"knee (capacity per server core, target ±{tol:.0%}): " + "; ".join(parts)
 
@@ -360,10 +366,7 @@ def summary_lines(
         if r["status"] == "n/a":
             parts.append(f"{r['codec']} n/a (not saturated at {r['measured']:,.0f}/s)")
         else:
-            parts.append(
-                f"{r['codec']} measured {r['measured']:,.0f}/s, model {r['predicted']:,.0f}/s "
-                f"({_pct(float(r['rel_error']))}{' MISS' if r['status'] == 'miss' else ''})"
-            )
+            parts.append(_measured_vs_model(r))
     lines.append("saturation throughput: " + ("; ".join(parts) or "n/a"))
     knee = knee_line(accuracy)
     if knee is not None:

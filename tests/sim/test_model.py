@@ -263,15 +263,18 @@ def test_every_message_is_stored_and_delivered_at_most_once() -> None:
 
 # ---------------------------------------------------------------------------- costs
 
+EXACT_COSTS = Costs(
+    decode_us={"json": 1.0, "protobuf": 9.0},
+    encode_ack_us={"json": 2.0, "protobuf": 9.0},
+    encode_deliver_us={"json": 3.0, "protobuf": 9.0},
+    per_send_fixed_us=10.0,
+    per_recipient_send_us=4.0,
+)
+"""Round per-operation costs whose sums a test can check by hand."""
+
 
 def test_cpu_costs_add_up_per_stage_and_recipients_follow_one_send_apart() -> None:
-    costs = Costs(
-        decode_us={"json": 1.0, "protobuf": 9.0},
-        encode_ack_us={"json": 2.0, "protobuf": 9.0},
-        encode_deliver_us={"json": 3.0, "protobuf": 9.0},
-        per_send_fixed_us=10.0,
-        per_recipient_send_us=4.0,
-    )
+    costs = EXACT_COSTS
     s = scenario(
         workload__users=4,
         workload__rooms=1,
@@ -537,13 +540,7 @@ def test_the_model_reports_the_servers_stages_of_a_send() -> None:
     cost, all of it comes before the arrival stamp), queue 0 (the writer cuts at once),
     commit = the 1 ms store, fan-out = one Deliver encode + three writes, ack = one
     encode + one write; a second send queued behind the first's batch waits for it."""
-    costs = Costs(
-        decode_us={"json": 1.0, "protobuf": 9.0},
-        encode_ack_us={"json": 2.0, "protobuf": 9.0},
-        encode_deliver_us={"json": 3.0, "protobuf": 9.0},
-        per_send_fixed_us=10.0,
-        per_recipient_send_us=4.0,
-    )
+    costs = EXACT_COSTS
     s = one_room_of_four()
     result = sim.run(s, replay=script([(2.0, 0, 0, "json")]), costs=costs)
     means = result.stage_means_ms()
