@@ -71,8 +71,13 @@ FLOOD_S = 4.0  # how long the flooder runs; the server answers it at the limiter
 # read until the limiter admits a send again, so the flood costs the server a few frames
 # per retry_after instead of a busy loop. Calm acks during it measured 80-540x their
 # baseline p99 before (the commit thread starved of CPU and the interpreter lock).
-FLOOD_ACK_RATIO = 3.0
-FLOOD_LOOP_RATIO = 3.0
+# The pace is held at p95, the tail at p99. With ~200 calm steps a side, p99 is the second
+# slowest step: one scheduler stall of this shared 2-core machine moves it. Healthy runs
+# here measured during/before 0.9-1.5x at p95 (acks and probes, 8 runs) and 0.9-3.9x at
+# p99 (a fresh CI machine read 3.65x once); a flood the server reads unthrottled drowns
+# the calm steps (6-24x at p95 over the few that overlap it, and far too few of them).
+FLOOD_PACE_RATIO = 2.5  # p95 during / p95 before, acks and loop probes
+FLOOD_TAIL_RATIO = 6.0  # p99 during / p99 before, acks and loop probes
 # Sends the server admitted but could not ack because the flooder had cut its connection:
 # the one processed when the throttle's wait ends (the server sees the cut only when it
 # next writes), and one whose Ack was still unread when the flooder stopped reading.
@@ -105,9 +110,14 @@ def nofile_limits(pid: int) -> tuple[int, int]:
     raise AssertionError(f"no open-files limit in /proc/{pid}/limits")
 
 
-def p99(samples: Sequence[float]) -> float:
+def quantile(samples: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (0 < q <= 1)."""
     ordered = sorted(samples)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def p99(samples: Sequence[float]) -> float:
+    return quantile(samples, 0.99)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -446,8 +456,15 @@ def test_a_send_flood_is_throttled_and_other_rooms_keep_their_pace(
         assert stored_calm == cids, room
         lost += len(set(cids) - set(stored_calm))
     assert len(during_acks) >= FLOOD_S * limits.rate_per_s, "little calm traffic overlapped"
-    ack_ratio = p99(during_acks) / p99(base_acks)
-    loop_ratio = p99(during_probes) / p99(base_probes)
+    # during / before, per quantile, for the calm acks and the loop probes
+    ratios = {
+        (what, q): quantile(during, q) / quantile(before, q)
+        for what, during, before in (
+            ("ack", during_acks, base_acks),
+            ("probe", during_probes, base_probes),
+        )
+        for q in (0.95, 0.99)
+    }
     record("flood_sent", n)
     record("flood_replies", done["replies"])
     record("flood_read", int(flood_read))
@@ -456,15 +473,17 @@ def test_a_send_flood_is_throttled_and_other_rooms_keep_their_pace(
     record("flood_in_flight_stored", len(in_flight))
     record("flood_seconds", done["seconds"])
     record("flood_calm_acks_during", len(during_acks))
-    record("flood_calm_ack_p99_ratio", round(ack_ratio, 2))
+    record("flood_calm_ack_p95_ratio", round(ratios["ack", 0.95], 2))
+    record("flood_calm_ack_p99_ratio", round(ratios["ack", 0.99], 2))
     record("flood_calm_ack_p99_ms", round(p99(during_acks) * 1000, 2))
     record("flood_calm_ack_base_p99_ms", round(p99(base_acks) * 1000, 2))
-    record("flood_probe_p99_ratio", round(loop_ratio, 2))
+    record("flood_probe_p95_ratio", round(ratios["probe", 0.95], 2))
+    record("flood_probe_p99_ratio", round(ratios["probe", 0.99], 2))
     record("flood_probe_p99_ms", round(p99(during_probes) * 1000, 2))
     record("acked", len(acked) + len(base_acks) + len(during_acks))
     record("lost", lost)
-    assert loop_ratio <= FLOOD_LOOP_RATIO, (p99(during_probes), p99(base_probes))
-    assert ack_ratio <= FLOOD_ACK_RATIO, (p99(during_acks), p99(base_acks))
+    for (what, q), ratio in ratios.items():
+        assert ratio <= (FLOOD_PACE_RATIO if q < 0.99 else FLOOD_TAIL_RATIO), (what, q, ratios)
 
 
 class BufferedFrames:
