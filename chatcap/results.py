@@ -33,6 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from chatcap.pipeline.stages import GC_GENERATIONS
+
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 SUMMARY_FILE = "summary.csv"
@@ -134,6 +136,27 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
         "Mean `ack` stage (encoding and writing the Ack), ms, as `server_stage_ingress_ms`; "
         "`server_ack_mean_ms` less the five stages is the loop's wait between commit and Ack.",
         required=False,
+    ),
+    *(
+        Column(
+            f"server_gc{g}_per_kmsg",
+            "float",
+            f"Generation-{g} collections of the garbage collector per 1,000 acked messages: "
+            "Δ count of `chatcap_gc_pause_seconds{generation}` (measured runs; `bench."
+            "analysis.collector_table` holds them against the calibration's rates).",
+            required=False,
+        )
+        for g in GC_GENERATIONS
+    ),
+    *(
+        Column(
+            f"server_gc{g}_pause_ms",
+            "float",
+            f"Mean pause of a generation-{g} collection, ms: Δ sum ÷ Δ count of "
+            "`chatcap_gc_pause_seconds{generation}` (measured runs; NaN: none collected).",
+            required=False,
+        )
+        for g in GC_GENERATIONS
     ),
     Column(
         "generator_bound",

@@ -22,6 +22,8 @@ this ``__init__`` re-exports their names, so ``an.X`` works for every one of the
 * **stages** — :func:`stage_table` (each stage of a Send and the rest, measured beside
   modelled, within :data:`STAGE_TOLERANCE`), :func:`stage_summary` (in one line),
   :func:`has_stage_times`;
+* **collector** — :func:`collector_table` (the garbage collector at each measured point
+  beside the calibration's rates and pauses), :func:`collector_summary` (in one line);
 * **capacity** — :class:`SLO`, :func:`bisect_max`, :func:`capacity_users_per_core`,
   :func:`capacity_table` (one search per grid combination), :func:`knee_sweep`,
   :func:`cores_needed`;
@@ -72,6 +74,12 @@ from bench.analysis.codec_costs import (
     deliver_sizes,
     envelope_sizes,
     latency_histograms,
+)
+from bench.analysis.collector import (
+    COLLECTOR_COLUMNS,
+    NO_COLLECTOR,
+    collector_summary,
+    collector_table,
 )
 from bench.analysis.comparison import (
     ACK_P50_TOLERANCE,
@@ -182,6 +190,7 @@ __all__ = [
     "ACK_P50_TOLERANCE",
     "ACK_P99_TOLERANCE",
     "CODECS",
+    "COLLECTOR_COLUMNS",
     "COLORS",
     "COMPARED",
     "DELIVERY_P99_TOLERANCE",
@@ -191,6 +200,7 @@ __all__ = [
     "KNEE_TOLERANCE",
     "LOAD_SHARE",
     "LOG_FLOOR_SHARE",
+    "NO_COLLECTOR",
     "NO_STAGE_TIMES",
     "QUICK",
     "RETRY_FIXES",
@@ -222,6 +232,8 @@ __all__ = [
     "clip_yerr",
     "codec_capacity_text",
     "codec_costs",
+    "collector_summary",
+    "collector_table",
     "combo_label",
     "combo_scenario",
     "cores_needed",

@@ -23,6 +23,8 @@ writing under one run folder ``results/<run-id>-demo/`` (``--out`` to choose):
    load, per codec the saturation throughput, and the knee (the model's capacity per
    core against step 5's ``capacity.csv``); ``stages.csv``: each stage of a Send and the
    rest, measured beside modelled (``bench.analysis.stage_table``, within 20 %);
+   ``collector.csv``: the server's garbage collections and pauses at each point beside
+   the rates and pauses the calibration charges (``bench.analysis.collector_table``);
 7. ``storm/<name>/`` — ``bench run`` of ``scenarios/retry-storm.toml`` and
    ``retry-storm-fixed.toml`` (a store-latency spike, clients retrying by each
    scenario's policy) on the real server; ``storm/check.csv``: the clients' goodput from
@@ -73,6 +75,8 @@ if TYPE_CHECKING:
 
 STAGES_FILE = "stages.csv"
 """Under ``model/``: the stage table (``bench.analysis.STAGE_COLUMNS``)."""
+COLLECTOR_FILE = "collector.csv"
+"""Under ``model/``: the collector table (``bench.analysis.COLLECTOR_COLUMNS``)."""
 
 ROOT = REPO_ROOT
 SCENARIOS = ROOT / "scenarios"
@@ -337,13 +341,16 @@ def summary_lines(
     gate: str,
     stages: str | None = None,
     storm: str | None = None,
+    collector: str | None = None,
 ) -> list[str]:
     """The summary, about twelve lines: the run folder; per codec the measured capacity
     per server core with its CI beside the model's (users per core × ``rate_per_user``)
     and the ratio, or which side ran out (:func:`bench.analysis.words.capacity_line`); the
     model's error per codec; saturation; the knee items (when ``accuracy`` has them);
     accuracy counts, every item included; ``stages`` (the stage checks in one line,
-    :func:`bench.analysis.stage_summary`) and ``storm`` (:func:`storm_line`) when given;
+    :func:`bench.analysis.stage_summary`), ``collector`` (the collector measured against
+    the calibration, :func:`bench.analysis.collector_summary`) and ``storm``
+    (:func:`storm_line`) when given;
     the gate."""
     from bench.analysis.words import capacity_line
 
@@ -379,6 +386,8 @@ def summary_lines(
     )
     if stages is not None:
         lines.append(stages)
+    if collector is not None:
+        lines.append(collector)
     if storm is not None:
         lines.append(storm)
     lines.append(f"regression gate vs results/baseline: {gate}")
@@ -415,6 +424,25 @@ def write_stages(out: Path, stages: pd.DataFrame) -> str:
     out.mkdir(parents=True, exist_ok=True)
     stages.to_csv(out / STAGES_FILE, index=False)
     return stage_summary(stages)
+
+
+def write_collector(out: Path, measured_dir: Path, calibration: Path) -> str:
+    """:data:`COLLECTOR_FILE` under ``out`` (the garbage collector at each measured point
+    beside the calibration's rates and pauses); returns it in one line
+    (:func:`bench.analysis.collector_summary`)."""
+    from bench.analysis.collector import collector_summary, collector_table
+    from chatcap.results import SUMMARY_FILE, ResultsError
+    from sim.calibration import CalibrationError, load_costs
+
+    if not (measured_dir / SUMMARY_FILE).exists():
+        return f"collector: not compared ({measured_dir / SUMMARY_FILE} is missing)"
+    try:
+        table = collector_table(measured_dir, load_costs(calibration))
+    except (CalibrationError, ResultsError) as exc:
+        return f"collector: not compared ({exc})"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / COLLECTOR_FILE, index=False)
+    return collector_summary(table)
 
 
 def write_accuracy(
@@ -608,6 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  wrote {run_dir / 'model' / 'predicted.csv'}", flush=True)
     stage_line = write_stages(run_dir / "model", stages)
     print(f"  wrote {run_dir / 'model' / STAGES_FILE}: {stage_line}", flush=True)
+    collector_line = write_collector(run_dir / "model", measured_dir, calibration)
+    print(f"  wrote {run_dir / 'model' / COLLECTOR_FILE}: {collector_line}", flush=True)
     print("  capacity per core in the model (the capacity-planning search) …", flush=True)
     modelled = model_capacity(scenario_file, calibration, args.quick)
     rate_per_user = scenario.workload.send_rate_per_user_per_s
@@ -663,6 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_basis=basis,
         gate=gate,
         stages=stage_line,
+        collector=collector_line,
         storm=storm,
     )
     text = "\n".join(lines)

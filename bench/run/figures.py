@@ -9,12 +9,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench._support.histo import HistogramSet, LatencyHistogram
-from bench._support.metrics_scrape import ACK_LATENCY, SEND_STAGE, Scrape
+from bench._support.metrics_scrape import ACK_LATENCY, GC_PAUSE, SEND_STAGE, Scrape
 from bench.load.report import generator_bound
 from bench.run.points import NAN, Point
 from bench.run.search import SearchPlan, SearchResult, StepResult
 from bench.run.window import Window
-from chatcap.pipeline.stages import SEND_STAGES
+from chatcap.pipeline.stages import GC_GENERATIONS, SEND_STAGES
 
 CPU_BOUND_PCT = 90.0
 """A generator process at or above this share of one core may have set the pace."""
@@ -100,6 +100,21 @@ def server_means_ms(server: Scrape) -> dict[str, float]:
     return means
 
 
+def server_gc(server: Scrape) -> dict[str, float]:
+    """The collector in a scrape difference, per generation: collections per 1,000 acks
+    (``server_gc<g>_per_kmsg``) and the mean pause, ms (``server_gc<g>_pause_ms``; NaN
+    when none was collected); all NaN without acks or without the histogram (a server
+    from before it)."""
+    acks = server.acks
+    known = acks > 0 and any(n == GC_PAUSE + "_count" for n, _ in server.samples)
+    out: dict[str, float] = {}
+    for g in GC_GENERATIONS:
+        count = server.total(GC_PAUSE + "_count", generation=g)
+        out[f"server_gc{g}_per_kmsg"] = count / acks * 1000.0 if known else NAN
+        out[f"server_gc{g}_pause_ms"] = server.mean(GC_PAUSE, generation=g) * 1000.0
+    return out
+
+
 def summary_row(
     run_id: str,
     scenario: str,
@@ -153,6 +168,7 @@ def summary_row(
         "server_ack_p50_ms": server.quantile(ACK_LATENCY, 0.50) * 1000.0,
         "server_ack_p99_ms": server.quantile(ACK_LATENCY, 0.99) * 1000.0,
         **server_means_ms(server),
+        **server_gc(server),
         "generator_bound": bool(reasons),
         "note": "; ".join(all_notes),
     }
