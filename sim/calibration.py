@@ -80,6 +80,16 @@ key                        meaning
 ``gc_pause_us_per_connection``  optional ``[gen 0, 1, 2]``: µs a pause grows by per open
                            connection (the heap it walks); the model adds it per
                            connection of the loop's process
+``gc_thresholds``          optional ``[t0, t1, t2]``: the server interpreter's
+                           ``gc.get_threshold()``. With them the model triggers
+                           collections at the measured rate of all generations together
+                           and lets CPython's rule pick each one's generation (the
+                           oldest whose count of younger collections exceeds its
+                           threshold: with (700, 10, 10) 121 young, 11 middle and one
+                           full collection in 133) instead of counting each generation
+                           on its own — a generation measured only a few times (the full
+                           one) then comes as often as the young ones dictate. Absent:
+                           each generation at its own measured rate
 ``store_stall_every_rows``  optional: rows committed per store stall (SQLite's WAL
                            checkpoint, every ~1,000 pages written), from a sustained run
 ``store_stall_ms``         optional: a stall's time beyond a commit's; the model adds
@@ -117,7 +127,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -178,6 +188,7 @@ class Costs:
     gc_pauses_per_recipient_full: tuple[float, ...] = ()
     gc_pause_us: tuple[float, ...] = ()
     gc_pause_us_per_connection: tuple[float, ...] = ()
+    gc_thresholds: tuple[int, ...] = ()
     ingress_stage_us: float = 0.0
     post_submit_us: float = 0.0
     background_us_per_s: float = 0.0
@@ -266,6 +277,7 @@ class Costs:
         data["per_batch_wait_samples_ms"] = list(self.per_batch_wait_samples_ms)
         for name in GC_KEYS:
             data[name] = list(getattr(self, name))
+        data["gc_thresholds"] = list(self.gc_thresholds)
         for name in ("cold_penalty_us_by_gap_ms", "fanout_us_by_gap_ms"):
             data[name] = {_gap_key(k): v for k, v in sorted(getattr(self, name).items())}
         return {"schema_version": SCHEMA_VERSION, **data}
@@ -333,9 +345,20 @@ class GcPauses:
     its costs: on average nothing is counted twice, the pauses come in lumps. A pause
     walks the heap, which grows with the connections open: ``pause_us[g] +
     per_connection_us[g] × connections``, for the loop's process. Pure.
+
+    With ``thresholds`` (``gc.get_threshold()``, ``gc_thresholds``) the generations are
+    not counted apart: every collection is a trigger (the allocation count passing
+    ``t0``), so ``due[0]`` counts triggers at the sum of the generations' rates, and
+    CPython's rule names each trigger's generation: the oldest ``g ≥ 1`` whose count
+    ``due[g]`` — collections of generation ``g − 1`` since its own last one — exceeds
+    ``thresholds[g]``, else 0; collecting ``g`` adds one to ``due[g + 1]`` and zeroes the
+    counts below it. (CPython also skips a full collection while the objects that
+    survived into the oldest generation since the last one are under a quarter of it;
+    while the server's heap grows — connections, the idempotency table filling — they
+    are not, and the model does not skip it.)
     """
 
-    __slots__ = ("_cache", "_pause_s", "_per_msg", "_per_recipient")
+    __slots__ = ("_cache", "_cascade", "_pause_s", "_per_msg", "_per_recipient")
 
     def __init__(
         self,
@@ -344,6 +367,7 @@ class GcPauses:
         pause_us: tuple[float, ...],
         per_connection_us: tuple[float, ...] = (),
         connections: int = 0,
+        thresholds: tuple[int, ...] = (),
     ) -> None:
         n = len(pause_us)
         if (
@@ -351,24 +375,33 @@ class GcPauses:
             or len(per_msg) != n
             or len(per_recipient) not in (0, n)
             or len(per_connection_us) not in (0, n)
+            or len(thresholds) not in (0, n)
         ):
             raise ValueError(
                 "GcPauses needs one collections-per-message figure and one pause per "
-                f"generation: got {len(per_msg)}, {len(per_recipient)}, {n} and "
-                f"{len(per_connection_us)}"
+                f"generation: got {len(per_msg)}, {len(per_recipient)}, {n}, "
+                f"{len(per_connection_us)} and {len(thresholds)} thresholds"
             )
         if connections < 0:
             raise ValueError(f"GcPauses connections = {connections}: must be ≥ 0")
         for v in (*per_msg, *per_recipient, *pause_us, *per_connection_us):
             if v < 0 or not math.isfinite(v):
                 raise ValueError(f"GcPauses figure {v!r}: must be finite, ≥ 0")
+        if any(t < 1 for t in thresholds):
+            raise ValueError(f"GcPauses thresholds {thresholds!r}: must be ≥ 1")
         self._per_msg = tuple(per_msg)
         self._per_recipient = tuple(per_recipient) if per_recipient else (0.0,) * n
         grow = per_connection_us or (0.0,) * n
         self._pause_s = tuple(
             (v + c * connections) / 1e6 for v, c in zip(pause_us, grow, strict=True)
         )
+        self._cascade = tuple(thresholds)
         self._cache: dict[int, tuple[tuple[float, ...], float]] = {}
+
+    @property
+    def cascades(self) -> bool:
+        """True when CPython's rule picks each collection's generation (``thresholds``)."""
+        return bool(self._cascade)
 
     @staticmethod
     def new_due(
@@ -378,6 +411,18 @@ class GcPauses:
         ``uniform`` (a U[0, 1) source: a run starts at a random phase of the collector's
         cycle, as a server measured at some moment does), else half a collection each."""
         return [uniform() if uniform is not None else 0.5 for _ in range(generations)]
+
+    def start(self, uniform: Callable[[], float] | None = None) -> list[float]:
+        """A loop's counts at the start, for :meth:`charge`: :meth:`new_due`, or with
+        ``thresholds`` a trigger's phase and, per older generation, a whole count of
+        younger collections in ``0 … threshold + 1`` (the counts it takes in a cycle, each
+        as likely)."""
+        due = self.new_due(uniform, len(self._pause_s))
+        if self._cascade:
+            for g in range(1, len(due)):
+                top = self._cascade[g] + 1
+                due[g] = float(min(int(due[g] * (top + 1)), top))
+        return due
 
     def rates(self, members: int) -> tuple[tuple[float, ...], float]:
         """``(collections per message by generation, mean pause s per message)`` for a
@@ -391,11 +436,31 @@ class GcPauses:
             cached = self._cache[members] = (rates, mean)
         return cached
 
+    def generation(self, due: Sequence[float]) -> int:
+        """With ``thresholds``: the generation CPython collects at the next trigger, given
+        the counts ``due`` (see the class docstring)."""
+        for g in range(len(due) - 1, 0, -1):
+            if due[g] > self._cascade[g]:
+                return g
+        return 0
+
     def charge(self, due: list[float], members: int) -> tuple[float, float]:
         """Count one message into ``due`` (updated in place); returns ``(pause_s,
         mean_s)``: the pauses it sets off (0 mostly) and its mean pause."""
         rates, mean = self.rates(members)
         pause = 0.0
+        if self._cascade:
+            count = due[0] + sum(rates)
+            while count >= 1.0:
+                count -= 1.0
+                g = self.generation(due)
+                pause += self._pause_s[g]
+                for younger in range(1, g + 1):
+                    due[younger] = 0.0
+                if g + 1 < len(due):
+                    due[g + 1] += 1.0
+            due[0] = count
+            return pause, mean
         for g, rate in enumerate(rates):
             count = due[g] + rate
             if count >= 1.0:
@@ -483,6 +548,8 @@ def costs_from_data(data: Any, source: str = "<data>") -> Costs:
     for name in GC_KEYS:
         if name in data:
             values[name] = _by_generation(data[name], f"{source}: {name}")
+    if "gc_thresholds" in data:
+        values["gc_thresholds"] = _thresholds(data["gc_thresholds"], f"{source}: gc_thresholds")
     for name in ("host", "created_utc", "git_sha", "python", "notes"):
         if name in data:
             if not isinstance(data[name], str):
@@ -547,6 +614,18 @@ def _gap_table(value: Any, where: str) -> dict[float, float]:
             raise CalibrationError(f"{where}: gap {key!r} must be a finite number of ms ≥ 0")
         table[gap] = _number(us, f"{where}[{key}]")
     return table
+
+
+def _thresholds(value: Any, where: str) -> tuple[int, ...]:
+    ok = isinstance(value, list) and len(value) in (0, GC_GENERATION_COUNT)
+    if ok:
+        ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise CalibrationError(
+            f"{where} = {value!r}: must be [] or {GC_GENERATION_COUNT} whole numbers ≥ 1 "
+            "(gc.get_threshold())"
+        )
+    return tuple(value)
 
 
 def _by_generation(value: Any, where: str) -> tuple[float, ...]:

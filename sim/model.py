@@ -328,7 +328,8 @@ class _Model:
         """Each loop's collector (:class:`sim.calibration.GcPauses`): the pauses of its
         process's connections, a phase drawn per loop, the rates while the server's
         idempotency table fills and, after ``SERVER_DEDUP_ENTRIES`` messages, once it is
-        full (as while it fills, without figures of their own)."""
+        full (as while it fills, without figures of their own); with ``gc_thresholds``
+        CPython's rule picks each collection's generation."""
         rng = Random(int(stream.generate_state(1)[0]))
         users, n_procs = self.s.workload.users, len(self.procs)
         full_msg = c.gc_pauses_per_msg_full or c.gc_pauses_per_msg
@@ -339,16 +340,22 @@ class _Model:
         )
         for proc in self.procs:
             connections = len(range(proc.index, users, n_procs))
-            proc.gc_due = GcPauses.new_due(rng.random)
             proc.gc = GcPauses(
                 c.gc_pauses_per_msg,
                 c.gc_pauses_per_recipient,
                 c.gc_pause_us,
                 c.gc_pause_us_per_connection,
                 connections,
+                c.gc_thresholds,
             )
+            proc.gc_due = proc.gc.start(rng.random)
             proc.gc_full = GcPauses(
-                full_msg, full_recipient, c.gc_pause_us, c.gc_pause_us_per_connection, connections
+                full_msg,
+                full_recipient,
+                c.gc_pause_us,
+                c.gc_pause_us_per_connection,
+                connections,
+                c.gc_thresholds,
             )
             proc.gc_filling = SERVER_DEDUP_ENTRIES
 

@@ -8,6 +8,7 @@ points); :func:`format_table` is the table the command prints.
 
 from __future__ import annotations
 
+import gc
 import math
 import platform
 import statistics
@@ -508,6 +509,13 @@ def gc_costs(points: Sequence[Point]) -> GcFigures:
     )
 
 
+def server_gc_thresholds() -> tuple[int, ...]:
+    """``gc_thresholds``: the collector's thresholds the server runs with — this
+    interpreter's ``gc.get_threshold()``: ``python -m server`` is the same Python and
+    never sets them (a test holds it to that)."""
+    return tuple(int(t) for t in gc.get_threshold())
+
+
 def in_server_commit(
     points: Sequence[Point], stall_every_rows: float, stall_ms: float
 ) -> float | None:
@@ -548,46 +556,48 @@ def checkpoint_stalls(commits_ms: Sequence[float], batch: int) -> tuple[float, f
 
 
 NOTES = (
-    "Measured parts, never whole load runs. decode/encode: our codecs on a Send, Ack and "
-    "Deliver with the scenario's body size (median of timeit repeats). per_send_fixed_us "
-    "and per_recipient_send_us: least-squares line y = fixed + K * per_recipient through "
-    "the real server's echo (K = 1: one Ack) and fan-out (room of K: one Ack + K - 1 "
-    "Delivers) points, where y = event-loop-thread CPU per message - decode - encode_ack "
-    "- encode_deliver (K > 1), because the model adds those codec costs itself; the "
-    "model charges store commits where the server runs them (details.commit_on): on the "
-    "loop as loop CPU, on a pool thread as store time. per_batch_loop_us: the echo "
-    "case at one send in flight (every message a batch of one), loop CPU per message "
-    "less what the model charges an echo (median), "
-    "less the commit of one when the server commits on the loop (details.commit_on). "
+    "Measured parts, never whole load runs. decode/encode: our codecs on a Send, Ack "
+    "and Deliver with the scenario's body size (median of timeit repeats). "
+    "per_send_fixed_us and per_recipient_send_us: least-squares line y = fixed + K * "
+    "per_recipient through the real server's echo (K = 1: one Ack) and fan-out (room of "
+    "K: one Ack + K - 1 Delivers) points, where y = event-loop-thread CPU per message - "
+    "decode - encode_ack - encode_deliver (K > 1), because the model adds those codec "
+    "costs itself; the model charges store commits where the server runs them "
+    "(details.commit_on): on the loop as loop CPU, on a pool thread as store time. "
+    "per_batch_loop_us: the echo case at one send in flight (every message a batch of "
+    "one), loop CPU per message less what the model charges an echo (median), less the "
+    "commit of one when the server commits on the loop (details.commit_on). "
     "per_batch_thread_us: the same points' process CPU less the loop's, less the commit "
     "itself (median). per_batch_wait_ms: the same points' server-side mean ack latency "
-    "(histogram sum / count) less the loop costs and the commit of one on that path (median); "
-    "per_batch_wait_samples_ms: the same from the histogram's buckets, 1,000 quantiles. "
-    "store_commit_fixed_ms: mean commit of a batch of one (median over "
+    "(histogram sum / count) less the loop costs and the commit of one on that path "
+    "(median); per_batch_wait_samples_ms: the same from the histogram's buckets, 1,000 "
+    "quantiles. store_commit_fixed_ms: mean commit of a batch of one (median over "
     "repeats); store_commit_per_msg_ms: least-squares slope over batch sizes 1..256 "
     "(SQLite WAL, synchronous NORMAL, temp file); commit_samples_ms: raw batch-of-one "
     "commits. store_commit_in_server_fixed_ms: the server's own commits of one row over "
-    "its lone points (chatcap_store_commit_seconds per batch, median, one row's share of "
-    "the checkpoints out). "
-    "store_stall_every_rows, store_stall_ms: a sustained run of commits on one "
-    "file; a commit over 10x the median is a stall (the WAL checkpoint): rows per stall, "
-    "and its time beyond the median. gc_pauses_per_msg, gc_pauses_per_recipient, gc_pause_us: "
-    "the windowed server points' garbage collections (chatcap_gc_pause_seconds), by "
-    "generation: collections per message against Delivers per message (least-squares "
-    "line, clamped at 0) and the pause, a line against the connections held (alone, then "
-    "with a crowd of idle connections). cold_penalty_us_by_gap_ms: one JSON connection, "
-    "one send in flight, an idle gap before each send (0 = back-to-back); per gap the "
-    "server's mean ack latency (histogram sum / count) less the same back-to-back "
-    "(median over repeats). fanout_us_by_gap_ms: the same probe in a room of 10 (9 "
-    "members reading, idle for the gap too): the server's fanout stage mean less one "
-    "Deliver encoding, per frame written (median over repeats); below a 1 ms gap the "
-    "windowed fan-out's per-frame slope (busy readers) at gap 0 instead. "
-    "ingress_stage_us, post_submit_us: the lone echo points' own stage times "
-    "(chatcap_send_stage_seconds): ingress less the decode, and the queue wait of an "
-    "idle loop — the parts of per_send_fixed_us after the frame's arrival stamp. "
-    "background_us_per_s, ping_us, scrape_us: a server with no connection (CPU per "
-    "second), then idle connections held with keepalive pings every 0.25 s (CPU less "
-    "that base, per ping), then GET /metrics (CPU less the base, per scrape)."
+    "its lone points (chatcap_store_commit_seconds per batch, median, one row's share "
+    "of the checkpoints out). store_stall_every_rows, store_stall_ms: a sustained run "
+    "of commits on one file; a commit over 10x the median is a stall (the WAL "
+    "checkpoint): rows per stall, and its time beyond the median. gc_pauses_per_msg, "
+    "gc_pauses_per_recipient, gc_pause_us: the windowed server points' garbage "
+    "collections (chatcap_gc_pause_seconds), by generation: collections per message "
+    "against Delivers per message (least-squares line, clamped at 0) and the pause, a "
+    "line against the connections held (alone, then with a crowd of idle connections). "
+    "gc_thresholds: the server interpreter's gc.get_threshold(); the model triggers "
+    "collections at the generations' summed rate and CPython's rule picks each one's "
+    "generation. cold_penalty_us_by_gap_ms: one JSON connection, one send in flight, an "
+    "idle gap before each send (0 = back-to-back); per gap the server's mean ack "
+    "latency (histogram sum / count) less the same back-to-back (median over repeats). "
+    "fanout_us_by_gap_ms: the same probe in a room of 10 (9 members reading, idle for "
+    "the gap too): the server's fanout stage mean less one Deliver encoding, per frame "
+    "written (median over repeats); below a 1 ms gap the windowed fan-out's per-frame "
+    "slope (busy readers) at gap 0 instead. ingress_stage_us, post_submit_us: the lone "
+    "echo points' own stage times (chatcap_send_stage_seconds): ingress less the "
+    "decode, and the queue wait of an idle loop — the parts of per_send_fixed_us after "
+    "the frame's arrival stamp. background_us_per_s, ping_us, scrape_us: a server with "
+    "no connection (CPU per second), then idle connections held with keepalive pings "
+    "every 0.25 s (CPU less that base, per ping), then GET /metrics (CPU less the base, "
+    "per scrape)."
 )
 
 
@@ -760,6 +770,7 @@ def build_costs(
         gc_pauses_per_recipient_full=gcf.per_recipient_full,
         gc_pause_us=gcf.pause_us,
         gc_pause_us_per_connection=gcf.pause_us_per_connection,
+        gc_thresholds=server_gc_thresholds() if gcf.pause_us else (),
         ingress_stage_us=ingress_stage,
         post_submit_us=post_submit,
         background_us_per_s=bg[0],
@@ -835,6 +846,9 @@ def format_table(costs: Costs) -> str:
                 )
             )
             lines.append(f"{'  … its table full':28} {full}")
+        if costs.gc_thresholds:
+            shown = ", ".join(str(t) for t in costs.gc_thresholds)
+            lines.append(f"{'gc_thresholds':28} ({shown}): CPython's rule picks each generation")
     lines.append(f"{'store_commit_fixed_ms':28}{costs.store_commit_fixed_ms:24.4f}  ms")
     lines.append(f"{'store_commit_per_msg_ms':28}{costs.store_commit_per_msg_ms:24.4f}  ms")
     by_batch = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(costs.store_commit_ms_by_batch.items()))

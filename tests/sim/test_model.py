@@ -16,7 +16,7 @@ import sim
 from chatcap import wiring
 from chatcap.pipeline import throttle_until
 from chatcap.scenario import Scenario, load_scenario_data
-from sim.calibration import Costs
+from sim.calibration import Costs, GcPauses
 from sim.model import user_key
 from sim.workload import build_layout, codec_counts
 
@@ -728,3 +728,69 @@ def test_a_fan_out_to_members_idle_for_long_pays_the_cold_fan_out_and_one_right_
     assert b2.cpu_window_s - a2.cpu_window_s == pytest.approx(3 * 45e-6 + 3 * 1e-6, rel=1e-3)
     # the fan-out stage of the lone message holds the cold cost
     assert b.stage_s[3] - a.stage_s[3] == pytest.approx(3 * 45e-6)
+
+
+def test_with_cpythons_thresholds_each_trigger_collects_the_generation_its_rule_names() -> None:
+    """``gc_thresholds`` (700, 10, 10): one trigger per message at the generations' summed
+    rate (0.5 + 0.25 + 0.25 = 1), and CPython's rule picks each one's generation. From
+    zeroed counts: eleven young collections, then a middle one — the twelfth trigger —
+    and after eleven middle ones the next trigger is a full one: 121 young, 11 middle and
+    1 full in a cycle of 133, whatever the generations' own (measured) rates."""
+    gc = GcPauses((0.5, 0.25, 0.25), (), (100.0, 1_000.0, 10_000.0), thresholds=(700, 10, 10))
+    assert gc.cascades
+    due = [0.0, 0.0, 0.0]
+    pauses = [gc.charge(due, 0)[0] for _ in range(2 * 133)]
+    names = {100e-6: 0, 1_000e-6: 1, 10_000e-6: 2}
+    generation = [names[min(names, key=lambda p: abs(p - x))] for x in pauses]
+    assert generation[:12] == [0] * 11 + [1]
+    assert [i for i, g in enumerate(generation) if g == 2] == [132, 265]
+    cycle = generation[:133]
+    assert (cycle.count(0), cycle.count(1), cycle.count(2)) == (121, 11, 1)
+    # the mean handed back stays the measured one (what the loop costs hold already)
+    assert gc.charge([0.0, 0.0, 0.0], 0)[1] == pytest.approx(
+        (0.5 * 100 + 0.25 * 1_000 + 0.25 * 10_000) * 1e-6
+    )
+    # without thresholds each generation counts on its own, at its own rate
+    apart = GcPauses((0.5, 0.25, 0.25), (), (100.0, 1_000.0, 10_000.0))
+    due = [0.0, 0.0, 0.0]
+    total = sum(apart.charge(due, 0)[0] for _ in range(100))
+    assert total == pytest.approx((50 * 100 + 25 * 1_000 + 25 * 10_000) * 1e-6)
+
+
+def test_a_cascading_collector_starts_anywhere_in_its_cycle() -> None:
+    """``GcPauses.start``: the trigger's phase as drawn, and whole counts of younger
+    collections from 0 to threshold + 1 (the counts a cycle passes through) — both ends
+    reached — so a run's first full collection may come at once or a cycle later."""
+    gc = GcPauses((1.0, 0.0, 0.0), (), (1.0, 1.0, 1.0), thresholds=(700, 10, 10))
+    assert gc.start(lambda: 0.0) == [0.0, 0.0, 0.0]
+    assert gc.start(lambda: 0.999) == [0.999, 11.0, 11.0]
+    assert gc.start(lambda: 0.5) == [0.5, 6.0, 6.0]
+    assert gc.generation([0.0, 11.0, 11.0]) == 2 and gc.generation([0.0, 11.0, 3.0]) == 1
+    plain = GcPauses((1.0, 0.0, 0.0), (), (1.0, 1.0, 1.0))
+    assert plain.start(lambda: 0.25) == [0.25, 0.25, 0.25]
+    with pytest.raises(ValueError, match="thresholds"):
+        GcPauses((1.0, 0.0, 0.0), (), (1.0, 1.0, 1.0), thresholds=(700, 10))
+
+
+def test_the_model_collects_the_oldest_generation_as_often_as_the_young_ones_dictate() -> None:
+    """A full collection measured at a tenth of the rate CPython's rule gives it (a
+    calibration that saw it once): with ``gc_thresholds`` the model holds the loop a
+    full pause once per 133 collections of any generation, as the server does; without
+    them, at the measured rate. 400 messages, one trigger each."""
+    s = one_room_of_four().with_overrides({"server.store.commit_on": "loop"})
+    sends = script([(2.0 + 0.01 * k, k % 4, 0, "json") for k in range(400)])
+    base = replace(
+        Costs(per_send_fixed_us=50.0),
+        gc_pauses_per_msg=(0.9, 0.099, 0.001),
+        gc_pause_us=(1.0, 1.0, 5_000.0),
+    )
+    plain = sim.run(s, replay=sends, costs=replace(base, gc_pause_us=(1.0, 1.0, 0.0)), seed=3)
+    done = plain.requests.sort_values("sent_s")["done_s"].to_numpy()
+
+    def full_pauses(costs: Costs) -> int:
+        run = sim.run(s, replay=sends, costs=costs, seed=3)
+        delta = run.requests.sort_values("sent_s")["done_s"].to_numpy() - done
+        return int((delta > 1e-3).sum())
+
+    assert full_pauses(base) == 0  # 400 × 0.001 < 1: the measured rate never crosses
+    assert full_pauses(replace(base, gc_thresholds=(700, 10, 10))) in (3, 4)  # 400 / 133

@@ -169,3 +169,34 @@ def test_the_file_keeps_the_figures_and_checks_them(tmp_path: Path) -> None:
             costs_from_data({**data, "gc_pause_us": bad}, "f.json")
     # zero CPU (theory) drops the pauses
     assert costs.zero_cpu().gc_pause_us == ()
+
+
+def test_the_file_keeps_the_collectors_thresholds_and_checks_them() -> None:
+    """``gc_thresholds``: three whole numbers ≥ 1 (``gc.get_threshold()``) or none; a
+    bad value is refused with the key and the value named."""
+    costs = Costs(gc_pauses_per_msg=PER_MSG, gc_pause_us=PAUSE_US, gc_thresholds=(700, 10, 10))
+    data = json.loads(json.dumps(costs.to_json()))
+    assert data["gc_thresholds"] == [700, 10, 10]
+    assert costs_from_data(data).gc_thresholds == (700, 10, 10)
+    assert costs_from_data({**data, "gc_thresholds": []}).gc_thresholds == ()
+    assert Costs().gc_thresholds == ()  # an older file: each generation at its own rate
+    for bad in ([700, 10], [700, 0, 10], [700, 10.5, 10], [700, True, 10], "700,10,10"):
+        with pytest.raises(CalibrationError, match=r"f\.json: gc_thresholds = .*gc\.get_threshold"):
+            costs_from_data({**data, "gc_thresholds": bad}, "f.json")
+
+
+def test_the_calibration_takes_the_thresholds_the_server_runs_with() -> None:
+    """The server's interpreter is this one and never sets its own thresholds, so the
+    calibration's ``gc.get_threshold()`` is the server's."""
+    import gc
+
+    from bench.jobs.calibrate_fit import server_gc_thresholds
+
+    assert server_gc_thresholds() == tuple(gc.get_threshold())
+    root = Path(__file__).resolve().parents[3] / "server"
+    setters = [
+        str(path.relative_to(root.parent))
+        for path in sorted(root.rglob("*.py"))
+        if "set_threshold" in path.read_text() or "gc.freeze" in path.read_text()
+    ]
+    assert setters == [], "the server tunes its collector: calibrate must read its thresholds"
