@@ -29,7 +29,7 @@ from bench.analysis.paths import resolve
 from chatcap.pipeline.dedup import SERVER_DEDUP_ENTRIES
 from chatcap.pipeline.stages import GC_GENERATIONS
 from chatcap.results import read_manifest
-from sim.calibration import Costs
+from sim.calibration import DEFAULT_COSTS, Costs, load_costs
 
 __all__ = ["COLLECTOR_COLUMNS", "NO_COLLECTOR", "collector_summary", "collector_table"]
 
@@ -127,12 +127,18 @@ def _calibrated_pause_ms(costs: Costs, g: int, connections: float) -> float:
 
 
 def collector_table(
-    run_dir: str | Path, costs: Costs, *, entries: int = SERVER_DEDUP_ENTRIES
+    run_dir: str | Path,
+    costs: Costs | str | Path | None,
+    *,
+    entries: int = SERVER_DEDUP_ENTRIES,
 ) -> pd.DataFrame:
-    """:data:`COLLECTOR_COLUMNS` for a measured run folder and the calibration's
-    :class:`~sim.calibration.Costs` (medians over each point's repeats; see the module
-    docstring). Empty when the run has no collector columns or the costs no collector
-    figures."""
+    """:data:`COLLECTOR_COLUMNS` for a measured run folder and the calibration — its
+    :class:`~sim.calibration.Costs` or its file (None or ``""``: the model's built-in
+    costs, which have no collector figures) — medians over each point's repeats (see the
+    module docstring). Empty when the run has no collector columns or the costs no
+    collector figures."""
+    if not isinstance(costs, Costs):
+        costs = load_costs(resolve(costs)) if costs else DEFAULT_COSTS
     path = resolve(run_dir)
     rows = load_summary(path)
     columns = [f"server_gc{g}_per_kmsg" for g in GC_GENERATIONS]

@@ -15,7 +15,7 @@ from bench._support.metrics_scrape import GC_PAUSE, Scrape
 from bench.analysis.collector import full_share
 from bench.run.figures import server_gc
 from chatcap.results import SUMMARY_COLUMNS, SUMMARY_FILE, read_table, write_table
-from sim.calibration import Costs
+from sim.calibration import Costs, save_costs
 from tests.notebooks.support_nbcase import measured_run
 
 COSTS = Costs(
@@ -147,3 +147,13 @@ def test_a_run_or_a_calibration_without_collector_figures_says_so(tmp_path: Path
     assert an.collector_summary(an.collector_table(plain, COSTS)) == (
         f"collector: {an.NO_COLLECTOR}"
     )
+
+
+def test_the_calibration_may_come_as_its_file_or_not_at_all(tmp_path: Path) -> None:
+    """The notebook passes its ``calibration`` parameter: a file reads as its costs; None
+    or ``""`` are the model's built-in costs, which hold no collector figures."""
+    run = gc_run(tmp_path)
+    path = save_costs(COSTS, tmp_path / "cal.json")
+    from_file = an.collector_table(run, str(path))
+    assert from_file.equals(an.collector_table(run, COSTS))
+    assert an.collector_table(run, None).empty and an.collector_table(run, "").empty

@@ -194,6 +194,7 @@ def test_model_vs_measured_runs_and_states_where_the_model_fails(tmp_path: Path)
     assert "off by" in text  # the synthetic server is far slower than the model
     assert len(result.figures) == 6  # 2 server-side, 2 client-side, goodput, generator gap
     assert "stage means: no stage times in this run" in text  # measured before them
+    assert "collector: no collector figures" in text  # nor the collector's columns
 
 
 def test_model_vs_measured_shows_the_stage_waterfall_when_the_run_has_stage_times(
