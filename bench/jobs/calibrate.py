@@ -116,6 +116,14 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    model holds the loop for a pause on the message that crosses each collection's count
    and takes the mean pause out of every message's costs
    (:class:`sim.calibration.GcPauses`): the loop costs of item 2 hold it on average.
+   Last, the **load's shape**: on servers of their own, the crowd's connections in rooms
+   of two and of the scenario's size (:func:`gc_room_sizes`), every one of them sending
+   in turn (``bench.micro.loadclient --case rooms``), as a load generator's users do.
+   Their collections set the filling rates, and the pause's line runs from the server
+   alone to theirs (``Point.active``): a server whose connections all speak collects
+   more often and pauses longer than one sender beside an idle crowd (measured here,
+   1,000 connections: young pauses 0.48 against 0.09 ms, 8.6 against 3.1 per 1,000
+   messages) — and as the load runs measure it.
 
 **Where it runs** (``--server-cpus`` / ``--generator-cpus``, :mod:`bench._support.cpus`;
 default: the server on the last CPU, the load clients on the others): the server process
@@ -389,6 +397,71 @@ def gc_crowd(scenario: Scenario, plan: Plan) -> int:
     return max(0, min(max(scenario.workload.users, plan.gc_crowd_min), plan.gc_crowd_max))
 
 
+def gc_room_sizes(scenario: Scenario) -> tuple[int, ...]:
+    """The load-shaped collector points' room sizes: pairs, and the scenario's own rooms
+    (its fixed size, else the middle of its range), so the rates get their line against
+    the members."""
+    rs = scenario.workload.room_size
+    size = rs.size if rs.distribution == "fixed" else max(2, (rs.min + rs.max) // 2)
+    return tuple(sorted({2, max(size, 2)}))
+
+
+def measure_rooms_point(
+    path: Path, workdir: Path, cpus: CpuPlan, ca_file: str, room_size: int, crowd: int, plan: Plan
+) -> Point | None:
+    """One load-shaped collector point (module docstring, item 7): a server of its own,
+    ``crowd`` (rounded down to whole rooms) connections in rooms of ``room_size``, every
+    one a sender in turn (``bench.micro.loadclient --case rooms``), ``plan.gc_messages``
+    messages; its collections by generation over the run. None when the crowd does not
+    fill two rooms."""
+    connections = crowd // room_size * room_size
+    if connections < 2 * room_size:
+        return None
+    server = start_our_server(path, workdir, f"calgc-rooms{room_size}", ca_file, cpus=cpus.server)
+    try:
+        before = fetch(server.base_url, context=server.client_context())
+        argv = [
+            sys.executable, "-m", LOAD_CLIENT, "--case", "rooms", "--impl", "ours",
+            "--codec", "json", "--url", server.url, "--server-pid", str(server.pid),
+            "--connections", str(connections), "--members", str(room_size),
+            "--messages", str(plan.gc_messages), "--window", str(WINDOW),
+            "--timeout-s", str(plan.timeout_s), "--tag", f"calgc-rooms{room_size}",
+        ]  # fmt: skip
+        if server.ca_file:
+            argv += ["--ca-file", str(server.ca_file)]
+        started, client0 = time.monotonic(), _children_cpu_s()
+        outcome = run_client(argv, plan.timeout_s * 3)
+        if not outcome.get("ok"):
+            raise RuntimeError(f"collector probe, rooms of {room_size}: {outcome.get('note')}")
+        wall_s, client_s = time.monotonic() - started, _children_cpu_s() - client0
+        delta = fetch(server.base_url, context=server.client_context()).minus(before)
+    finally:
+        stop_server(server)
+    messages = int(outcome["messages"])
+    acks = delta.acks  # the warm-up's too: the collections over the run are theirs as well
+    process_us = float(outcome["server_cpu_s"]) / messages * 1e6
+    return Point(
+        codec="json",
+        room_size=room_size,
+        repeat=0,
+        messages=int(acks),
+        deliveries=int(outcome["deliveries"] * acks / messages),
+        process_us_per_msg=process_us,
+        loop_share=math.nan,
+        loop_us_per_msg=math.nan,
+        window=WINDOW,
+        wall_s=wall_s,
+        server_cpu_s=float(outcome["server_cpu_s"]),
+        client_cpu_s=client_s,
+        gc_collections=tuple(
+            delta.total(GC_PAUSE + "_count", generation=g) for g in GC_GENERATIONS
+        ),
+        gc_pause_s=tuple(delta.total(GC_PAUSE + "_sum", generation=g) for g in GC_GENERATIONS),
+        crowd=connections,
+        active=True,
+    )
+
+
 def measure_gc(
     scenario: Scenario, plan: Plan, workdir: Path, cpus: CpuPlan
 ) -> tuple[list[Point], int]:
@@ -465,6 +538,17 @@ def measure_gc(
                     idle.kill()
                     idle.wait()
             stop_server(server)
+        for room_size in gc_room_sizes(scenario):
+            point = measure_rooms_point(path, workdir, cpus, ca_file, room_size, crowd, plan)
+            if point is not None:
+                points.append(point)
+                collections = ", ".join(f"{c:.0f}" for c in point.gc_collections)
+                print(
+                    f"[calibrate] collector, {point.crowd:>5} connections in rooms of "
+                    f"{room_size:<3} all sending, {point.messages:>6} messages: collections "
+                    f"by generation {collections}",
+                    flush=True,
+                )
     return points, crowd
 
 

@@ -1,6 +1,6 @@
 """The load client of ``bench server-overhead``: one case against one server, one JSON line.
 
-``python -m bench.micro.loadclient --case echo|fanout|idle --impl ours|bare --url WS_URL
+``python -m bench.micro.loadclient --case echo|fanout|rooms|idle --impl ours|bare --url WS_URL
 --server-pid PID [--codec json|protobuf] [--messages N] [--window W] [--members K]
 [--connections C] [--timeout-s S] [--ca-file PEM]``
 
@@ -24,6 +24,13 @@ Cases — ``ours`` is the chat server (token, subprotocol, Join, Send → Ack + 
   for bare), one of them the sender, with ``--window`` sends in flight; a slot frees on
   the Ack (ours) or on the sender's own broadcast copy (bare). Every member counts its
   deliveries; the phase ends when all of them have arrived.
+* ``rooms`` (ours only): the shape of a load run — ``--connections`` connections, each
+  with its own user, in rooms of ``--members`` (connection ``i`` in room ``i // members``;
+  the connections a multiple of the members), and every one of them a sender in turn
+  (send ``j`` from connection ``j mod connections`` to its room), ``--window`` sends in
+  flight in all; a slot frees on any Ack, and each member but the sender counts a
+  Deliver. What a server's heap and collector see under a load generator's users, with
+  no generator's schedule in it.
 * ``idle``: ``--connections`` connections opened (ours: each with its own user and token,
   joined to one of 100 rooms) and held; RSS is read before the first token is fetched and
   after every connection is open and joined (then a short settle). With ``--hold-s S``
@@ -62,7 +69,7 @@ from bench._support.procstat import precise_cpu_s, process_cpu_s, rss_kib
 from bench._support.tls import is_secure, trust_context
 from chatcap.protocol import CODECS, Ack, Codec, DecodeError, Deliver, Error, Join, Joined, Send
 
-CASES = ("echo", "fanout", "idle")
+CASES = ("echo", "fanout", "rooms", "idle")
 IMPLS = ("ours", "bare")
 IDLE_ROOMS = 100
 OPEN_CONCURRENCY = 64
@@ -268,16 +275,23 @@ async def reader(link: Link, tally: Tally, is_sender: bool) -> None:
 
 
 async def run_phase(
-    plan: Plan, sender: Link, tally: Tally, room: str, first_id: int, count: int
+    plan: Plan,
+    pick: Callable[[int], tuple[Link, str]],
+    tally: Tally,
+    first_id: int,
+    count: int,
+    per_message: int,
 ) -> None:
-    """Send ``count`` messages with ``plan.window`` in flight; return when all arrived."""
-    codec = sender.codec
-    text = codec.text if codec is not None else True
+    """Send ``count`` messages, send ``i`` from ``pick(i)`` (its link and room), with
+    ``plan.window`` in flight; return when all were answered and ``per_message`` Delivers
+    of each acked one arrived."""
     json_codec = CODECS["json"]
     sent = 0
 
     async def send_one() -> None:
         nonlocal sent
+        link, room = pick(first_id + sent)
+        codec = link.codec
         msg = Send(
             client_msg_id=f"{plan.tag}-{first_id + sent}",
             room=room,
@@ -286,14 +300,13 @@ async def run_phase(
         )
         sent += 1
         # bare rows carry our JSON Send frame as opaque text, the same bytes as ours/json
-        await sender.send_frame((codec or json_codec).encode(msg), text)
+        text = codec.text if codec is not None else True
+        await link.send_frame((codec or json_codec).encode(msg), text)
 
     async def on_answer() -> None:
         if sent < count:
             await send_one()
         elif tally.answered >= count:
-            # ours: the sending connection gets the Ack instead of its own Deliver
-            per_message = plan.members - 1 if codec is not None else plan.members
             tally.expect_deliveries(tally.acked * per_message)
 
     tally.start_phase()
@@ -319,20 +332,82 @@ async def windowed(plan: Plan, out: Outcome) -> None:
         out.connections = len(links)
         out.tls = links[0].tls()
         tasks = [asyncio.create_task(reader(lk, tally, i == 0)) for i, lk in enumerate(links)]
-        warmup = max(1, int(plan.messages * WARMUP_SHARE))
-        async with asyncio.timeout(plan.timeout_s):
-            await run_phase(plan, links[0], tally, room, 0, warmup)
-        cpu0, wall0, own0 = process_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
-        async with asyncio.timeout(plan.timeout_s):
-            await run_phase(plan, links[0], tally, room, warmup, plan.messages)
-        out.server_cpu_s = process_cpu_s(plan.server_pid) - cpu0
-        out.wall_s = time.perf_counter() - wall0
-        out.client_cpu_s = time.process_time() - own0
-        out.messages, out.failed, out.deliveries = tally.acked, tally.failed, tally.deliveries
-        out.errors = dict(tally.errors)
-        out.ok = out.failed == 0 and not out.errors and out.messages == plan.messages
+        # ours: the sending connection gets the Ack instead of its own Deliver
+        per_message = plan.members - 1 if links[0].codec is not None else plan.members
+        sender = links[0]
+        await measured_phases(plan, out, tally, lambda _: (sender, room), per_message)
     finally:
         await close_all(links, plan.timeout_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def measured_phases(
+    plan: Plan,
+    out: Outcome,
+    tally: Tally,
+    pick: Callable[[int], tuple[Link, str]],
+    per_message: int,
+) -> None:
+    """A warm-up of ~:data:`WARMUP_SHARE` of the messages, then the measured phase, the
+    server's CPU read at its edges, into ``out``."""
+    warmup = max(1, int(plan.messages * WARMUP_SHARE))
+    async with asyncio.timeout(plan.timeout_s):
+        await run_phase(plan, pick, tally, 0, warmup, per_message)
+    cpu0, wall0, own0 = process_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
+    async with asyncio.timeout(plan.timeout_s):
+        await run_phase(plan, pick, tally, warmup, plan.messages, per_message)
+    out.server_cpu_s = process_cpu_s(plan.server_pid) - cpu0
+    out.wall_s = time.perf_counter() - wall0
+    out.client_cpu_s = time.process_time() - own0
+    out.messages, out.failed, out.deliveries = tally.acked, tally.failed, tally.deliveries
+    out.errors = dict(tally.errors)
+    out.ok = out.failed == 0 and not out.errors and out.messages == plan.messages
+
+
+async def rooms(plan: Plan, out: Outcome) -> None:
+    """``plan.connections`` connections in rooms of ``plan.members``, every one a sender
+    in turn (module docstring); warm-up, then the measured phase."""
+    if plan.impl != "ours":
+        raise RuntimeError("the rooms case needs the chat server (--impl ours)")
+    if plan.members < 2 or plan.connections % plan.members:
+        raise RuntimeError(
+            f"rooms: --connections {plan.connections} must be a multiple of --members "
+            f"{plan.members} (≥ 2)"
+        )
+    out.members = plan.members
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+    links: list[Link | None] = [None] * plan.connections
+    tasks: list[asyncio.Task[None]] = []
+    tally = Tally()
+
+    def room_of(i: int) -> str:
+        return f"rooms-{plan.tag}-{i // plan.members}"
+
+    async def open_one(i: int) -> None:
+        async with gate:
+            link = await open_link(plan, f"rooms-{plan.tag}-{i}")
+            links[i] = link
+            await link.join(room_of(i), plan.timeout_s)
+
+    try:
+        async with asyncio.timeout(plan.timeout_s):
+            await asyncio.gather(*(open_one(i) for i in range(plan.connections)))
+        opened = [lk for lk in links if lk is not None]
+        out.connections = len(opened)
+        out.tls = opened[0].tls()
+        tasks = [asyncio.create_task(reader(lk, tally, True)) for lk in opened]
+        n = plan.connections
+
+        def pick(j: int) -> tuple[Link, str]:
+            link = links[j % n]
+            assert link is not None
+            return link, room_of(j % n)
+
+        await measured_phases(plan, out, tally, pick, plan.members - 1)
+    finally:
+        await close_all([lk for lk in links if lk is not None], plan.timeout_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -405,6 +480,8 @@ async def run(plan: Plan) -> Outcome:
     try:
         if plan.case == "idle":
             await idle(plan, out)
+        elif plan.case == "rooms":
+            await rooms(plan, out)
         else:
             await windowed(plan, out)
     except TimeoutError:
@@ -427,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-pid", type=int, required=True, help="whose CPU and RSS to read")
     p.add_argument("--messages", type=int, default=2000, help="measured sends")
     p.add_argument("--window", type=int, default=100, help="sends in flight")
-    p.add_argument("--members", type=int, default=1, help="fanout: connections in the room")
-    p.add_argument("--connections", type=int, default=500, help="idle: connections held")
+    p.add_argument("--members", type=int, default=1, help="fanout, rooms: connections in a room")
+    p.add_argument("--connections", type=int, default=500, help="idle, rooms: connections opened")
     p.add_argument(
         "--hold-s", type=float, default=0.0, help="idle: hold them this long more, reading CPU"
     )

@@ -402,9 +402,23 @@ def test_quick_calibration_measures_the_collector_under_a_crowd(quick_file: Path
     costs = load_costs(quick_file)
     probe = costs.details["gc_probe"]
     assert probe["crowd"] == QUICK.gc_crowd_max
-    assert [(p["room_size"], p["crowd"]) for p in probe["points"]] == [
+    idle = [p for p in probe["points"] if not p["active"]]
+    assert [(p["room_size"], p["crowd"]) for p in idle] == [
         (k, c) for c in (0, QUICK.gc_crowd_max) for k in (1, 2, 21)
     ]
+    # then the load's shape: the crowd's connections in rooms of 2 and of the scenario's
+    # size, all of them sending in turn, each on a server of its own
+    active = [p for p in probe["points"] if p["active"]]
+    size = bench_scenario(str(BASELINE), []).workload.room_size.size
+    crowd = QUICK.gc_crowd_max
+    assert [(p["room_size"], p["crowd"]) for p in active] == [
+        (2, crowd // 2 * 2),
+        (size, crowd // size * size),
+    ]
+    for p in active:
+        assert p["messages"] >= QUICK.gc_messages  # the warm-up's acks count too
+        assert p["deliveries"] == pytest.approx(p["messages"] * (p["room_size"] - 1), rel=0.01)
+        assert sum(p["gc_collections"]) > 0
     counted = sum(sum(p["gc_collections"]) for p in probe["points"])
     assert counted > 0  # thousands of echo messages set off young collections
     assert len(costs.gc_pause_us) == 3 and costs.gc_pauses_per_msg[0] > 0

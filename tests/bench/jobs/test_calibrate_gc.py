@@ -200,3 +200,55 @@ def test_the_calibration_takes_the_thresholds_the_server_runs_with() -> None:
         if "set_threshold" in path.read_text() or "gc.freeze" in path.read_text()
     ]
     assert setters == [], "the server tunes its collector: calibrate must read its thresholds"
+
+
+def active_point(room_size: int, messages: int, connections: int) -> Point:
+    """A load-shaped point (``Point.active``): ``connections`` of its own, all sending,
+    collecting twice as often as the known rates say and pausing as a server of
+    ``connections`` would by the known figures with the per-connection growth doubled."""
+    base = gc_point(room_size, messages)
+    counts = tuple(2 * c for c in base.gc_collections)
+    pauses = tuple(
+        us + 2 * c * connections for us, c in zip(PAUSE_US, PER_CONNECTION_US, strict=True)
+    )
+    pause_s = tuple(n * us / 1e6 for n, us in zip(counts, pauses, strict=True))
+    return replace(base, gc_collections=counts, gc_pause_s=pause_s, crowd=connections, active=True)
+
+
+def test_load_shaped_points_set_the_rates_and_the_pauses_growth() -> None:
+    """With ``active`` points (many connections in rooms, all sending) the filling rates
+    are theirs alone, and the pause's line runs from the server alone (its own WINDOW
+    connections) to theirs (their own connections, no WINDOW added); the idle crowd's
+    points still give the full table's rates."""
+    alone = [gc_point(k, n) for k, n in ((1, 30_000), (2, 15_000), (21, 5_000))]
+    crowd = [gc_point(k, n, crowd=1000) for k, n in ((1, 30_000), (2, 15_000))]
+    full = [replace(p, table_full=True) for p in crowd]
+    active = [active_point(2, 20_000, 1000), active_point(10, 20_000, 1000)]
+    fig = gc_costs(alone + crowd + full + active)
+    assert fig.per_msg == pytest.approx([2 * a for a in PER_MSG], rel=1e-9)
+    assert fig.per_recipient == pytest.approx([2 * b for b in PER_MEMBER], rel=1e-9, abs=1e-12)
+    # the line through (WINDOW, alone's pause) and (1000, the active points' pause)
+    for g, (us, c) in enumerate(zip(PAUSE_US, PER_CONNECTION_US, strict=True)):
+        at_window, at_1000 = us + c * WINDOW, us + 2 * c * 1000
+        slope = (at_1000 - at_window) / (1000 - WINDOW)
+        assert fig.pause_us_per_connection[g] == pytest.approx(slope, rel=1e-9, abs=1e-12)
+        assert fig.pause_us[g] == pytest.approx(at_window - slope * WINDOW, rel=1e-9, abs=1e-9)
+    assert fig.per_msg_full == pytest.approx(PER_MSG, rel=1e-9)
+    # without them, as before: the idle crowd's points
+    assert gc_costs(alone + crowd).per_msg == pytest.approx(PER_MSG, rel=1e-9)
+
+
+def test_the_load_shaped_points_rooms_are_pairs_and_the_scenarios_own() -> None:
+    from bench.jobs.calibrate import gc_room_sizes
+    from chatcap.scenario import load_scenario
+
+    root = Path(__file__).resolve().parents[3]
+    base = load_scenario(root / "scenarios" / "baseline.toml")
+    assert gc_room_sizes(base) == (2, base.workload.room_size.size)
+    uniform = base.with_overrides(
+        {"workload.room_size.distribution": "uniform", "workload.room_size.min": 4,
+         "workload.room_size.max": 20}
+    )  # fmt: skip
+    assert gc_room_sizes(uniform) == (2, 12)
+    pairs = base.with_overrides({"workload.room_size.size": 2})
+    assert gc_room_sizes(pairs) == (2,)
