@@ -65,8 +65,10 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench._support.args import BadInput
 from bench._support.host import install_uvloop, raise_nofile_limit
+from bench._support.metrics_scrape import GC_PAUSE, Scrape, fetch
 from bench._support.procstat import precise_cpu_s, process_cpu_s, rss_kib
-from bench._support.tls import is_secure, trust_context
+from bench._support.tls import http_base, is_secure, trust_context
+from chatcap.pipeline.stages import GC_GENERATIONS
 from chatcap.protocol import CODECS, Ack, Codec, DecodeError, Deliver, Error, Join, Joined, Send
 
 CASES = ("echo", "fanout", "rooms", "idle")
@@ -102,6 +104,10 @@ class Outcome:
     tls: str = ""  # wss://: the negotiated protocol and cipher of the first connection
     hold_s: float = 0.0  # idle --hold-s: how long the connections were held, doing nothing
     hold_cpu_s: float = 0.0  # the server's CPU over that hold
+    # --scrape: the server's collector over the measured phase, by generation (its
+    # /metrics at the phase's edges): collections, and their time (s)
+    gc_collections: list[float] = field(default_factory=list)
+    gc_pause_s: list[float] = field(default_factory=list)
     note: str = ""
 
 
@@ -120,6 +126,7 @@ class Plan:
     tag: str  # makes user names, rooms and client_msg_ids unique per client run
     tls: ssl.SSLContext | None = None  # set for a wss:// URL
     hold_s: float = 0.0  # idle: hold the open connections this long, reading the CPU
+    scrape: bool = False  # echo, fanout, rooms: the server's collector over the phase
 
 
 # ----------------------------------------------------------------------------- links
@@ -355,15 +362,27 @@ async def measured_phases(
     warmup = max(1, int(plan.messages * WARMUP_SHARE))
     async with asyncio.timeout(plan.timeout_s):
         await run_phase(plan, pick, tally, 0, warmup, per_message)
+    before = scrape(plan) if plan.scrape else None
     cpu0, wall0, own0 = process_cpu_s(plan.server_pid), time.perf_counter(), time.process_time()
     async with asyncio.timeout(plan.timeout_s):
         await run_phase(plan, pick, tally, warmup, plan.messages, per_message)
     out.server_cpu_s = process_cpu_s(plan.server_pid) - cpu0
+    if before is not None:
+        delta = scrape(plan).minus(before)
+        out.gc_collections = [
+            delta.total(f"{GC_PAUSE}_count", generation=g) for g in GC_GENERATIONS
+        ]
+        out.gc_pause_s = [delta.total(f"{GC_PAUSE}_sum", generation=g) for g in GC_GENERATIONS]
     out.wall_s = time.perf_counter() - wall0
     out.client_cpu_s = time.process_time() - own0
     out.messages, out.failed, out.deliveries = tally.acked, tally.failed, tally.deliveries
     out.errors = dict(tally.errors)
     out.ok = out.failed == 0 and not out.errors and out.messages == plan.messages
+
+
+def scrape(plan: Plan) -> Scrape:
+    """The server's ``/metrics`` (a blocking GET at a phase's edge, nothing in flight)."""
+    return fetch(http_base(plan.url), plan.timeout_s, plan.tls)
 
 
 async def rooms(plan: Plan, out: Outcome) -> None:
@@ -509,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hold-s", type=float, default=0.0, help="idle: hold them this long more, reading CPU"
     )
+    p.add_argument(
+        "--scrape",
+        action="store_true",
+        help="ours: the server's collector over the measured phase (its /metrics at the edges)",
+    )
     p.add_argument("--timeout-s", type=float, default=120.0, help="bound of each wait")
     p.add_argument("--tag", default=f"p{os.getpid()}", help="unique prefix for names and ids")
     p.add_argument("--ca-file", default="", help="wss://: PEM CA bundle to trust (else system)")
@@ -536,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tag=args.tag,
         tls=tls,
         hold_s=max(0.0, args.hold_s),
+        scrape=args.scrape and args.impl == "ours",
     )
     raise_nofile_limit()
     install_uvloop()
