@@ -120,10 +120,11 @@ What is measured, and how it maps onto the model (:mod:`sim.model`)
    of two and of the scenario's size (:func:`gc_room_sizes`), every one of them sending
    in turn (``bench.micro.loadclient --case rooms``), as a load generator's users do.
    Their collections set the filling rates, and the pause's line runs from the server
-   alone to theirs (``Point.active``): a server whose connections all speak collects
-   more often and pauses longer than one sender beside an idle crowd (measured here,
-   1,000 connections: young pauses 0.48 against 0.09 ms, 8.6 against 3.1 per 1,000
-   messages) — and as the load runs measure it.
+   alone to theirs (``Point.active``): a server whose connections all speak pauses
+   longer than one sender beside an idle crowd (measured here, 1,000 connections: young
+   pauses 0.84 against 0.09 ms), as the load runs measure it. The load client reads the
+   server's collector over its measured phase (``--scrape``): the connections' opening
+   allocates as much as thousands of sends.
 
 **Where it runs** (``--server-cpus`` / ``--generator-cpus``, :mod:`bench._support.cpus`;
 default: the server on the last CPU, the load clients on the others): the server process
