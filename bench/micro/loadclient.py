@@ -2,7 +2,11 @@
 
 ``python -m bench.micro.loadclient --case echo|fanout|rooms|idle --impl ours|bare --url WS_URL
 --server-pid PID [--codec json|protobuf] [--messages N] [--window W] [--members K]
-[--connections C] [--timeout-s S] [--ca-file PEM]``
+[--connections C] [--scrape] [--timeout-s S] [--ca-file PEM]``
+
+``--scrape`` (ours; echo, fanout, rooms): the server's ``/metrics`` is read at the
+measured phase's edges, and the line carries its collector over that phase
+(``gc_collections``, ``gc_pause_s`` by generation).
 
 A ``wss://`` URL means TLS for everything this client opens (the token's HTTPS request
 and the WebSocket), the server verified against ``--ca-file`` (the system store without
