@@ -503,8 +503,9 @@ def gc_costs(points: Sequence[Point]) -> GcFigures:
     connections in rooms, all sending, as under a load generator's users) the filling
     rates come from them alone, and the pause's line runs from the points of a server
     alone to theirs: the collector of a server whose connections all speak is not that
-    of one sender beside an idle crowd (its young collections measured 6× longer here,
-    and 2.7× more frequent). Empty when no point counted a collection."""
+    of one sender beside an idle crowd (its young collections measured ~10× longer here
+    at 1,000 connections: 0.84 against 0.085 ms). Empty when no point counted a
+    collection."""
     usable = [p for p in points if p.window == WINDOW and p.gc_collections and p.messages > 0]
     if not usable or not any(sum(p.gc_collections) for p in usable):
         return GcFigures()
