@@ -459,6 +459,16 @@ def measure_rooms_point(
     )
 
 
+def say_collections(where: str, point: Point) -> None:
+    """One collector point's line: ``where`` it ran, its messages and its collections."""
+    collections = ", ".join(f"{c:.0f}" for c in point.gc_collections)
+    print(
+        f"[calibrate] collector, {where}{point.messages:>6} messages: collections by "
+        f"generation {collections}",
+        flush=True,
+    )
+
+
 def measure_gc(
     scenario: Scenario, plan: Plan, workdir: Path, cpus: CpuPlan
 ) -> tuple[list[Point], int]:
@@ -490,12 +500,10 @@ def measure_gc(
             gc_plan = replace(plan, messages={**plan.messages, room_size: messages})
             point = measure_point(server, "json", room_size, phase, gc_plan)
             points.append(replace(point, crowd=held, table_full=full, repeat=0))
-            collections = ", ".join(f"{c:.0f}" for c in point.gc_collections)
-            print(
-                f"[calibrate] collector, {held:>5} idle connections held, "
-                f"table {'full' if full else 'filling'}, K={room_size:<3}"
-                f"{point.messages:>6} messages: collections by generation {collections}",
-                flush=True,
+            say_collections(
+                f"{held:>5} idle connections held, table {'full' if full else 'filling'}, "
+                f"K={room_size:<3}",
+                point,
             )
 
     with pinned(cpus.generator):
@@ -539,12 +547,9 @@ def measure_gc(
             point = measure_rooms_point(path, workdir, cpus, ca_file, room_size, crowd, plan)
             if point is not None:
                 points.append(point)
-                collections = ", ".join(f"{c:.0f}" for c in point.gc_collections)
-                print(
-                    f"[calibrate] collector, {point.crowd:>5} connections in rooms of "
-                    f"{room_size:<3} all sending, {point.messages:>6} messages: collections "
-                    f"by generation {collections}",
-                    flush=True,
+                say_collections(
+                    f"{point.crowd:>5} connections in rooms of {room_size:<3} all sending, ",
+                    point,
                 )
     return points, crowd
 
